@@ -1,0 +1,101 @@
+//! The config file as written by users: serde structs that mirror the YAML, nothing checked yet.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub admin: FileAdmin,
+    #[serde(default)]
+    pub log: FileLog,
+    pub shutdown_grace: Option<String>,
+    pub threads: Option<usize>,
+    #[serde(default)]
+    pub providers: BTreeMap<String, FileProvider>,
+    #[serde(default)]
+    pub routes: Vec<FileRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLog {
+    pub level: Option<String>,
+    pub format: Option<String>,
+    #[serde(default)]
+    pub access: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileProvider {
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub auth_method: Option<String>,
+    pub body: Option<String>,
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    pub timeout: Option<String>,
+    pub ca_file: Option<String>,
+    #[serde(default)]
+    pub allow_http: bool,
+    #[serde(default)]
+    pub refresh: FileRefresh,
+}
+
+// Hand-written so that a debug print of the raw file never shows an inline secret.
+impl std::fmt::Debug for FileProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileProvider")
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "[redacted]"))
+            .field("client_secret_file", &self.client_secret_file)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRefresh {
+    pub ratio: Option<f64>,
+    pub jitter: Option<f64>,
+    pub expiry_skew: Option<String>,
+    pub retry_initial: Option<String>,
+    pub retry_max: Option<String>,
+    pub default_lifetime: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRoute {
+    pub name: String,
+    pub listen: String,
+    pub upstream: String,
+    pub token: FileRouteToken,
+    pub header: Option<String>,
+    pub format: Option<String>,
+    pub existing: Option<String>,
+    pub ca_file: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub read_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRouteToken {
+    pub provider: String,
+    pub audience: Option<String>,
+    pub scope: Option<String>,
+    pub resource: Option<String>,
+}

@@ -1,0 +1,715 @@
+//! Configuration: loading the YAML file, `${VAR}` substitution, and validation into a [`Config`]
+//! that the rest of the program uses. Every error names the key that is wrong.
+
+mod duration;
+mod env;
+mod file;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use url::Url;
+
+use crate::secret::Secret;
+use crate::token::schedule::RefreshPolicy;
+use crate::token::TokenKey;
+use file::{FileConfig, FileProvider, FileRefresh, FileRoute};
+
+pub use duration::parse as parse_duration;
+
+/// Token-request parameters that come from the provider or the route, never from `params`.
+const RESERVED_PARAMS: &[&str] = &[
+    "grant_type",
+    "client_id",
+    "client_secret",
+    "audience",
+    "scope",
+    "resource",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid YAML: {0}")]
+    Syntax(String),
+    #[error("{key}: environment variable {var} is not set")]
+    UnsetEnv { key: String, var: String },
+    #[error("{key}: {message}")]
+    Key { key: String, message: String },
+}
+
+impl ConfigError {
+    pub fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Key {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub admin_listen: SocketAddr,
+    pub log: LogConfig,
+    pub shutdown_grace: Duration,
+    /// Worker threads of the proxy.
+    pub threads: usize,
+    pub providers: BTreeMap<String, Arc<Provider>>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A `tracing` filter directive; `RUST_LOG` wins when set.
+    pub level: String,
+    pub format: LogFormat,
+    pub access: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// `client_id` and `client_secret` in the request body.
+    ClientSecretPost,
+    /// HTTP Basic with the form-encoded id and secret (RFC 6749 §2.3.1).
+    ClientSecretBasic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyEncoding {
+    Form,
+    Json,
+}
+
+/// Where the client secret comes from. A file is read again for every token request, so a
+/// rotated secret is used without a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Inline(Secret),
+    File(PathBuf),
+}
+
+impl SecretSource {
+    pub fn read(&self) -> std::io::Result<Secret> {
+        match self {
+            SecretSource::Inline(s) => Ok(s.clone()),
+            SecretSource::File(path) => {
+                let raw = std::fs::read_to_string(path)?;
+                let value = raw.trim_end_matches(['\n', '\r']);
+                if value.is_empty() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "the file is empty",
+                    ));
+                }
+                Ok(Secret::new(value))
+            }
+        }
+    }
+}
+
+/// Extra trust roots read from a PEM file.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CaFile {
+    pub path: PathBuf,
+    pub certs: Vec<CertificateDer<'static>>,
+}
+
+impl std::fmt::Debug for CaFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CaFile({}, {} certs)", self.path.display(), self.certs.len())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Provider {
+    pub name: String,
+    pub token_url: Url,
+    pub client_id: String,
+    pub secret: SecretSource,
+    pub auth_method: AuthMethod,
+    pub body: BodyEncoding,
+    pub params: Vec<(String, String)>,
+    pub timeout: Duration,
+    pub ca_file: Option<Arc<CaFile>>,
+    pub refresh: RefreshPolicy,
+}
+
+impl Provider {
+    /// True when a token fetched with `self` is as good as one fetched with `other`: everything
+    /// that shapes the token request except the secret (a rotated secret keeps the token).
+    pub fn same_token_source(&self, other: &Provider) -> bool {
+        self.token_url == other.token_url
+            && self.client_id == other.client_id
+            && self.auth_method == other.auth_method
+            && self.body == other.body
+            && self.params == other.params
+            && std::mem::discriminant(&self.secret) == std::mem::discriminant(&other.secret)
+    }
+}
+
+/// What to do with a header of the same name that the caller sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    Replace,
+    Keep,
+}
+
+/// The injected header's value: `prefix` + token + `suffix`, from a format like `Bearer {token}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HeaderFormat {
+    prefix: String,
+    suffix: String,
+}
+
+impl HeaderFormat {
+    pub fn parse(format: &str) -> Result<Self, String> {
+        let Some((prefix, suffix)) = format.split_once("{token}") else {
+            return Err(format!("\"{format}\" must contain {{token}}"));
+        };
+        if suffix.contains("{token}") {
+            return Err(format!("\"{format}\" must contain {{token}} once"));
+        }
+        let ok = |s: &str| HeaderValue::from_str(s).is_ok();
+        if !ok(prefix) || !ok(suffix) {
+            return Err(format!(
+                "\"{format}\" has characters not allowed in a header value"
+            ));
+        }
+        Ok(HeaderFormat {
+            prefix: prefix.to_string(),
+            suffix: suffix.to_string(),
+        })
+    }
+
+    /// The header value for `token`, marked sensitive so that HTTP/2 never indexes it.
+    pub fn render(&self, token: &Secret) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+        let mut v = String::with_capacity(self.prefix.len() + token.expose().len() + self.suffix.len());
+        v.push_str(&self.prefix);
+        v.push_str(token.expose());
+        v.push_str(&self.suffix);
+        let mut value = HeaderValue::from_str(&v)?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+}
+
+/// Where a route forwards to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub tls: bool,
+    /// Host name or IP address, without IPv6 brackets: used for SNI and certificate checks.
+    pub host: String,
+    pub port: u16,
+    /// The value of the `Host` header sent upstream.
+    pub authority: String,
+    /// Prefix for every request path, without a trailing slash (empty for none).
+    pub base_path: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub upstream: Upstream,
+    pub token: TokenKey,
+    pub header: HeaderName,
+    pub format: HeaderFormat,
+    pub existing: Existing,
+    pub ca_file: Option<Arc<CaFile>>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+impl Config {
+    /// Reads, substitutes and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_yaml(&text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses and validates YAML text, taking `${VAR}` values from `lookup`.
+    pub fn from_yaml(
+        text: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut value: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        if value.is_null() {
+            return Err(ConfigError::Syntax("the file is empty".into()));
+        }
+        env::substitute(&mut value, "", lookup)?;
+        let raw: FileConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let key = if path == "." { "(top level)".to_string() } else { path };
+            ConfigError::key(key, e.into_inner().to_string())
+        })?;
+        validate(raw)
+    }
+
+    /// A one-line description for `tokenproxy check`.
+    pub fn summary(&self) -> String {
+        let tokens: HashSet<&TokenKey> = self.routes.iter().map(|r| &r.token).collect();
+        format!(
+            "config ok: {} provider(s), {} route(s), {} distinct token(s), admin on {}",
+            self.providers.len(),
+            self.routes.len(),
+            tokens.len(),
+            self.admin_listen
+        )
+    }
+}
+
+fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
+    let admin_listen = match raw.admin.listen {
+        Some(s) => parse_listen("admin.listen", &s)?,
+        None => SocketAddr::from(([127, 0, 0, 1], 9901)),
+    };
+    let log = LogConfig {
+        level: raw.log.level.unwrap_or_else(|| "info".into()),
+        format: match raw.log.format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::key(
+                    "log.format",
+                    format!("unknown format \"{other}\" (use text or json)"),
+                ))
+            }
+        },
+        access: raw.log.access,
+    };
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log.level) {
+        return Err(ConfigError::key("log.level", format!("invalid level \"{}\": {e}", log.level)));
+    }
+    let shutdown_grace = opt_duration("shutdown_grace", raw.shutdown_grace.as_deref(), 10_000)?;
+    let threads = raw.threads.unwrap_or(1);
+    if !(1..=64).contains(&threads) {
+        return Err(ConfigError::key("threads", format!("{threads} is not in 1..=64")));
+    }
+
+    let mut providers = BTreeMap::new();
+    for (name, p) in raw.providers {
+        let provider = validate_provider(&name, p)?;
+        providers.insert(name, Arc::new(provider));
+    }
+
+    if raw.routes.is_empty() {
+        return Err(ConfigError::key("routes", "at least one route is required"));
+    }
+    let mut routes = Vec::with_capacity(raw.routes.len());
+    let mut names = HashSet::new();
+    let mut listens = HashSet::new();
+    listens.insert(admin_listen);
+    for (i, r) in raw.routes.into_iter().enumerate() {
+        let route = validate_route(&format!("routes[{i}]"), r, &providers)?;
+        if !names.insert(route.name.clone()) {
+            return Err(ConfigError::key(
+                format!("routes[{i}].name"),
+                format!("duplicate route name \"{}\"", route.name),
+            ));
+        }
+        if !listens.insert(route.listen) {
+            return Err(ConfigError::key(
+                format!("routes[{i}].listen"),
+                format!(
+                    "address {} is already used by another route or the admin listener",
+                    route.listen
+                ),
+            ));
+        }
+        routes.push(route);
+    }
+    Ok(Config {
+        admin_listen,
+        log,
+        shutdown_grace,
+        threads,
+        providers,
+        routes,
+    })
+}
+
+fn validate_provider(name: &str, p: FileProvider) -> Result<Provider, ConfigError> {
+    let key = |k: &str| format!("providers.{name}.{k}");
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        return Err(ConfigError::key(
+            format!("providers.{name}"),
+            "provider names may contain only letters, digits, '-', '_' and '.'",
+        ));
+    }
+    let token_url = Url::parse(&p.token_url)
+        .map_err(|e| ConfigError::key(key("token_url"), format!("invalid URL \"{}\": {e}", p.token_url)))?;
+    match token_url.scheme() {
+        "https" => {}
+        "http" => {
+            let loopback = token_url.host().is_some_and(|h| is_loopback_host(&h));
+            if !loopback && !p.allow_http {
+                return Err(ConfigError::key(
+                    key("token_url"),
+                    format!(
+                        "\"{}\" is plain http to a non-loopback host, which would send the client secret in clear text; use https or set allow_http: true",
+                        p.token_url
+                    ),
+                ));
+            }
+        }
+        other => {
+            return Err(ConfigError::key(
+                key("token_url"),
+                format!("unsupported scheme \"{other}\" (use https)"),
+            ))
+        }
+    }
+    if token_url.host_str().is_none_or(str::is_empty) {
+        return Err(ConfigError::key(key("token_url"), "the URL has no host"));
+    }
+    if !token_url.username().is_empty() || token_url.password().is_some() {
+        return Err(ConfigError::key(
+            key("token_url"),
+            "credentials in the URL are not allowed; use client_id and client_secret",
+        ));
+    }
+    if p.client_id.is_empty() {
+        return Err(ConfigError::key(key("client_id"), "must not be empty"));
+    }
+    let secret = match (p.client_secret, p.client_secret_file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::key(
+                format!("providers.{name}"),
+                "set exactly one of client_secret and client_secret_file, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ConfigError::key(
+                format!("providers.{name}"),
+                "one of client_secret or client_secret_file is required",
+            ))
+        }
+        (Some(s), None) => {
+            if s.is_empty() {
+                return Err(ConfigError::key(key("client_secret"), "must not be empty"));
+            }
+            SecretSource::Inline(Secret::new(s))
+        }
+        (None, Some(path)) => {
+            let source = SecretSource::File(PathBuf::from(&path));
+            if let Err(e) = source.read() {
+                return Err(ConfigError::key(
+                    key("client_secret_file"),
+                    format!("cannot read \"{path}\": {e}"),
+                ));
+            }
+            source
+        }
+    };
+    let auth_method = match p.auth_method.as_deref() {
+        None | Some("client_secret_post") => AuthMethod::ClientSecretPost,
+        Some("client_secret_basic") => AuthMethod::ClientSecretBasic,
+        Some(other) => {
+            return Err(ConfigError::key(
+                key("auth_method"),
+                format!("unknown method \"{other}\" (use client_secret_post or client_secret_basic)"),
+            ))
+        }
+    };
+    let body = match p.body.as_deref() {
+        None | Some("form") => BodyEncoding::Form,
+        Some("json") => BodyEncoding::Json,
+        Some(other) => {
+            return Err(ConfigError::key(
+                key("body"),
+                format!("unknown encoding \"{other}\" (use form or json)"),
+            ))
+        }
+    };
+    for k in p.params.keys() {
+        if RESERVED_PARAMS.contains(&k.as_str()) {
+            return Err(ConfigError::key(
+                format!("providers.{name}.params.{k}"),
+                format!("\"{k}\" cannot be set in params (it is set from the provider or the route's token)"),
+            ));
+        }
+    }
+    let timeout = opt_duration(&key("timeout"), p.timeout.as_deref(), 10_000)?;
+    if timeout.is_zero() {
+        return Err(ConfigError::key(key("timeout"), "must be greater than 0"));
+    }
+    let ca_file = p
+        .ca_file
+        .as_deref()
+        .map(|f| load_ca_file(&key("ca_file"), f))
+        .transpose()?;
+    let refresh = validate_refresh(&format!("providers.{name}.refresh"), p.refresh)?;
+    Ok(Provider {
+        name: name.to_string(),
+        token_url,
+        client_id: p.client_id,
+        secret,
+        auth_method,
+        body,
+        params: p.params.into_iter().collect(),
+        timeout,
+        ca_file,
+        refresh,
+    })
+}
+
+fn validate_refresh(prefix: &str, r: FileRefresh) -> Result<RefreshPolicy, ConfigError> {
+    let key = |k: &str| format!("{prefix}.{k}");
+    let d = RefreshPolicy::default();
+    let ratio = r.ratio.unwrap_or(d.ratio);
+    if !(ratio > 0.0 && ratio <= 1.0) {
+        return Err(ConfigError::key(key("ratio"), format!("{ratio} is not in (0, 1]")));
+    }
+    let jitter = r.jitter.unwrap_or(d.jitter);
+    if !(0.0..ratio).contains(&jitter) {
+        return Err(ConfigError::key(
+            key("jitter"),
+            format!("{jitter} is not in [0, ratio) = [0, {ratio})"),
+        ));
+    }
+    let dur = |k: &str, v: Option<&str>, default: Duration| -> Result<Duration, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) => parse_duration(s).map_err(|m| ConfigError::key(key(k), m)),
+        }
+    };
+    let expiry_skew = dur("expiry_skew", r.expiry_skew.as_deref(), d.expiry_skew)?;
+    let retry_initial = dur("retry_initial", r.retry_initial.as_deref(), d.retry_initial)?;
+    let retry_max = dur("retry_max", r.retry_max.as_deref(), d.retry_max)?;
+    let default_lifetime = dur("default_lifetime", r.default_lifetime.as_deref(), d.default_lifetime)?;
+    if retry_initial.is_zero() {
+        return Err(ConfigError::key(key("retry_initial"), "must be greater than 0"));
+    }
+    if retry_max < retry_initial {
+        return Err(ConfigError::key(
+            key("retry_max"),
+            "must be at least retry_initial",
+        ));
+    }
+    if default_lifetime.is_zero() {
+        return Err(ConfigError::key(key("default_lifetime"), "must be greater than 0"));
+    }
+    Ok(RefreshPolicy {
+        ratio,
+        jitter,
+        expiry_skew,
+        retry_initial,
+        retry_max,
+        default_lifetime,
+    })
+}
+
+fn validate_route(
+    prefix: &str,
+    r: FileRoute,
+    providers: &BTreeMap<String, Arc<Provider>>,
+) -> Result<Route, ConfigError> {
+    let key = |k: &str| format!("{prefix}.{k}");
+    if r.name.is_empty() || !r.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        return Err(ConfigError::key(
+            key("name"),
+            format!("\"{}\" is not a valid route name (letters, digits, '-', '_', '.')", r.name),
+        ));
+    }
+    let listen = parse_listen(&key("listen"), &r.listen)?;
+    let upstream = parse_upstream(&key("upstream"), &r.upstream)?;
+    let provider = providers.get(&r.token.provider).ok_or_else(|| {
+        ConfigError::key(
+            key("token.provider"),
+            format!("unknown provider \"{}\"", r.token.provider),
+        )
+    })?;
+    let non_empty = |k: &str, v: Option<String>| -> Result<Option<String>, ConfigError> {
+        match v {
+            Some(s) if s.is_empty() => Err(ConfigError::key(key(k), "must not be empty (omit it instead)")),
+            other => Ok(other),
+        }
+    };
+    let token = TokenKey {
+        provider: provider.name.clone(),
+        audience: non_empty("token.audience", r.token.audience)?,
+        scope: non_empty("token.scope", r.token.scope)?,
+        resource: non_empty("token.resource", r.token.resource)?,
+    };
+    let header_name = r.header.as_deref().unwrap_or("Authorization");
+    let header = HeaderName::from_bytes(header_name.as_bytes())
+        .map_err(|_| ConfigError::key(key("header"), format!("invalid header name \"{header_name}\"")))?;
+    if [
+        http::header::HOST,
+        http::header::CONTENT_LENGTH,
+        http::header::TRANSFER_ENCODING,
+        http::header::CONNECTION,
+        http::header::UPGRADE,
+        http::header::TE,
+    ]
+    .contains(&header)
+    {
+        return Err(ConfigError::key(
+            key("header"),
+            format!("\"{header_name}\" cannot carry the token"),
+        ));
+    }
+    let format = HeaderFormat::parse(r.format.as_deref().unwrap_or("Bearer {token}"))
+        .map_err(|m| ConfigError::key(key("format"), m))?;
+    let existing = match r.existing.as_deref() {
+        None | Some("replace") => Existing::Replace,
+        Some("keep") => Existing::Keep,
+        Some(other) => {
+            return Err(ConfigError::key(
+                key("existing"),
+                format!("unknown value \"{other}\" (use replace or keep)"),
+            ))
+        }
+    };
+    let ca_file = r
+        .ca_file
+        .as_deref()
+        .map(|f| load_ca_file(&key("ca_file"), f))
+        .transpose()?;
+    let connect_timeout = opt_duration(&key("connect_timeout"), r.connect_timeout.as_deref(), 5_000)?;
+    let read_timeout = opt_duration(&key("read_timeout"), r.read_timeout.as_deref(), 60_000)?;
+    for (k, v) in [("connect_timeout", connect_timeout), ("read_timeout", read_timeout)] {
+        if v.is_zero() {
+            return Err(ConfigError::key(key(k), "must be greater than 0"));
+        }
+    }
+    Ok(Route {
+        name: r.name,
+        listen,
+        upstream,
+        token,
+        header,
+        format,
+        existing,
+        ca_file,
+        connect_timeout,
+        read_timeout,
+    })
+}
+
+fn parse_listen(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    let addr: SocketAddr = value.parse().map_err(|_| {
+        ConfigError::key(
+            key,
+            format!("\"{value}\" is not an IP:port address (e.g. 127.0.0.1:8081 or [::1]:8081)"),
+        )
+    })?;
+    if addr.port() == 0 {
+        return Err(ConfigError::key(key, "port 0 is not allowed; pick a port"));
+    }
+    Ok(addr)
+}
+
+fn parse_upstream(key: &str, value: &str) -> Result<Upstream, ConfigError> {
+    let url = Url::parse(value)
+        .map_err(|e| ConfigError::key(key, format!("invalid URL \"{value}\": {e}")))?;
+    let tls = match url.scheme() {
+        "https" => true,
+        "http" => false,
+        other => {
+            return Err(ConfigError::key(
+                key,
+                format!("unsupported scheme \"{other}\" (use http or https)"),
+            ))
+        }
+    };
+    let host = match url.host() {
+        Some(url::Host::Domain(d)) if !d.is_empty() => d.to_string(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        _ => return Err(ConfigError::key(key, format!("\"{value}\" has no host"))),
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError::key(key, "credentials in the URL are not allowed"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::key(
+            key,
+            "a query or fragment is not allowed in the upstream URL",
+        ));
+    }
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| ConfigError::key(key, "no port"))?;
+    let host_part = url.host_str().unwrap_or_default();
+    let authority = match url.port() {
+        Some(p) => format!("{host_part}:{p}"),
+        None => host_part.to_string(),
+    };
+    Ok(Upstream {
+        tls,
+        host,
+        port,
+        authority,
+        base_path: url.path().trim_end_matches('/').to_string(),
+    })
+}
+
+fn is_loopback_host(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(ip) => IpAddr::V4(*ip).is_loopback(),
+        url::Host::Ipv6(ip) => IpAddr::V6(*ip).is_loopback(),
+    }
+}
+
+fn opt_duration(key: &str, value: Option<&str>, default_ms: u64) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(Duration::from_millis(default_ms)),
+        Some(s) => parse_duration(s).map_err(|m| ConfigError::key(key, m)),
+    }
+}
+
+fn load_ca_file(key: &str, path: &str) -> Result<Arc<CaFile>, ConfigError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| ConfigError::key(key, format!("cannot read \"{path}\": {e}")))?;
+    let mut certs = Vec::new();
+    for item in CertificateDer::pem_slice_iter(&bytes) {
+        let cert = item.map_err(|e| ConfigError::key(key, format!("\"{path}\" is not valid PEM: {e}")))?;
+        // pingora parses these again when it connects and panics on a bad one: check them here.
+        if x509_parser::parse_x509_certificate(&cert).is_err() {
+            return Err(ConfigError::key(
+                key,
+                format!("\"{path}\" contains a certificate that cannot be parsed"),
+            ));
+        }
+        certs.push(cert);
+    }
+    if certs.is_empty() {
+        return Err(ConfigError::key(key, format!("\"{path}\" contains no certificate")));
+    }
+    Ok(Arc::new(CaFile {
+        path: PathBuf::from(path),
+        certs,
+    }))
+}
+
+/// True when `addr` is reachable only from this host.
+pub fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
+#[cfg(test)]
+mod tests;

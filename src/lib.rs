@@ -1,0 +1,34 @@
+//! tokenproxy: a sidecar that obtains OAuth2 client-credentials tokens, keeps them fresh in the
+//! background, and injects them into the requests a legacy service sends through it.
+//!
+//! - [`config`]: the YAML file, `${VAR}` substitution, validation into [`config::Config`].
+//! - [`secret`]: newtypes that keep secrets and tokens out of `Debug` and logs.
+//! - [`token`]: token keys, the token client, the cache, the schedule rules and the refreshers.
+//! - [`upstream`]: upstream address resolution, trust roots and the pingora peer.
+//! - [`routes`]: the live route table, swapped atomically on reload.
+//! - [`proxy`]: the pingora `ProxyHttp` hook that injects the token.
+//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/tokens`.
+//! - [`metrics`]: every Prometheus metric, in one registry.
+//! - [`reload`]: SIGHUP and file-change reload, secret file watching.
+//! - [`shutdown`]: in-flight accounting and graceful exit on SIGTERM/SIGINT.
+//! - [`server`]: wiring of a running proxy.
+//! - [`logging`]: tracing set-up.
+//! - [`serve`]: a small hyper server loop for the admin and demo listeners.
+//! - [`demo`]: the self-contained demo: a token issuer and an echo API.
+//! - [`cli`]: the command line.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod logging;
+pub mod metrics;
+pub mod proxy;
+pub mod reload;
+pub mod routes;
+pub mod secret;
+pub mod serve;
+pub mod server;
+pub mod shutdown;
+pub mod token;
+pub mod upstream;

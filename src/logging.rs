@@ -1,0 +1,30 @@
+//! Log set-up: `tracing` to stderr as text or JSON, level from `RUST_LOG` or `log.level`, with
+//! the `log` records of pingora and other crates captured into the same stream.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Installs the global subscriber. A second call (tests, the demo) is a no-op.
+pub fn init(log: &LogConfig) {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => EnvFilter::try_new(&v).unwrap_or_else(|e| {
+            eprintln!("tokenproxy: ignoring invalid RUST_LOG={v:?}: {e}; using log.level");
+            EnvFilter::new(&log.level)
+        }),
+        _ => EnvFilter::new(&log.level),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(true)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let installed = match log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    if installed.is_ok() {
+        // tracing-subscriber's default features bridge `log` records once a subscriber is set.
+        let _ = tracing_log::LogTracer::init();
+    }
+}

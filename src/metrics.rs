@@ -1,0 +1,152 @@
+//! Every Prometheus metric tokenproxy exports, defined in one registry, with small recording
+//! functions called at the edges (proxy logging phase, refresher outcome, reload).
+
+use std::sync::LazyLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::token::client::{ErrorClass, FetchError};
+use crate::token::TokenKey;
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub upstream_errors: IntCounterVec,
+    pub token_unavailable: IntCounterVec,
+    pub token_fetches: IntCounterVec,
+    pub token_fetch_duration: HistogramVec,
+    pub token_expiry: GaugeVec,
+    pub token_last_success: GaugeVec,
+    pub config_reloads: IntCounterVec,
+    pub config_last_reload_success: Gauge,
+    pub build_info: IntGaugeVec,
+}
+
+/// The process-wide metrics. Registered once: prometheus refuses a second registration.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    registry.register(Box::new(c.clone())).expect("metric registered once");
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    registry.register(Box::new(g.clone())).expect("metric registered once");
+    g
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+        labels,
+    )
+    .expect("static metric definition");
+    registry.register(Box::new(h.clone())).expect("metric registered once");
+    h
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let r = Registry::new();
+        let config_last_reload_success = Gauge::new(
+            "tokenproxy_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful config load or reload.",
+        )
+        .expect("static metric definition");
+        r.register(Box::new(config_last_reload_success.clone()))
+            .expect("metric registered once");
+        let build_info = IntGaugeVec::new(
+            Opts::new("tokenproxy_build_info", "Always 1; the version is in the label."),
+            &["version"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(build_info.clone())).expect("metric registered once");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Metrics {
+            requests: counter(&r, "tokenproxy_requests_total", "Proxied requests by the HTTP status the caller got.", &["route", "code"]),
+            request_duration: histogram(&r, "tokenproxy_request_duration_seconds", "Request duration as the caller saw it.", &["route"]),
+            upstream_errors: counter(&r, "tokenproxy_upstream_errors_total", "Requests that failed talking to the upstream, by kind (connect, timeout, tls, other).", &["route", "kind"]),
+            token_unavailable: counter(&r, "tokenproxy_token_unavailable_total", "Requests refused with 503 because no valid token was available.", &["route"]),
+            token_fetches: counter(&r, "tokenproxy_token_fetches_total", "Token requests to the IdP by outcome (success, error, rate_limited).", &["provider", "audience", "outcome"]),
+            token_fetch_duration: histogram(&r, "tokenproxy_token_fetch_duration_seconds", "Duration of token requests to the IdP.", &["provider"]),
+            token_expiry: gauge(&r, "tokenproxy_token_expiry_timestamp_seconds", "Unix time at which the current token expires.", &["provider", "audience"]),
+            token_last_success: gauge(&r, "tokenproxy_token_last_success_timestamp_seconds", "Unix time of the last successful token fetch.", &["provider", "audience"]),
+            config_reloads: counter(&r, "tokenproxy_config_reloads_total", "Config reloads by outcome (success, error).", &["outcome"]),
+            config_last_reload_success,
+            build_info,
+            registry: r,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metrics.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+fn unix_secs(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+}
+
+/// Records a token fetch outcome: `error` is `None` on success.
+pub fn token_fetched(key: &TokenKey, took: Duration, error: Option<&FetchError>) {
+    let m = &*METRICS;
+    let audience = key.audience.as_deref().unwrap_or("");
+    let outcome = match error {
+        None => "success",
+        Some(e) if e.class == ErrorClass::RateLimited => "rate_limited",
+        Some(_) => "error",
+    };
+    m.token_fetches
+        .with_label_values(&[&key.provider, audience, outcome])
+        .inc();
+    m.token_fetch_duration
+        .with_label_values(&[&key.provider])
+        .observe(took.as_secs_f64());
+}
+
+/// Records the expiry and fetch time of a newly stored token.
+pub fn token_stored(key: &TokenKey, fetched_at: SystemTime, expires_at: SystemTime) {
+    let m = &*METRICS;
+    let audience = key.audience.as_deref().unwrap_or("");
+    m.token_expiry
+        .with_label_values(&[&key.provider, audience])
+        .set(unix_secs(expires_at));
+    m.token_last_success
+        .with_label_values(&[&key.provider, audience])
+        .set(unix_secs(fetched_at));
+}
+
+/// Records the config loaded at start-up (not counted as a reload).
+pub fn config_loaded_at_start() {
+    METRICS
+        .config_last_reload_success
+        .set(unix_secs(SystemTime::now()));
+}
+
+/// Records a config reload.
+pub fn config_loaded(ok: bool) {
+    let m = &*METRICS;
+    m.config_reloads
+        .with_label_values(&[if ok { "success" } else { "error" }])
+        .inc();
+    if ok {
+        m.config_last_reload_success.set(unix_secs(SystemTime::now()));
+    }
+}

@@ -1,0 +1,172 @@
+//! Wiring of a running proxy: the control runtime (refreshers, admin, reload), the route table,
+//! and the pingora server that carries the traffic.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{is_loopback, Config, ConfigError};
+use crate::routes::RouteTable;
+use crate::shutdown::Signals;
+use crate::token::manager::TokenManager;
+use crate::{admin, metrics, proxy, reload};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{key}: cannot listen on {addr}: {source}")]
+    Bind {
+        key: String,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the control runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// The state shared by the control plane.
+pub struct App {
+    /// The file to reload from; `None` for a config built in memory (the demo).
+    pub config_path: Option<PathBuf>,
+    pub config: ArcSwap<Config>,
+    pub tokens: TokenManager,
+    pub routes: Arc<RouteTable>,
+}
+
+impl App {
+    /// Puts `config` in force: tokens first, so that every route finds its slot, then routes.
+    /// Returns the routes that need a restart to be served (new listen addresses).
+    pub async fn apply(&self, config: Config) -> Result<Vec<String>, ConfigError> {
+        let slots = self.tokens.apply(&config)?;
+        let unbound = self.routes.apply(&config, &slots).await;
+        self.config.store(Arc::new(config));
+        Ok(unbound)
+    }
+}
+
+/// Runs the proxy until SIGTERM or SIGINT. Returns once shut down.
+pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), StartError> {
+    for r in &config.routes {
+        if !is_loopback(&r.listen) {
+            warn!(route = %r.name, listen = %r.listen, "route listens on a non-loopback address: anyone who can reach it uses its credentials");
+        }
+    }
+    // Bind-check every address first, so that a taken port is reported with its key instead of
+    // failing inside pingora.
+    let admin_std = bind(&config.admin_listen, "admin.listen")?;
+    for (i, r) in config.routes.iter().enumerate() {
+        drop(bind(&r.listen, &format!("routes[{i}].listen"))?);
+    }
+
+    let control = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("tokenproxy-control")
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)?;
+    let app = Arc::new(App {
+        config_path,
+        config: ArcSwap::from_pointee(config.clone()),
+        tokens: TokenManager::new(),
+        routes: Arc::new(RouteTable::new(&config)),
+    });
+    let stop = CancellationToken::new();
+    let threads = config.threads;
+    let grace = config.shutdown_grace;
+    control.block_on(async {
+        app.apply(config).await?;
+        metrics::config_loaded_at_start();
+        let admin_listener =
+            tokio::net::TcpListener::from_std(admin_std).map_err(|source| StartError::Bind {
+                key: "admin.listen".into(),
+                addr: app.config.load().admin_listen,
+                source,
+            })?;
+        info!(addr = %app.config.load().admin_listen, "admin listener up");
+        tokio::spawn(admin::run(admin_listener, app.routes.clone(), stop.clone()));
+        tokio::spawn(reload::watch(app.clone(), stop.clone()));
+        Ok::<_, StartError>(())
+    })?;
+
+    let mut conf = ServerConf {
+        threads,
+        // pingora sleeps the whole grace period; the drain watch in `shutdown` exits earlier.
+        grace_period_seconds: Some(grace.as_secs() + u64::from(grace.subsec_nanos() > 0)),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    conf.daemon = false;
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut service = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        proxy::TokenProxy {
+            routes: app.routes.clone(),
+        },
+        "tokenproxy",
+    );
+    for addr in app.routes.listen_addrs() {
+        service.add_tcp(&addr.to_string());
+    }
+    server.add_service(service);
+    for r in app.config.load().routes.iter() {
+        info!(route = %r.name, listen = %r.listen, upstream = %r.upstream.authority, token = %r.token, "route");
+    }
+    control.spawn(mark_listening(app.routes.clone()));
+    let on_exit = {
+        let app = app.clone();
+        Arc::new(move || app.tokens.shutdown()) as Arc<dyn Fn() + Send + Sync>
+    };
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals {
+            control: control.handle().clone(),
+            on_exit,
+        }),
+    });
+    warn!(in_flight = crate::shutdown::in_flight(), "shutdown grace period over; exiting");
+    stop.cancel();
+    app.tokens.shutdown();
+    control.shutdown_background();
+    Ok(())
+}
+
+/// Waits until every proxy listener accepts a connection (pingora binds them on its own
+/// runtime), then marks the route table as listening for `/readyz`.
+async fn mark_listening(routes: Arc<RouteTable>) {
+    let addrs: Vec<SocketAddr> = routes.listen_addrs().copied().collect();
+    for addr in addrs {
+        let target = if addr.ip().is_unspecified() {
+            let ip = if addr.is_ipv4() { IpAddr::from([127, 0, 0, 1]) } else { IpAddr::from(Ipv6Addr::LOCALHOST) };
+            SocketAddr::new(ip, addr.port())
+        } else {
+            addr
+        };
+        while tokio::net::TcpStream::connect(target).await.is_err() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    routes.set_listening();
+    info!("proxy listeners up");
+}
+
+fn bind(addr: &SocketAddr, key: &str) -> Result<std::net::TcpListener, StartError> {
+    let l = std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind {
+        key: key.to_string(),
+        addr: *addr,
+        source,
+    })?;
+    l.set_nonblocking(true).map_err(|source| StartError::Bind {
+        key: key.to_string(),
+        addr: *addr,
+        source,
+    })?;
+    Ok(l)
+}

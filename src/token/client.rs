@@ -1,0 +1,363 @@
+//! The token client: one client-credentials request (RFC 6749 §4.4) and the strict parsing of
+//! its answer. It follows no redirects and reads at most 1 MiB.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use http::{HeaderMap, StatusCode};
+use serde_json::{Map, Value};
+
+use crate::config::{AuthMethod, BodyEncoding, Provider};
+use crate::secret::Secret;
+use crate::token::TokenKey;
+
+/// Largest token response read; anything longer is refused.
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// Why a token fetch failed, as reported in logs, `/tokens` and 503 bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Connection refused, DNS, TLS or timeout: the IdP did not answer.
+    IdpUnreachable,
+    /// The IdP answered with an error other than the ones below.
+    IdpError,
+    /// The IdP rejected the client credentials.
+    InvalidClient,
+    /// The IdP answered 429.
+    RateLimited,
+    /// The answer was not a usable token (not JSON, no `access_token`, wrong `token_type`, too big).
+    BadResponse,
+    /// The client secret file could not be read.
+    SecretUnreadable,
+}
+
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::IdpUnreachable => "idp_unreachable",
+            ErrorClass::IdpError => "idp_error",
+            ErrorClass::InvalidClient => "invalid_client",
+            ErrorClass::RateLimited => "rate_limited",
+            ErrorClass::BadResponse => "bad_response",
+            ErrorClass::SecretUnreadable => "secret_unreadable",
+        }
+    }
+}
+
+/// A failed fetch. Holds the IdP's RFC 6749 §5.2 `error` and `error_description` when it sent
+/// them; never the request's secret.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}: {message}{}", class.as_str(), idp_suffix(.idp_error, .idp_description))]
+pub struct FetchError {
+    pub class: ErrorClass,
+    pub message: String,
+    pub status: Option<u16>,
+    pub idp_error: Option<String>,
+    pub idp_description: Option<String>,
+    /// The IdP's `Retry-After`, if it sent one.
+    pub retry_after: Option<Duration>,
+}
+
+fn idp_suffix(error: &Option<String>, description: &Option<String>) -> String {
+    match (error, description) {
+        (Some(e), Some(d)) => format!(" (error={e}, error_description={d})"),
+        (Some(e), None) => format!(" (error={e})"),
+        _ => String::new(),
+    }
+}
+
+impl FetchError {
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
+        FetchError {
+            class,
+            message: message.into(),
+            status: None,
+            idp_error: None,
+            idp_description: None,
+            retry_after: None,
+        }
+    }
+}
+
+/// A token as the IdP issued it.
+#[derive(Debug, Clone)]
+pub struct TokenResponse {
+    pub access_token: Secret,
+    pub expires_in: Option<Duration>,
+    /// The `exp` claim, when the token is a JWT that has one.
+    pub jwt_exp: Option<u64>,
+}
+
+/// An HTTP client for one provider's token endpoint.
+#[derive(Clone)]
+pub struct TokenClient {
+    http: reqwest::Client,
+}
+
+impl TokenClient {
+    pub fn new(provider: &Provider) -> Result<Self, reqwest::Error> {
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(provider.timeout)
+            .connect_timeout(provider.timeout)
+            .user_agent(concat!("tokenproxy/", env!("CARGO_PKG_VERSION")))
+            .pool_idle_timeout(Duration::from_secs(30));
+        if let Some(ca) = &provider.ca_file {
+            for cert in &ca.certs {
+                builder = builder.add_root_certificate(reqwest::Certificate::from_der(cert)?);
+            }
+        }
+        Ok(TokenClient {
+            http: builder.build()?,
+        })
+    }
+
+    /// Asks `provider` for the token `key` describes, authenticating with `secret`.
+    pub async fn fetch(
+        &self,
+        provider: &Provider,
+        key: &TokenKey,
+        secret: &Secret,
+    ) -> Result<TokenResponse, FetchError> {
+        let params = request_params(provider, key, secret);
+        let mut req = self
+            .http
+            .post(provider.token_url.clone())
+            .header(http::header::ACCEPT, "application/json");
+        if provider.auth_method == AuthMethod::ClientSecretBasic {
+            req = req.header(
+                http::header::AUTHORIZATION,
+                basic_auth(&provider.client_id, secret),
+            );
+        }
+        req = match provider.body {
+            BodyEncoding::Form => req.form(&params),
+            BodyEncoding::Json => {
+                let map: Map<String, Value> = params
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+                    .collect();
+                req.json(&map)
+            }
+        };
+        let mut resp = req.send().await.map_err(|e| {
+            FetchError::new(ErrorClass::IdpUnreachable, describe_reqwest_error(&e))
+        })?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let mut body = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                        let mut e = FetchError::new(
+                            ErrorClass::BadResponse,
+                            "token response larger than 1 MiB",
+                        );
+                        e.status = Some(status.as_u16());
+                        return Err(e);
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(FetchError::new(
+                        ErrorClass::IdpUnreachable,
+                        format!("reading the token response: {}", describe_reqwest_error(&e)),
+                    ))
+                }
+            }
+        }
+        parse_response(status, &headers, &body)
+    }
+}
+
+/// The token request's parameters, in the order they are sent.
+pub fn request_params<'a>(
+    provider: &'a Provider,
+    key: &'a TokenKey,
+    secret: &'a Secret,
+) -> Vec<(&'a str, &'a str)> {
+    let mut params = vec![("grant_type", "client_credentials")];
+    if provider.auth_method == AuthMethod::ClientSecretPost {
+        params.push(("client_id", provider.client_id.as_str()));
+        params.push(("client_secret", secret.expose()));
+    }
+    if let Some(a) = &key.audience {
+        params.push(("audience", a));
+    }
+    if let Some(s) = &key.scope {
+        params.push(("scope", s));
+    }
+    if let Some(r) = &key.resource {
+        params.push(("resource", r));
+    }
+    for (k, v) in &provider.params {
+        params.push((k, v));
+    }
+    params
+}
+
+/// `Basic` credentials as RFC 6749 §2.3.1 asks: id and secret form-encoded, then base64.
+pub fn basic_auth(client_id: &str, secret: &Secret) -> String {
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let raw = format!("{}:{}", enc(client_id), enc(secret.expose()));
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
+fn describe_reqwest_error(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    // The chain of sources says why (refused, DNS, certificate); the URL carries no secret.
+    let mut msg = format!("{kind}: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+/// Parses a token endpoint's answer. A token only if: 200, a JSON object, a non-empty
+/// `access_token`, `token_type` absent or `Bearer` (any case), and no `error` field.
+pub fn parse_response(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<TokenResponse, FetchError> {
+    let json: Option<Map<String, Value>> = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| match v {
+            Value::Object(m) => Some(m),
+            _ => None,
+        });
+    let idp_error = json.as_ref().and_then(|m| short_string(m.get("error")));
+    let idp_description = json
+        .as_ref()
+        .and_then(|m| short_string(m.get("error_description")));
+
+    if status != StatusCode::OK || idp_error.is_some() {
+        let class = if status == StatusCode::TOO_MANY_REQUESTS {
+            ErrorClass::RateLimited
+        } else if idp_error.as_deref() == Some("invalid_client") || status == StatusCode::UNAUTHORIZED
+        {
+            ErrorClass::InvalidClient
+        } else {
+            ErrorClass::IdpError
+        };
+        let message = if status == StatusCode::OK {
+            "token endpoint answered 200 with an error".to_string()
+        } else {
+            format!("token endpoint answered {}", status.as_u16())
+        };
+        return Err(FetchError {
+            class,
+            message,
+            status: Some(status.as_u16()),
+            idp_error,
+            idp_description,
+            retry_after: retry_after(headers),
+        });
+    }
+
+    let bad = |msg: &str| {
+        let mut e = FetchError::new(ErrorClass::BadResponse, msg);
+        e.status = Some(status.as_u16());
+        e
+    };
+    let Some(map) = json else {
+        return Err(bad("token response is not a JSON object"));
+    };
+    let token = match map.get("access_token") {
+        Some(Value::String(s)) if !s.is_empty() => s,
+        Some(Value::String(_)) => return Err(bad("access_token is empty")),
+        Some(_) => return Err(bad("access_token is not a string")),
+        None => return Err(bad("no access_token in the token response")),
+    };
+    if !token.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+        return Err(bad("access_token has characters not allowed in a header"));
+    }
+    match map.get("token_type") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(t)) if t.eq_ignore_ascii_case("bearer") => {}
+        Some(Value::String(t)) => {
+            let t: String = t.chars().take(32).collect();
+            return Err(bad(&format!("token_type \"{t}\" is not Bearer")));
+        }
+        Some(_) => return Err(bad("token_type is not a string")),
+    }
+    let expires_in = match map.get("expires_in") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(parse_expires_in(v).ok_or_else(|| bad("expires_in is not a positive number"))?),
+    };
+    Ok(TokenResponse {
+        jwt_exp: jwt_exp(token),
+        access_token: Secret::new(token.clone()),
+        expires_in,
+    })
+}
+
+/// `expires_in` as a number or a numeric string, in seconds; must be positive.
+fn parse_expires_in(v: &Value) -> Option<Duration> {
+    let secs = match v {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(s) => s.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    if secs.is_finite() && secs > 0.0 && secs < 1e12 {
+        Some(Duration::from_secs_f64(secs))
+    } else {
+        None
+    }
+}
+
+/// The `exp` claim of a JWT, read without checking the signature (it only tells us when to refresh).
+pub fn jwt_exp(token: &str) -> Option<u64> {
+    let mut parts = token.split('.');
+    let (_header, payload, _sig) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    match claims.get("exp")? {
+        Value::Number(n) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+        _ => None,
+    }
+}
+
+/// A string field from an error body, cut to 256 characters and stripped of control characters,
+/// since it ends up in logs.
+fn short_string(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) => Some(s.chars().filter(|c| !c.is_control()).take(256).collect()),
+        _ => None,
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,109 @@
+//! The token manager: keeps one slot and one refresher task per distinct token key in the config,
+//! and on reload keeps the tokens whose source did not change.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::{Config, ConfigError};
+use crate::token::cache::TokenSlot;
+use crate::token::client::TokenClient;
+use crate::token::refresher::{self, Source};
+use crate::token::TokenKey;
+
+struct Entry {
+    slot: Arc<TokenSlot>,
+    source: Arc<ArcSwap<Source>>,
+    wake: Arc<Notify>,
+    cancel: CancellationToken,
+}
+
+#[derive(Default)]
+pub struct TokenManager {
+    entries: Mutex<HashMap<TokenKey, Entry>>,
+}
+
+impl TokenManager {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes the set of refreshers match `config`: starts the new keys (each fetches at once,
+    /// concurrently), stops the removed ones, and for kept keys swaps in the new provider settings.
+    /// A key whose provider now asks for tokens differently gets a fresh slot. Must run inside the
+    /// control runtime. Returns the slots by key.
+    pub fn apply(&self, config: &Config) -> Result<HashMap<TokenKey, Arc<TokenSlot>>, ConfigError> {
+        let mut clients = HashMap::new();
+        for (name, p) in &config.providers {
+            let client = TokenClient::new(p).map_err(|e| {
+                ConfigError::key(format!("providers.{name}"), format!("cannot build the token client: {e}"))
+            })?;
+            clients.insert(name.clone(), client);
+        }
+        let wanted: BTreeSet<&TokenKey> = config.routes.iter().map(|r| &r.token).collect();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|key, entry| {
+            let keep = wanted.contains(key)
+                && config
+                    .providers
+                    .get(&key.provider)
+                    .is_some_and(|p| p.same_token_source(&entry.source.load().provider));
+            if !keep {
+                entry.cancel.cancel();
+                info!(token = %key, "token no longer used; refresher stopped");
+            }
+            keep
+        });
+        for key in wanted {
+            let provider = config.providers[&key.provider].clone();
+            let source = Source {
+                client: clients[&key.provider].clone(),
+                provider,
+            };
+            match entries.get(key) {
+                Some(entry) => entry.source.store(Arc::new(source)),
+                None => {
+                    let entry = Entry {
+                        slot: Arc::new(TokenSlot::new(key.clone())),
+                        source: Arc::new(ArcSwap::from_pointee(source)),
+                        wake: Arc::new(Notify::new()),
+                        cancel: CancellationToken::new(),
+                    };
+                    tokio::spawn(refresher::run(
+                        entry.slot.clone(),
+                        entry.source.clone(),
+                        entry.wake.clone(),
+                        entry.cancel.clone(),
+                    ));
+                    entries.insert(key.clone(), entry);
+                }
+            }
+        }
+        Ok(entries
+            .iter()
+            .map(|(k, e)| (k.clone(), e.slot.clone()))
+            .collect())
+    }
+
+    /// Makes the refreshers of `provider` that are failing try again now.
+    pub fn wake_failing(&self, provider: &str) {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, entry) in entries.iter() {
+            if key.provider == provider && entry.slot.status().consecutive_failures > 0 {
+                entry.wake.notify_one();
+            }
+        }
+    }
+
+    /// Stops every refresher.
+    pub fn shutdown(&self) {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        for entry in entries.values() {
+            entry.cancel.cancel();
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Upstream targets: the resolved address of a route's upstream, kept fresh in the background,
+//! its trust roots, and the pingora peer built from them for each request.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::utils::tls::WrappedX509;
+use tracing::{debug, warn};
+
+use crate::config::{CaFile, Route, Upstream};
+
+/// How often a host name is resolved again.
+const RESOLVE_EVERY: Duration = Duration::from_secs(30);
+/// How long the first resolution may hold up start-up or a reload.
+const FIRST_RESOLVE_WAIT: Duration = Duration::from_secs(2);
+/// Pooled upstream connections idle longer than this are closed.
+const POOL_IDLE: Duration = Duration::from_secs(30);
+
+type CaList = Arc<[WrappedX509]>;
+
+pub struct UpstreamTarget {
+    pub upstream: Upstream,
+    addr: ArcSwapOption<SocketAddr>,
+    /// System roots plus the route's `ca_file`, when it has one; `None` means pingora's default
+    /// (the system roots).
+    ca: Option<CaList>,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+}
+
+impl UpstreamTarget {
+    /// Builds the target for `route`, resolving its host (for at most a short wait) and keeping
+    /// it resolved in the background for as long as the target lives. Call inside a tokio runtime.
+    pub async fn new(route: &Route) -> Arc<Self> {
+        let upstream = route.upstream.clone();
+        let ip: Option<IpAddr> = upstream.host.parse().ok();
+        let target = Arc::new(UpstreamTarget {
+            addr: ArcSwapOption::from_pointee(ip.map(|ip| SocketAddr::new(ip, upstream.port))),
+            ca: route.ca_file.as_deref().map(trust_roots),
+            connect_timeout: route.connect_timeout,
+            read_timeout: route.read_timeout,
+            upstream,
+        });
+        if ip.is_none() {
+            let _ = tokio::time::timeout(FIRST_RESOLVE_WAIT, target.resolve()).await;
+            tokio::spawn(keep_resolved(Arc::downgrade(&target)));
+        }
+        target
+    }
+
+    async fn resolve(&self) {
+        let host = (self.upstream.host.as_str(), self.upstream.port);
+        match tokio::net::lookup_host(host).await {
+            Ok(mut addrs) => match addrs.next() {
+                Some(addr) => {
+                    if self.addr.load().as_deref() != Some(&addr) {
+                        debug!(host = %self.upstream.host, %addr, "upstream resolved");
+                    }
+                    self.addr.store(Some(Arc::new(addr)));
+                }
+                None => warn!(host = %self.upstream.host, "upstream host resolved to no address"),
+            },
+            Err(e) => warn!(host = %self.upstream.host, error = %e, "cannot resolve upstream host; keeping the last address"),
+        }
+    }
+
+    /// The peer to send a request to, or `None` while the host has never resolved.
+    pub fn peer(&self) -> Option<HttpPeer> {
+        let addr = **self.addr.load().as_ref()?;
+        let sni = if self.upstream.tls {
+            self.upstream.host.clone()
+        } else {
+            String::new()
+        };
+        let mut peer = HttpPeer::new(addr, self.upstream.tls, sni);
+        let o = &mut peer.options;
+        o.connection_timeout = Some(self.connect_timeout);
+        o.total_connection_timeout = Some(self.connect_timeout);
+        o.read_timeout = Some(self.read_timeout);
+        o.write_timeout = Some(self.read_timeout);
+        o.idle_timeout = Some(POOL_IDLE);
+        o.ca = self.ca.clone();
+        Some(peer)
+    }
+}
+
+async fn keep_resolved(target: Weak<UpstreamTarget>) {
+    loop {
+        tokio::time::sleep(RESOLVE_EVERY).await;
+        let Some(t) = target.upgrade() else { return };
+        t.resolve().await;
+    }
+}
+
+/// The system roots plus the certificates of `ca`. A per-peer list replaces pingora's default
+/// store, so the system roots are added here to keep public CAs trusted too.
+fn trust_roots(ca: &CaFile) -> CaList {
+    let mut der: Vec<Vec<u8>> = match pingora::tls::load_native_certs() {
+        Ok(certs) => certs.into_iter().map(|c| c.to_vec()).collect(),
+        Err(e) => {
+            warn!(error = %e, "cannot load the system trust roots; trusting only the ca_file");
+            Vec::new()
+        }
+    };
+    der.extend(ca.certs.iter().map(|c| c.to_vec()));
+    der.into_iter()
+        // pingora parses each one again and panics on a bad one: keep only those that parse.
+        .filter(|d| x509_parser::parse_x509_certificate(d).is_ok())
+        .map(|d| WrappedX509::new(d, |raw| pingora::utils::tls::parse_x509(raw)))
+        .collect::<Vec<_>>()
+        .into()
+}
