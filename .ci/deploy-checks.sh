@@ -14,6 +14,9 @@
 #                     config
 #   docker-compose    config -q on deploy/compose/docker-compose.yaml, plus
 #                     deploy-lint.py's compose cross-checks
+#   tokenproxy check  only with TOKENPROXY_BIN=path/to/tokenproxy: loads the
+#                     compose and Kubernetes configs with the real binary
+#                     (secret files and ${VAR}s stubbed)
 #
 # Installs what is missing, and reuses it on the next run:
 #   - a venv at ${XDG_CACHE_HOME:-$HOME/.cache}/tokenproxy-ci/venv with the
@@ -148,6 +151,21 @@ EOF
   "$VENV/bin/kubectl" kustomize "$dir" >"$WORK/classic.yaml"
 }
 
+# `tokenproxy check` reads client_secret_file and substitutes ${VAR}s, so it
+# gets a copy of the config that points at a local secret file, and a dummy
+# value for each variable.
+tokenproxy_check() {
+  local config=$1 dir vars var
+  dir=$(mktemp -d "$WORK/check.XXXXXX")
+  printf 'ci-dummy-secret' >"$dir/client_secret"
+  vars=$(python .ci/deploy-lint.py stub-config "$config" --secret-file "$dir/client_secret" --out "$dir/config.yaml") \
+    || return 1
+  (
+    for var in $vars; do export "$var=ci-dummy"; done
+    "$TOKENPROXY_BIN" check --config "$dir/config.yaml"
+  )
+}
+
 # Mirrors the mounts of the prometheus service in docker-compose.yaml: the
 # config and the rules file side by side.
 promtool_config() {
@@ -205,6 +223,12 @@ main() {
   if docker-compose -f deploy/compose/docker-compose.yaml config >"$WORK/compose.yaml" 2>/dev/null; then
     check "deploy-lint: compose stack" python .ci/deploy-lint.py compose "$WORK/compose.yaml" \
       --prometheus-config deploy/compose/prometheus.yml
+  fi
+
+  if [[ -n ${TOKENPROXY_BIN:-} ]]; then
+    check "tokenproxy check deploy/kubernetes/config.yaml" tokenproxy_check deploy/kubernetes/config.yaml
+    check "tokenproxy check deploy/compose/tokenproxy/config.yaml" \
+      tokenproxy_check deploy/compose/tokenproxy/config.yaml
   fi
 
   if ((${#FAILED[@]})); then

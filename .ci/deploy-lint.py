@@ -19,6 +19,10 @@ built-in kinds to CORE.yaml for kubernetes-validate.
 health-gated dependencies have health checks, pulled images are pinned by
 digest, and the tokenproxy config agrees with the compose file.
 
+`stub-config` copies a tokenproxy config with every client_secret_file
+pointed at one local file and prints the ${VAR} names it uses, so that
+`tokenproxy check` can load a deployment's config outside its container.
+
 Prints one line per problem and exits 1 if there is any.
 """
 
@@ -451,7 +455,23 @@ def main():
     compose = sub.add_parser("compose")
     compose.add_argument("resolved")
     compose.add_argument("--prometheus-config", required=True)
+    stub = sub.add_parser("stub-config")
+    stub.add_argument("config")
+    stub.add_argument("--secret-file", required=True)
+    stub.add_argument("--out", required=True)
     args = parser.parse_args()
+
+    if args.command == "stub-config":
+        with open(args.config, encoding="utf-8") as f:
+            text = f.read()
+        config = yaml.safe_load(text)
+        for provider in (config.get("providers") or {}).values():
+            if "client_secret_file" in provider:
+                provider["client_secret_file"] = args.secret_file
+        with open(args.out, "w", encoding="utf-8") as f:
+            yaml.safe_dump(config, f, sort_keys=False)
+        print("\n".join(sorted(set(ENV_REF.findall(text)))))
+        return 0
 
     report = Report()
     if args.command == "kubernetes":

@@ -27,6 +27,9 @@ pub struct UpstreamTarget {
     /// System roots plus the route's `ca_file`, when it has one; `None` means pingora's default
     /// (the system roots).
     ca: Option<CaList>,
+    /// Keeps pooled connections apart by trust roots: pingora's reuse key ignores `ca`, so a
+    /// connection verified under one route's roots could otherwise serve another route.
+    trust_group: u64,
     connect_timeout: Duration,
     read_timeout: Duration,
 }
@@ -40,6 +43,7 @@ impl UpstreamTarget {
         let target = Arc::new(UpstreamTarget {
             addr: ArcSwapOption::from_pointee(ip.map(|ip| SocketAddr::new(ip, upstream.port))),
             ca: route.ca_file.as_deref().map(trust_roots),
+            trust_group: route.ca_file.as_deref().map_or(0, trust_group),
             connect_timeout: route.connect_timeout,
             read_timeout: route.read_timeout,
             upstream,
@@ -83,6 +87,7 @@ impl UpstreamTarget {
         o.write_timeout = Some(self.read_timeout);
         o.idle_timeout = Some(POOL_IDLE);
         o.ca = self.ca.clone();
+        peer.group_key = self.trust_group;
         Some(peer)
     }
 }
@@ -93,6 +98,15 @@ async fn keep_resolved(target: Weak<UpstreamTarget>) {
         let Some(t) = target.upgrade() else { return };
         t.resolve().await;
     }
+}
+
+fn trust_group(ca: &CaFile) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for c in &ca.certs {
+        c.as_ref().hash(&mut h);
+    }
+    h.finish() | 1
 }
 
 /// The system roots plus the certificates of `ca`. A per-peer list replaces pingora's default

@@ -1,0 +1,519 @@
+#!/usr/bin/env bash
+# The tokenproxy benchmark: one machine, one run, the same load against
+#
+#   direct        wrk -> upstream nginx                      (the harness's ceiling)
+#   nginx         wrk -> nginx proxy_set_header -> upstream  (what people use today)
+#   tokenproxy    wrk -> tokenproxy (real token) -> upstream
+#   bare-pingora  wrk -> examples/bare_pingora -> upstream   (the framework's floor)
+#
+# Scenarios: a small body at 64 connections and at 1 connection; 4 KiB and 1 MiB bodies; the
+# same load while tokens refresh every ~1.6 s. Prints a table, the proxy's memory, and PASS/FAIL
+# per target (the exit status does not depend on the targets). See bench/README.md.
+#
+# Usage: bench/run.sh [--quick] [--update-readme] [--keep]
+#   --quick          smoke mode: 1 s runs, one round, a few seconds of load in all
+#   --update-readme  put the report into bench/README.md (full runs only)
+#   --keep           keep the work directory (configs, logs, raw wrk output)
+# Environment: BENCH_PROXY_CPU (0), BENCH_LOAD_CPU (1), BENCH_PORT_BASE (18080),
+#              CARGO_TARGET_DIR.
+#
+# Installs nginx and wrk with apt when they are missing (needs root on Debian/Ubuntu). All
+# traffic stays on 127.0.0.1.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH=$ROOT/bench
+COMMAND_LINE="bench/run.sh${*:+ $*}"
+
+MODE=full
+UPDATE_README=0
+KEEP=0
+for arg in "$@"; do
+  case $arg in
+    --quick) MODE=quick ;;
+    --update-readme) UPDATE_README=1 ;;
+    --keep) KEEP=1 ;;
+    -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) printf 'run.sh: unknown argument %s (try --help)\n' "$arg" >&2; exit 2 ;;
+  esac
+done
+
+if [[ $MODE == full ]]; then
+  DURATION=10 WARMUP=3 ROUNDS=2
+else
+  DURATION=1 WARMUP=1 ROUNDS=1
+fi
+CONNS=64
+THREADS=1
+ROUTES=50
+REFRESH_LIFETIME=2
+SMALL_BODY="hello from the bench upstream"
+
+PROXY_CPU=${BENCH_PROXY_CPU:-0}
+LOAD_CPU=${BENCH_LOAD_CPU:-1}
+BASE=${BENCH_PORT_BASE:-18080}
+P_UPSTREAM=$BASE
+P_NGINX=$((BASE + 1))
+P_BARE=$((BASE + 2))
+P_ISSUER=$((BASE + 3))
+P_ISSUER_SHORT=$((BASE + 4))
+P_ADMIN=$((BASE + 5))
+P_ADMIN_REFRESH=$((BASE + 6))
+P_REFRESH=$((BASE + 7))
+P_ROUTE0=$((BASE + 100)) # routes r0..r49 listen on P_ROUTE0 + i; the load goes to r0
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
+
+if [[ $UPDATE_README == 1 && $MODE != full ]]; then
+  die "--update-readme records full runs only"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Tools
+
+install_missing() {
+  local missing=()
+  command -v nginx >/dev/null || missing+=(nginx)
+  command -v wrk >/dev/null || missing+=(wrk)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v taskset >/dev/null || missing+=(util-linux)
+  ((${#missing[@]} == 0)) && return
+  [[ $(id -u) == 0 ]] || die "missing ${missing[*]}; install them or run as root"
+  command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install them"
+  log "installing ${missing[*]}"
+  # Keep the package's own nginx service from starting on port 80.
+  local guard=/usr/sbin/policy-rc.d added_guard=0
+  if [[ ! -e $guard ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$guard" && chmod 755 "$guard" && added_guard=1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  ((added_guard)) && rm -f "$guard"
+  return 0
+}
+
+install_missing
+command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain first"
+
+CPUS=$(nproc)
+if ((CPUS < 2)); then
+  log "only $CPUS CPU: the proxy and the load generator share it; ratios still hold, absolute figures do not"
+  PROXY_CPU=0 LOAD_CPU=0
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Build
+
+log "building tokenproxy and examples/bare_pingora (release)"
+(cd "$ROOT" && cargo build --release --quiet --bin tokenproxy --example bare_pingora)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+TP=$TARGET/release/tokenproxy
+BARE=$TARGET/release/examples/bare_pingora
+[[ -x $TP && -x $BARE ]] || die "build outputs not found under $TARGET/release"
+
+# ---------------------------------------------------------------------------------------------
+# Processes: everything started here is stopped by PID on exit.
+
+WORK=$(mktemp -d /tmp/tokenproxy-bench.XXXXXX)
+chmod 755 "$WORK" # the nginx workers run as nobody and read www/ and their configs
+PIDS=()
+
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if ((KEEP)); then log "work directory kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start NAME CPU CMD...: runs CMD pinned to CPU, output in $WORK/NAME.log; sets STARTED_PID.
+start() {
+  local name=$1 cpu=$2
+  shift 2
+  taskset -c "$cpu" "$@" >"$WORK/$name.log" 2>&1 &
+  STARTED_PID=$!
+  PIDS+=("$STARTED_PID")
+}
+
+stop() {
+  local pid=$1 keep=() p
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_http() { # URL SECONDS NAME
+  local deadline=$((SECONDS + $2))
+  until curl -fsS -o /dev/null --max-time 1 "$1" 2>/dev/null; do
+    ((SECONDS < deadline)) || die "$3 did not answer $1 within $2 s (log: $WORK/$3.log)"
+    sleep 0.1
+  done
+}
+
+render() { # TEMPLATE OUT KEY=VALUE...
+  local template=$1 out=$2 kv script=()
+  shift 2
+  for kv in "$@"; do script+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
+  sed "${script[@]}" "$template" >"$out"
+}
+
+start_nginx() { # NAME CPU TEMPLATE KEY=VALUE...
+  local name=$1 cpu=$2 template=$3 dir=$WORK/$1
+  shift 3
+  mkdir -p "$dir/tmp"
+  render "$template" "$dir/nginx.conf" DIR="$dir" "$@"
+  start "$name" "$cpu" nginx -p "$dir/" -e "$dir/error.log" -c "$dir/nginx.conf" -g 'daemon off;'
+}
+
+vm_kib() { # PID FIELD: VmRSS or VmHWM in KiB
+  awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0
+}
+
+# Resets VmHWM to the current RSS (Linux >= 4.0), so that a peak belongs to one scenario.
+reset_hwm() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null || true; }
+
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+
+# Sum of tokenproxy_token_fetches_total (all outcomes, or the one given) on an admin port.
+fetches() { # ADMIN_PORT [OUTCOME]
+  curl -fsS --max-time 2 "http://127.0.0.1:$1/metrics" |
+    awk -v want="${2:-}" '/^tokenproxy_token_fetches_total[{ ]/ {
+        if (want == "" || index($0, "outcome=\"" want "\"")) s += $NF
+      } END { printf "%d", s }'
+}
+
+# ---------------------------------------------------------------------------------------------
+# Set-up
+
+for p in "$P_UPSTREAM" "$P_NGINX" "$P_BARE" "$P_ISSUER" "$P_ISSUER_SHORT" "$P_ADMIN" \
+  "$P_ADMIN_REFRESH" "$P_REFRESH" $(seq "$P_ROUTE0" $((P_ROUTE0 + ROUTES - 1))); do
+  port_free "$p" || die "port $p on 127.0.0.1 is taken; set BENCH_PORT_BASE to move the bench's ports"
+done
+
+# The upstream shares the load generator's core, so that the proxy's core does nothing but
+# proxy; the direct row shows how far that core pair goes without a proxy.
+mkdir -p "$WORK/upstream/www/body"
+head -c 4096 /dev/zero | tr '\0' 'a' >"$WORK/upstream/www/body/4k"
+head -c 1048576 /dev/zero | tr '\0' 'b' >"$WORK/upstream/www/body/1m"
+chmod -R a+rX "$WORK/upstream"
+start_nginx upstream "$LOAD_CPU" "$BENCH/nginx-upstream.conf.in" PORT="$P_UPSTREAM" SMALL_BODY="$SMALL_BODY"
+wait_http "http://127.0.0.1:$P_UPSTREAM/" 10 upstream
+
+# Issuers are the outside world too: they run beside the load generator.
+start issuer "$LOAD_CPU" "$TP" demo issuer --listen "127.0.0.1:$P_ISSUER" --lifetime 1h
+start issuer-short "$LOAD_CPU" "$TP" demo issuer --listen "127.0.0.1:$P_ISSUER_SHORT" --lifetime "${REFRESH_LIFETIME}s"
+wait_http "http://127.0.0.1:$P_ISSUER/healthz" 10 issuer
+wait_http "http://127.0.0.1:$P_ISSUER_SHORT/healthz" 10 issuer-short
+
+# One real token, for the rows that inject a static one, so that every row forwards the same size.
+TOKEN=$(curl -fsS -X POST -H 'content-type: application/json' \
+  --data '{"grant_type":"client_credentials","client_id":"demo-client","client_secret":"demo-secret","audience":"https://api.example/static"}' \
+  "http://127.0.0.1:$P_ISSUER/oauth/token" | sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p')
+[[ -n $TOKEN ]] || die "the demo issuer gave no token"
+
+start_nginx nginx "$PROXY_CPU" "$BENCH/nginx-proxy.conf.in" PORT="$P_NGINX" UPSTREAM_PORT="$P_UPSTREAM" TOKEN="$TOKEN"
+NGINX_PID=$STARTED_PID
+start bare "$PROXY_CPU" "$BARE" --listen "127.0.0.1:$P_BARE" --upstream "127.0.0.1:$P_UPSTREAM" \
+  --threads "$THREADS" --authorization "Bearer $TOKEN"
+BARE_PID=$STARTED_PID
+
+# tokenproxy with 50 routes, each with its own audience (50 tokens to fetch and keep).
+tp_config() { # FILE ADMIN_PORT ISSUER_PORT ROUTES FIRST_PORT
+  {
+    printf 'admin: { listen: 127.0.0.1:%s }\nthreads: %s\nlog: { level: warn }\n' "$2" "$THREADS"
+    printf 'providers:\n  demo:\n    token_url: http://127.0.0.1:%s/oauth/token\n' "$3"
+    printf '    client_id: demo-client\n    client_secret: demo-secret\n    body: json\n'
+    printf 'routes:\n'
+    local i
+    for ((i = 0; i < $4; i++)); do
+      printf '  - name: r%d\n    listen: 127.0.0.1:%d\n    upstream: http://127.0.0.1:%d\n' "$i" $(($5 + i)) "$P_UPSTREAM"
+      printf '    token: { provider: demo, audience: "https://api.example/r%d" }\n' "$i"
+    done
+  } >"$1"
+}
+tp_config "$WORK/tokenproxy.yaml" "$P_ADMIN" "$P_ISSUER" "$ROUTES" "$P_ROUTE0"
+start tokenproxy "$PROXY_CPU" "$TP" run --config "$WORK/tokenproxy.yaml"
+TP_PID=$STARTED_PID
+
+wait_http "http://127.0.0.1:$P_NGINX/" 10 nginx
+wait_http "http://127.0.0.1:$P_BARE/" 10 bare
+wait_http "http://127.0.0.1:$P_ADMIN/readyz" 30 tokenproxy
+
+declare -A URL=(
+  [direct]=http://127.0.0.1:$P_UPSTREAM
+  [nginx]=http://127.0.0.1:$P_NGINX
+  [tokenproxy]=http://127.0.0.1:$P_ROUTE0
+  [bare-pingora]=http://127.0.0.1:$P_BARE
+  [tokenproxy-refresh]=http://127.0.0.1:$P_REFRESH
+)
+declare -A ROW_PID=([nginx]=$NGINX_PID [tokenproxy]=$TP_PID [bare-pingora]=$BARE_PID)
+
+# Every proxy row must forward a bearer token before its figures mean anything.
+for row in nginx tokenproxy bare-pingora; do
+  seen=$(curl -fsS --max-time 2 "${URL[$row]}/bench/authorization" || true)
+  [[ $seen == "Bearer ey"* ]] || die "$row forwarded Authorization \"${seen:0:40}\", not a bearer JWT"
+done
+
+sleep 2
+TP_IDLE_KIB=$(vm_kib "$TP_PID" VmRSS)
+BARE_IDLE_KIB=$(vm_kib "$BARE_PID" VmRSS)
+
+# ---------------------------------------------------------------------------------------------
+# Load
+
+# Busy share of the proxy's and the load's core from /proc/stat: "total idle" pairs.
+cpu_ticks() {
+  awk -v a="cpu$PROXY_CPU" -v b="cpu$LOAD_CPU" '$1 == a || $1 == b {
+      t = 0; for (i = 2; i <= 9; i++) t += $i; r[$1] = t " " ($5 + $6)
+    } END { print r[a], r[b] }' /proc/stat
+}
+busy() { awk -v t0="$1" -v i0="$2" -v t1="$3" -v i1="$4" 'BEGIN {
+    dt = t1 - t0; printf "%d", dt > 0 ? 100 * (dt - (i1 - i0)) / dt + 0.5 : 0 }'; }
+
+RUNS=$WORK/runs.tsv
+: >"$RUNS"
+
+# wrk_run SET ROW CONNS SECONDS PATH ROUND: one measured run, appended to runs.tsv.
+wrk_run() {
+  local set=$1 row=$2 conns=$3 secs=$4 path=$5 round=$6
+  local out=$WORK/wrk-$set-$row-r$round.txt pid=${ROW_PID[$row]:-} rss=0 c0 c1 wpid
+  read -r -a c0 <<<"$(cpu_ticks)"
+  taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s --latency \
+    -s "$BENCH/report.lua" "${URL[$row]}$path" >"$out" 2>&1 &
+  wpid=$!
+  if [[ -n $pid ]]; then
+    sleep "$(awk -v s="$secs" 'BEGIN { print s / 2 }')"
+    rss=$(vm_kib "$pid" VmRSS)
+  fi
+  wait "$wpid" || die "wrk failed against $row (see $out)"
+  read -r -a c1 <<<"$(cpu_ticks)"
+  local line
+  line=$(sed -n 's/^BENCH //p' "$out")
+  [[ -n $line ]] || die "wrk printed no summary for $row (see $out)"
+  local requests duration_us bytes p50_us p99_us max_us err_status err_connect err_read err_write err_timeout
+  eval "local $line" # the report.lua line is key=integer pairs
+  local errors=$((err_status + err_connect + err_read + err_write + err_timeout))
+  local cpu_p cpu_l
+  cpu_p=$(busy "${c0[0]}" "${c0[1]}" "${c1[0]}" "${c1[1]}")
+  cpu_l=$(busy "${c0[2]}" "${c0[3]}" "${c1[2]}" "${c1[3]}")
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$set" "$row" "$conns" "$round" \
+    "$requests" "$duration_us" "$bytes" "$p50_us" "$p99_us" "$max_us" "$errors" "$cpu_p" "$cpu_l" "$rss" >>"$RUNS"
+  printf '    %-8s round %s  %-19s %9.0f req/s  p50 %6s µs  p99 %6s µs  errors %s  cpu%s %3s%%  cpu%s %3s%%\n' \
+    "$set" "$round" "$row" "$(awk -v r="$requests" -v d="$duration_us" 'BEGIN { print r * 1e6 / d }')" \
+    "$p50_us" "$p99_us" "$errors" "$PROXY_CPU" "$cpu_p" "$LOAD_CPU" "$cpu_l" >&2
+}
+
+warm() { # ROW CONNS PATH
+  taskset -c "$LOAD_CPU" wrk -t1 -c"$2" -d"${WARMUP}s" --timeout 5s "${URL[$1]}$3" >/dev/null 2>&1 ||
+    die "warm-up against $1 failed"
+}
+
+# row_set SET CONNS PATH ROW...: warm each row, then ROUNDS rounds of the rows in turn.
+row_set() {
+  local set=$1 conns=$2 path=$3 round row
+  shift 3
+  log "$set: ${*} at $conns connection(s), $ROUNDS × ${DURATION} s each after a ${WARMUP} s warm-up"
+  for row in "$@"; do warm "$row" "$conns" "$path"; done
+  for ((round = 1; round <= ROUNDS; round++)); do
+    for row in "$@"; do wrk_run "$set" "$row" "$conns" "$DURATION" "$path" "$round"; done
+  done
+}
+
+ROWS=(direct nginx tokenproxy bare-pingora)
+
+reset_hwm "$TP_PID"
+reset_hwm "$BARE_PID"
+row_set small-64 "$CONNS" / "${ROWS[@]}"
+TP_LOAD_HWM_KIB=$(vm_kib "$TP_PID" VmHWM)
+BARE_LOAD_HWM_KIB=$(vm_kib "$BARE_PID" VmHWM)
+
+row_set small-1 1 / "${ROWS[@]}"
+
+reset_hwm "$TP_PID"
+row_set 4k "$CONNS" /body/4k direct nginx tokenproxy
+row_set 1m "$CONNS" /body/1m direct nginx tokenproxy
+TP_BODY_HWM_KIB=$(vm_kib "$TP_PID" VmHWM)
+
+# Refresh: a second tokenproxy, one route, tokens from an issuer whose tokens live 2 s, so the
+# proxy refreshes at 80% (minus up to 5% jitter) of that. Alternated with the steady one above.
+tp_config "$WORK/tokenproxy-refresh.yaml" "$P_ADMIN_REFRESH" "$P_ISSUER_SHORT" 1 "$P_REFRESH"
+start tokenproxy-refresh "$PROXY_CPU" "$TP" run --config "$WORK/tokenproxy-refresh.yaml"
+REFRESH_PID=$STARTED_PID
+ROW_PID[tokenproxy-refresh]=$REFRESH_PID
+wait_http "http://127.0.0.1:$P_ADMIN_REFRESH/readyz" 30 tokenproxy-refresh
+REFRESH_FETCHES=0
+REFRESH_FAILED=0
+STEADY_FETCHES=0
+log "refresh: tokenproxy with 1 h tokens vs tokenproxy-refresh with ${REFRESH_LIFETIME} s tokens, $CONNS connections"
+warm tokenproxy "$CONNS" /
+warm tokenproxy-refresh "$CONNS" /
+REFRESH_SECS=$((DURATION < 3 ? 3 : DURATION)) # a refresh every ~1.6 s needs a few seconds to show
+for ((round = 1; round <= ROUNDS; round++)); do
+  before=$(fetches "$P_ADMIN")
+  wrk_run refresh tokenproxy "$CONNS" "$REFRESH_SECS" / "$round"
+  STEADY_FETCHES=$((STEADY_FETCHES + $(fetches "$P_ADMIN") - before))
+  before=$(fetches "$P_ADMIN_REFRESH")
+  ok_before=$(fetches "$P_ADMIN_REFRESH" success)
+  wrk_run refresh tokenproxy-refresh "$CONNS" "$REFRESH_SECS" / "$round"
+  all=$(($(fetches "$P_ADMIN_REFRESH") - before))
+  REFRESH_FETCHES=$((REFRESH_FETCHES + all))
+  REFRESH_FAILED=$((REFRESH_FAILED + all - ($(fetches "$P_ADMIN_REFRESH" success) - ok_before)))
+done
+stop "$REFRESH_PID"
+
+TP_AFTER_KIB=$(vm_kib "$TP_PID" VmRSS)
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+# Per set and row: requests/s over all rounds, mean p50/p99, max of max, summed errors, MiB/s,
+# mean busy shares, the rounds' requests/s, and the largest mid-run RSS.
+awk -F'\t' '{
+    k = $1 SUBSEP $2
+    if (!(k in req)) order[++n] = k
+    req[k] += $5; dur[k] += $6; bytes[k] += $7; p50[k] += $8; p99[k] += $9
+    if ($10 > mx[k]) mx[k] = $10
+    err[k] += $11; cp[k] += $12; cl[k] += $13; runs[k]++
+    if ($14 > rss[k]) rss[k] = $14
+    r = sprintf("%.0f", $5 * 1e6 / $6); each[k] = (k in each) ? each[k] "/" r : r
+  } END {
+    for (i = 1; i <= n; i++) {
+      k = order[i]; split(k, p, SUBSEP)
+      printf "%s\t%s\t%.0f\t%.0f\t%.0f\t%d\t%d\t%.1f\t%.0f\t%.0f\t%s\t%d\t%d\n", p[1], p[2],
+        req[k] * 1e6 / dur[k], p50[k] / runs[k], p99[k] / runs[k], mx[k], err[k],
+        bytes[k] * 1e6 / dur[k] / 1048576, cp[k] / runs[k], cl[k] / runs[k], each[k], rss[k], req[k]
+    }
+  }' "$RUNS" >"$WORK/agg.tsv"
+
+# get SET ROW FIELD
+get() {
+  awk -F'\t' -v s="$1" -v r="$2" -v f="$3" 'BEGIN {
+      split("set row rps p50 p99 max errors mibs cpu_p cpu_l each rss requests", names, " ")
+      for (i in names) col[names[i]] = i
+    } $1 == s && $2 == r { print $col[f]; found = 1 } END { if (!found) print 0 }' "$WORK/agg.tsv"
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b > 0 ? a / b : 0 }'; }
+
+REPORT=$WORK/report.txt
+{
+  cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+  commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+  if [[ -n $(git -C "$ROOT" status --porcelain -- src examples Cargo.toml Cargo.lock 2>/dev/null) ]]; then
+    commit="$commit + uncommitted changes"
+  fi
+  printf 'tokenproxy bench, %s mode, %s\n' "$MODE" "$(date -u '+%Y-%m-%d %H:%M UTC')"
+  printf 'command:   %s\n' "$COMMAND_LINE"
+  printf 'machine:   %s cores, %s, Linux %s\n' "$CPUS" "${cpu_model:-unknown CPU}" "$(uname -r)"
+  printf 'software:  tokenproxy %s; %s; %s; %s\n' "$commit" "$(nginx -v 2>&1 | sed 's/^nginx version: //')" \
+    "$(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }' || true)" "$(rustc --version 2>/dev/null | awk '{ print $1, $2 }')"
+  printf 'placement: proxy under test on cpu %s; wrk, upstream nginx and token issuers on cpu %s\n' "$PROXY_CPU" "$LOAD_CPU"
+  printf 'load:      wrk -t1 --latency, %s s per run after a %s s warm-up per row, %s round(s), rows alternating\n' \
+    "$DURATION" "$WARMUP" "$ROUNDS"
+  printf '           (req/s over all rounds; p50/p99 the mean of the rounds; max the largest; errors summed)\n'
+
+  table() { # SET ROW...
+    local set=$1 row
+    shift
+    printf '%-19s %9s %8s %8s %8s %7s %6s %6s  %s\n' row req/s "p50 µs" "p99 µs" "max µs" errors "cpu$PROXY_CPU" "cpu$LOAD_CPU" "req/s per round"
+    for row in "$@"; do
+      printf '%-19s %9s %8s %8s %8s %7s %5s%% %5s%%  %s\n' "$row" "$(get "$set" "$row" rps)" \
+        "$(get "$set" "$row" p50)" "$(get "$set" "$row" p99)" "$(get "$set" "$row" max)" \
+        "$(get "$set" "$row" errors)" "$(get "$set" "$row" cpu_p)" "$(get "$set" "$row" cpu_l)" "$(get "$set" "$row" each)"
+    done
+  }
+
+  printf '\n1. small body (%s bytes), %s connections\n' "$((${#SMALL_BODY} + 1))" "$CONNS"
+  table small-64 "${ROWS[@]}"
+  tp=$(get small-64 tokenproxy rps)
+  printf 'ratios (req/s): tokenproxy/nginx %s  tokenproxy/bare-pingora %s  tokenproxy/direct %s\n' \
+    "$(ratio "$tp" "$(get small-64 nginx rps)")" "$(ratio "$tp" "$(get small-64 bare-pingora rps)")" \
+    "$(ratio "$tp" "$(get small-64 direct rps)")"
+
+  printf '\n2. small body, 1 connection\n'
+  table small-1 "${ROWS[@]}"
+  d50=$(get small-1 direct p50)
+  printf 'p50 added over direct:'
+  for row in nginx tokenproxy bare-pingora; do printf '  %s +%s µs' "$row" $(($(get small-1 "$row" p50) - d50)); done
+  printf '\n'
+
+  printf '\n3. response bodies, %s connections\n' "$CONNS"
+  printf '%-19s %5s %9s %9s %8s %8s %7s %6s %6s\n' row body MiB/s req/s "p50 µs" "p99 µs" errors "cpu$PROXY_CPU" "cpu$LOAD_CPU"
+  for set in 4k 1m; do
+    for row in direct nginx tokenproxy; do
+      printf '%-19s %5s %9s %9s %8s %8s %7s %5s%% %5s%%\n' "$row" "$set" "$(get "$set" "$row" mibs)" \
+        "$(get "$set" "$row" rps)" "$(get "$set" "$row" p50)" "$(get "$set" "$row" p99)" \
+        "$(get "$set" "$row" errors)" "$(get "$set" "$row" cpu_p)" "$(get "$set" "$row" cpu_l)"
+    done
+  done
+  printf '(MiB/s counts response bytes as wrk read them, headers included)\n'
+
+  printf '\n4. token refresh, %s connections, %s s per run\n' "$CONNS" "$REFRESH_SECS"
+  table refresh tokenproxy tokenproxy-refresh
+  printf 'tokenproxy (1 h tokens):         %s token fetches during %s requests\n' "$STEADY_FETCHES" "$(get refresh tokenproxy requests)"
+  printf 'tokenproxy-refresh (%s s tokens): %s token fetches (%s failed) during %s requests; ~%s expected from the schedule\n' \
+    "$REFRESH_LIFETIME" "$REFRESH_FETCHES" "$REFRESH_FAILED" "$(get refresh tokenproxy-refresh requests)" \
+    "$(awk -v s="$REFRESH_SECS" -v r="$ROUNDS" -v l="$REFRESH_LIFETIME" 'BEGIN { printf "%.0f", s * r / (l * 0.775) }')"
+
+  printf '\n5. memory (VmRSS; peaks are VmHWM, reset before the scenario where the kernel allows)\n'
+  printf 'tokenproxy, %s routes: idle %s MiB; mid-run at %s conns %s MiB; peak %s MiB; peak with 4 KiB/1 MiB bodies %s MiB; idle after all load %s MiB\n' \
+    "$ROUTES" "$(mib "$TP_IDLE_KIB")" "$CONNS" "$(mib "$(get small-64 tokenproxy rss)")" "$(mib "$TP_LOAD_HWM_KIB")" \
+    "$(mib "$TP_BODY_HWM_KIB")" "$(mib "$TP_AFTER_KIB")"
+  printf 'bare-pingora:          idle %s MiB; mid-run at %s conns %s MiB; peak %s MiB\n' \
+    "$(mib "$BARE_IDLE_KIB")" "$CONNS" "$(mib "$(get small-64 bare-pingora rss)")" "$(mib "$BARE_LOAD_HWM_KIB")"
+
+  printf '\ntargets (informational: the exit status does not depend on them)\n'
+  check() { # DESCRIPTION VALUE CONDITION-ON-v SHOWN
+    local verdict
+    verdict=$(awk -v v="$2" "BEGIN { print ($3) ? \"PASS\" : \"FAIL\" }")
+    printf '%s  %-52s %s\n' "$verdict" "$1" "$4"
+  }
+  nginx_rps=$(get small-64 nginx rps)
+  bare_rps=$(get small-64 bare-pingora rps)
+  tp_p99=$(get small-64 tokenproxy p99)
+  nginx_p99=$(get small-64 nginx p99)
+  added=$(($(get small-1 tokenproxy p50) - d50))
+  tp_errors=0
+  for set in small-64 small-1 4k 1m refresh; do
+    tp_errors=$((tp_errors + $(get "$set" tokenproxy errors)))
+  done
+  tp_errors=$((tp_errors + $(get refresh tokenproxy-refresh errors)))
+  steady_p99=$(get refresh tokenproxy p99)
+  refresh_p99=$(get refresh tokenproxy-refresh p99)
+  check "req/s within 5% of bare pingora (64 conns)" "$(ratio "$tp" "$bare_rps")" 'v >= 0.95' "$(ratio "$tp" "$bare_rps") × bare"
+  check "req/s >= 1.1 × nginx (64 conns)" "$(ratio "$tp" "$nginx_rps")" 'v >= 1.1' "$(ratio "$tp" "$nginx_rps") × nginx"
+  check "p99 <= nginx p99 (64 conns)" "$tp_p99" "v <= $nginx_p99" "$tp_p99 µs vs $nginx_p99 µs"
+  check "p50 added over direct <= 100 µs (1 conn)" "$added" 'v <= 100' "+$added µs"
+  check "zero errors (every tokenproxy run)" "$tp_errors" 'v == 0' "$tp_errors"
+  check "idle RSS <= 20 MiB with $ROUTES routes" "$TP_IDLE_KIB" 'v <= 20 * 1024' "$(mib "$TP_IDLE_KIB") MiB"
+  check "RSS under load <= 64 MiB (peak, $CONNS conns)" "$TP_LOAD_HWM_KIB" 'v <= 64 * 1024' "$(mib "$TP_LOAD_HWM_KIB") MiB"
+  check "p99 while refreshing within 10% of steady p99" "$(ratio "$refresh_p99" "$steady_p99")" 'v <= 1.10' \
+    "$refresh_p99 µs vs $steady_p99 µs ($(ratio "$refresh_p99" "$steady_p99") ×)"
+  check "token fetches follow refreshes, not requests" "$REFRESH_FETCHES" \
+    "v >= 1 && v <= $REFRESH_SECS * $ROUNDS && $STEADY_FETCHES == 0" "$REFRESH_FETCHES fetches, $STEADY_FETCHES on the 1 h proxy"
+
+  # A row whose load core was saturated measured the harness, not the proxy.
+  awk -F'\t' -v c="$LOAD_CPU" '$2 != "direct" && $13 >= 97 { printf "note: cpu%s (load) was %d%% busy during %s/%s: that row may be limited by wrk and the upstream\n", c, $13, $1, $2 }' "$WORK/agg.tsv"
+} >"$REPORT"
+
+cat "$REPORT"
+
+if ((UPDATE_README)); then
+  readme=$BENCH/README.md
+  grep -q '^<!-- results:begin -->$' "$readme" || die "$readme has no <!-- results:begin --> marker"
+  awk -v report="$REPORT" '
+    /^<!-- results:begin -->$/ {
+      print; print "```text"
+      while ((getline line < report) > 0) print line
+      print "```"; skip = 1; next
+    }
+    /^<!-- results:end -->$/ { skip = 0 }
+    !skip' "$readme" >"$WORK/README.md"
+  cp "$WORK/README.md" "$readme"
+  log "report written to $readme"
+fi

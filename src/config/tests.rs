@@ -1,0 +1,158 @@
+use super::*;
+
+const BASE: &str = r#"
+providers:
+  auth0:
+    token_url: https://idp.example/oauth/token
+    client_id: id
+    client_secret: ${SECRET}
+routes:
+  - name: orders
+    listen: 127.0.0.1:8081
+    upstream: https://orders.example.com/v1/
+    token:
+      provider: auth0
+      audience: https://orders.example.com/
+"#;
+
+fn env(name: &str) -> Option<String> {
+    (name == "SECRET").then(|| "s3cret".to_string())
+}
+
+fn load(yaml: &str) -> Result<Config, ConfigError> {
+    Config::from_yaml(yaml, &env)
+}
+
+fn err(yaml: &str) -> String {
+    load(yaml).expect_err("config should be rejected").to_string()
+}
+
+#[test]
+fn minimal_config_gets_the_documented_defaults() {
+    let c = load(BASE).unwrap();
+    assert_eq!(c.admin_listen, "127.0.0.1:9901".parse().unwrap());
+    assert_eq!(c.shutdown_grace, Duration::from_secs(10));
+    assert_eq!(c.threads, 1);
+    let p = &c.providers["auth0"];
+    assert_eq!(p.auth_method, AuthMethod::ClientSecretPost);
+    assert_eq!(p.body, BodyEncoding::Form);
+    assert_eq!(p.timeout, Duration::from_secs(10));
+    assert_eq!(p.secret, SecretSource::Inline(Secret::new("s3cret")));
+    assert_eq!(p.refresh, RefreshPolicy::default());
+    let r = &c.routes[0];
+    assert_eq!(r.header, http::header::AUTHORIZATION);
+    assert_eq!(r.format, HeaderFormat::parse("Bearer {token}").unwrap());
+    assert_eq!(r.existing, Existing::Replace);
+    assert_eq!(r.connect_timeout, Duration::from_secs(5));
+    assert_eq!(r.read_timeout, Duration::from_secs(60));
+    assert_eq!(
+        r.upstream,
+        Upstream {
+            tls: true,
+            host: "orders.example.com".into(),
+            port: 443,
+            authority: "orders.example.com".into(),
+            base_path: "/v1".into(),
+        }
+    );
+}
+
+#[test]
+fn upstream_authority_keeps_a_non_default_port_and_ipv6_brackets() {
+    let c = load(&BASE.replace("https://orders.example.com/v1/", "http://[::1]:8443")).unwrap();
+    let u = &c.routes[0].upstream;
+    assert_eq!((u.host.as_str(), u.port, u.authority.as_str(), u.base_path.as_str()), ("::1", 8443, "[::1]:8443", ""));
+}
+
+#[test]
+fn rejections_name_the_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("client_id: id", "client_id: id\n    colour: blue", "providers.auth0.colour"),
+        ("provider: auth0", "provider: okta", "routes[0].token.provider: unknown provider \"okta\""),
+        ("https://orders.example.com/v1/", "not a url", "routes[0].upstream"),
+        ("https://orders.example.com/v1/", "ftp://x/", "routes[0].upstream"),
+        ("listen: 127.0.0.1:8081", "listen: localhost:8081", "routes[0].listen"),
+        ("client_id: id", "client_id: id\n    timeout: 10 seconds", "providers.auth0.timeout"),
+        ("client_id: id", "client_id: id\n    timeout: 10", "providers.auth0.timeout"),
+        ("${SECRET}", "${NOT_SET_ANYWHERE}", "providers.auth0.client_secret: environment variable NOT_SET_ANYWHERE is not set"),
+        ("client_id: id", "client_id: id\n    client_secret_file: /etc/x", "providers.auth0: set exactly one"),
+        ("    client_secret: ${SECRET}\n", "", "providers.auth0: one of client_secret or client_secret_file is required"),
+        ("client_id: id", "client_id: id\n    params: { grant_type: password }", "providers.auth0.params.grant_type"),
+        ("client_id: id", "client_id: id\n    params: { client_secret: x }", "providers.auth0.params.client_secret"),
+        ("https://idp.example/oauth/token", "http://idp.example/oauth/token", "providers.auth0.token_url"),
+        ("client_id: id", "client_id: id\n    auth_method: private_key_jwt", "providers.auth0.auth_method"),
+        ("client_id: id", "client_id: id\n    body: xml", "providers.auth0.body"),
+        ("client_id: id", "client_id: id\n    refresh: { ratio: 1.5 }", "providers.auth0.refresh.ratio"),
+        ("client_id: id", "client_id: id\n    refresh: { jitter: 0.9 }", "providers.auth0.refresh.jitter"),
+        ("client_id: id", "client_id: id\n    refresh: { retry_initial: 5s, retry_max: 1s }", "providers.auth0.refresh.retry_max"),
+        ("client_id: id", "client_id: id\n    ca_file: /nonexistent/ca.pem", "providers.auth0.ca_file"),
+        ("name: orders", "name: orders\n    format: \"Bearer token\"", "routes[0].format"),
+        ("name: orders", "name: orders\n    header: Host", "routes[0].header"),
+        ("name: orders", "name: orders\n    existing: merge", "routes[0].existing"),
+        ("name: orders", "name: orders\n    read_timeout: 0s", "routes[0].read_timeout"),
+        ("name: orders", "name: 'or ders'", "routes[0].name"),
+    ];
+    for (from, to, want) in cases {
+        assert!(BASE.contains(from), "bad test case: {from}");
+        let msg = err(&BASE.replace(from, to));
+        assert!(msg.contains(want), "replacing {from:?} by {to:?}: got {msg:?}, want {want:?}");
+        assert!(!msg.contains("s3cret"), "error leaks the secret: {msg}");
+    }
+}
+
+#[test]
+fn http_token_url_is_allowed_to_loopback_or_with_allow_http() {
+    load(&BASE.replace("https://idp.example/oauth/token", "http://127.0.0.1:9/oauth/token")).unwrap();
+    load(&BASE.replace("https://idp.example/oauth/token", "http://localhost:9/t")).unwrap();
+    load(&BASE.replace(
+        "https://idp.example/oauth/token",
+        "http://idp.example/oauth/token\n    allow_http: true",
+    ))
+    .unwrap();
+}
+
+#[test]
+fn duplicate_route_names_and_listen_addresses_are_rejected() {
+    let second = r#"
+  - name: orders
+    listen: 127.0.0.1:8082
+    upstream: https://b.example.com
+    token: { provider: auth0 }
+"#;
+    let msg = err(&format!("{BASE}{second}"));
+    assert!(msg.starts_with("routes[1].name: duplicate route name \"orders\""), "{msg}");
+    let msg = err(&format!("{BASE}{}", second.replace("name: orders", "name: b").replace("8082", "8081")));
+    assert!(msg.starts_with("routes[1].listen:"), "{msg}");
+    let msg = err(&format!("{BASE}{}", second.replace("name: orders", "name: b").replace("8082", "9901")));
+    assert!(msg.starts_with("routes[1].listen:"), "admin clash: {msg}");
+}
+
+#[test]
+fn syntax_errors_and_empty_files_are_reported() {
+    assert!(err("routes: [").starts_with("invalid YAML"));
+    assert!(err("").contains("empty"));
+    assert!(err("providers: {}\nroutes: []\n").starts_with("routes: at least one route"));
+}
+
+#[test]
+fn secret_file_is_read_and_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("secret");
+    std::fs::write(&f, "from-file\n").unwrap();
+    let yaml = BASE.replace(
+        "client_secret: ${SECRET}",
+        &format!("client_secret_file: {}", f.display()),
+    );
+    let c = load(&yaml).unwrap();
+    assert_eq!(c.providers["auth0"].secret.read().unwrap().expose(), "from-file");
+    std::fs::write(&f, "").unwrap();
+    assert!(err(&yaml).contains("providers.auth0.client_secret_file"));
+}
+
+#[test]
+fn header_format_renders_prefix_and_suffix() {
+    let f = HeaderFormat::parse("Token {token}; v=1").unwrap();
+    assert_eq!(f.render(&Secret::new("abc")).unwrap(), "Token abc; v=1");
+    assert!(HeaderFormat::parse("{token}{token}").is_err());
+    assert!(HeaderFormat::parse("Bearer\n{token}").is_err());
+}

@@ -1,0 +1,229 @@
+//! An upstream API for tests: records what reached it (the Authorization headers, Host, path,
+//! SNI, a hash of the body) and checks every bearer token against the IdP that issued it.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+
+use super::idp::TokenChecker;
+use super::tls::TestCa;
+
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub authorization: Vec<String>,
+    pub host: String,
+    pub path_and_query: String,
+    pub sni: Option<String>,
+    pub body_len: usize,
+    pub body_sha256: String,
+    /// Per the IdP: `Some(true)` valid, `Some(false)` expired, `None` unknown or no bearer.
+    pub token_valid: Option<bool>,
+}
+
+struct State {
+    seen: Mutex<Vec<Seen>>,
+    checker: Option<TokenChecker>,
+}
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Upstream {
+    /// Plain HTTP on 127.0.0.1.
+    pub async fn http(checker: Option<TokenChecker>) -> Self {
+        Self::start(checker, None).await
+    }
+
+    /// HTTPS with a certificate for `localhost` from `ca`; also on [::1] with the same port when
+    /// this host has IPv6, since `localhost` may resolve there.
+    pub async fn https(checker: Option<TokenChecker>, ca: &TestCa) -> Self {
+        Self::start(checker, Some(tokio_rustls::TlsAcceptor::from(ca.server_config.clone()))).await
+    }
+
+    async fn start(checker: Option<TokenChecker>, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+        let state = Arc::new(State {
+            seen: Mutex::new(Vec::new()),
+            checker,
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut tasks = vec![tokio::spawn(serve(listener, state.clone(), tls.clone()))];
+        if tls.is_some() {
+            if let Ok(l6) = TcpListener::bind(("::1", addr.port())).await {
+                tasks.push(tokio::spawn(serve(l6, state.clone(), tls)));
+            }
+        }
+        Upstream { addr, state, tasks }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.state.seen.lock().unwrap().len()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn serve(listener: TcpListener, state: Arc<State>, tls: Option<tokio_rustls::TlsAcceptor>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let state = state.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                Some(acceptor) => {
+                    let Ok(stream) = acceptor.accept(stream).await else { return };
+                    let sni = stream.get_ref().1.server_name().map(str::to_string);
+                    serve_conn(TokioIo::new(stream), state, sni).await;
+                }
+                None => serve_conn(TokioIo::new(stream), state, None).await,
+            }
+        });
+    }
+}
+
+async fn serve_conn<I>(io: I, state: Arc<State>, sni: Option<String>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        let sni = sni.clone();
+        async move { Ok::<_, Infallible>(handle(state, sni, req).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, svc)
+        .await;
+}
+
+/// The deterministic content of an `n`-byte `/big` response.
+pub fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| ((i * 31 + 7) % 251) as u8).collect()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(&Sha256::digest(data))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A response body of `remaining` pattern bytes, produced in 64 KiB chunks as it is read.
+struct PatternBody {
+    offset: usize,
+    remaining: usize,
+}
+
+impl Body for PatternBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.remaining.min(64 * 1024);
+        let chunk: Vec<u8> = (self.offset..self.offset + n).map(|i| ((i * 31 + 7) % 251) as u8).collect();
+        self.offset += n;
+        self.remaining -= n;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
+    }
+}
+
+fn query_value(query: &str, key: &str) -> Option<u64> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == key)
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+async fn handle(state: Arc<State>, sni: Option<String>, req: Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
+    let authorization: Vec<String> = req
+        .headers()
+        .get_all("authorization")
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    let host = req
+        .headers()
+        .get("host")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let path_and_query = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let token_valid = match (&state.checker, authorization.first().and_then(|a| a.strip_prefix("Bearer "))) {
+        (Some(c), Some(t)) => c.check(t),
+        _ => None,
+    };
+    // Hash the body as it streams in, without holding it.
+    let mut hasher = Sha256::new();
+    let mut body_len = 0;
+    let mut body = req.into_body();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        if let Some(data) = frame.data_ref() {
+            body_len += data.len();
+            hasher.update(data);
+        }
+    }
+    let seen = Seen {
+        authorization,
+        host,
+        path_and_query,
+        sni,
+        body_len,
+        body_sha256: hex(&hasher.finalize()),
+        token_valid,
+    };
+    state.seen.lock().unwrap().push(seen.clone());
+
+    if path.ends_with("/hang") {
+        std::future::pending::<()>().await;
+    }
+    if let Some(ms) = query_value(&query, "sleep_ms") {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if path.ends_with("/big") {
+        let n = query_value(&query, "bytes").unwrap_or(0) as usize;
+        return Response::builder()
+            .header("content-type", "application/octet-stream")
+            .body(PatternBody { offset: 0, remaining: n }.boxed())
+            .unwrap();
+    }
+    let echo = serde_json::json!({
+        "authorization": seen.authorization,
+        "host": seen.host,
+        "path": seen.path_and_query,
+        "sni": seen.sni,
+        "body_len": seen.body_len,
+        "body_sha256": seen.body_sha256,
+    });
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(echo.to_string())).boxed())
+        .unwrap()
+}

@@ -1,0 +1,330 @@
+//! The proxy's main job, end to end with the real binary: inject exactly one bearer token, speak
+//! the token request the RFC and Auth0 describe, reach an HTTPS upstream, stream big bodies, and
+//! answer upstream and token failures with JSON errors.
+
+mod common;
+
+use std::time::Duration;
+
+use common::idp::{Idp, Mode};
+use common::proxy::Proxy;
+use common::tls::TestCa;
+use common::upstream::{pattern, sha256_hex, Upstream};
+use common::{client, free_port};
+
+const SECRET: &str = "s3cret-value-&:+";
+
+fn ok_mode() -> Mode {
+    Mode::Ok {
+        lifetime: Duration::from_secs(300),
+    }
+}
+
+#[tokio::test]
+async fn injects_exactly_one_bearer_and_never_the_callers_own() {
+    let idp = Idp::start(ok_mode()).await;
+    let up = Upstream::http(Some(idp.checker())).await;
+    let (admin, replace, keep) = (free_port(), free_port(), free_port());
+    let yaml = format!(
+        r#"
+admin: {{ listen: 127.0.0.1:{admin} }}
+providers:
+  idp: {{ token_url: "{url}", client_id: cid, client_secret: "{SECRET}" }}
+routes:
+  - name: replace
+    listen: 127.0.0.1:{replace}
+    upstream: http://{up}
+    token: {{ provider: idp, audience: https://api.example/ }}
+  - name: keep
+    listen: 127.0.0.1:{keep}
+    upstream: http://{up}
+    existing: keep
+    token: {{ provider: idp, audience: https://api.example/ }}
+"#,
+        url = idp.token_url(),
+        up = up.addr,
+    );
+    let mut proxy = Proxy::start(&yaml, admin, &[]);
+    proxy.ready().await;
+    let c = client();
+
+    let r = c
+        .get(format!("http://127.0.0.1:{replace}/x"))
+        .header("authorization", "Bearer callers-own")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c.get(format!("http://127.0.0.1:{replace}/y")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // `keep`: the caller's header goes through untouched; without one, the token is injected.
+    c.get(format!("http://127.0.0.1:{keep}/z"))
+        .header("authorization", "Basic callers-own")
+        .send()
+        .await
+        .unwrap();
+    c.get(format!("http://127.0.0.1:{keep}/w")).send().await.unwrap();
+
+    let seen = up.seen();
+    assert_eq!(seen.len(), 4);
+    let tokens = idp.issued_tokens();
+    assert_eq!(tokens.len(), 1, "routes with the same key share one token");
+    let bearer = format!("Bearer {}", tokens[0]);
+    assert_eq!(seen[0].authorization, vec![bearer.clone()]);
+    assert_eq!(seen[0].token_valid, Some(true));
+    assert_eq!(seen[1].authorization, vec![bearer.clone()]);
+    assert_eq!(seen[2].authorization, vec!["Basic callers-own".to_string()]);
+    assert_eq!(seen[3].authorization, vec![bearer]);
+    proxy.assert_log_free_of(&[SECRET.to_string(), tokens[0].clone()]);
+}
+
+#[tokio::test]
+async fn token_requests_in_both_encodings_and_both_auth_methods() {
+    let idp = Idp::start(ok_mode()).await;
+    let up = Upstream::http(None).await;
+    let admin = free_port();
+    let combos = [
+        ("post_form", "client_secret_post", "form"),
+        ("post_json", "client_secret_post", "json"),
+        ("basic_form", "client_secret_basic", "form"),
+        ("basic_json", "client_secret_basic", "json"),
+    ];
+    let mut yaml = format!("admin: {{ listen: 127.0.0.1:{admin} }}\nproviders:\n");
+    for (name, method, body) in combos {
+        yaml += &format!(
+            "  {name}:\n    token_url: \"{}\"\n    client_id: \"client {name}\"\n    client_secret: \"{SECRET}\"\n    auth_method: {method}\n    body: {body}\n    params: {{ organization: org_123 }}\n",
+            idp.token_url()
+        );
+    }
+    yaml += "routes:\n";
+    for (name, _, _) in combos {
+        yaml += &format!(
+            "  - name: {name}\n    listen: 127.0.0.1:{}\n    upstream: http://{}\n    token: {{ provider: {name}, audience: \"https://api/{name}\", scope: \"read:a write:b\", resource: \"https://res/\" }}\n",
+            free_port(),
+            up.addr
+        );
+    }
+    let mut proxy = Proxy::start(&yaml, admin, &[]);
+    proxy.ready().await;
+
+    let requests = idp.requests();
+    assert_eq!(requests.len(), 4);
+    for (name, method, body) in combos {
+        let r = requests
+            .iter()
+            .find(|r| r.params.get("audience").map(String::as_str) == Some(&format!("https://api/{name}")))
+            .unwrap_or_else(|| panic!("no token request for {name}: {requests:?}"));
+        let want_type = if body == "json" { "application/json" } else { "application/x-www-form-urlencoded" };
+        assert!(r.content_type.starts_with(want_type), "{name}: {}", r.content_type);
+        assert_eq!(r.params["grant_type"], "client_credentials", "{name}");
+        assert_eq!(r.params["scope"], "read:a write:b", "{name}");
+        assert_eq!(r.params["resource"], "https://res/", "{name}");
+        assert_eq!(r.params["organization"], "org_123", "{name}: params are sent");
+        let client_id = format!("client {name}");
+        if method == "client_secret_post" {
+            assert_eq!(r.params["client_id"], client_id, "{name}");
+            assert_eq!(r.params["client_secret"], SECRET, "{name}");
+            assert!(r.authorization.is_none(), "{name}");
+        } else {
+            assert_eq!(r.basic(), Some((client_id, SECRET.to_string())), "{name}");
+            assert!(!r.params.contains_key("client_secret"), "{name}");
+            assert!(!r.params.contains_key("client_id"), "{name}");
+        }
+    }
+    proxy.assert_log_free_of(&[SECRET.to_string()]);
+}
+
+#[tokio::test]
+async fn https_upstream_with_generated_ca_gets_sni_host_and_base_path() {
+    let ca = TestCa::new();
+    let idp = Idp::start(ok_mode()).await;
+    let up = Upstream::https(Some(idp.checker()), &ca).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+    let (admin, port, untrusted) = (free_port(), free_port(), free_port());
+    let yaml = format!(
+        r#"
+admin: {{ listen: 127.0.0.1:{admin} }}
+providers:
+  idp: {{ token_url: "{url}", client_id: cid, client_secret: "{SECRET}" }}
+routes:
+  - name: tls
+    listen: 127.0.0.1:{port}
+    upstream: https://localhost:{p}/api/v1/
+    ca_file: {ca}
+    token: {{ provider: idp }}
+  - name: untrusted
+    listen: 127.0.0.1:{untrusted}
+    upstream: https://localhost:{p}/api/v1/
+    token: {{ provider: idp }}
+"#,
+        url = idp.token_url(),
+        p = up.addr.port(),
+        ca = ca_file.display(),
+    );
+    let mut proxy = Proxy::start_in(dir, &yaml, admin, &[]);
+    proxy.ready().await;
+    let c = client();
+    let r = c
+        .post(format!("http://127.0.0.1:{port}/orders/42?expand=items&x=%20y"))
+        .header("host", "caller.invalid")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "stderr:\n{}", proxy.stderr());
+    let seen = up.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].sni.as_deref(), Some("localhost"));
+    assert_eq!(seen[0].host, format!("localhost:{}", up.addr.port()));
+    assert_eq!(seen[0].path_and_query, "/api/v1/orders/42?expand=items&x=%20y");
+    assert_eq!(seen[0].body_sha256, sha256_hex(b"hello"));
+    assert_eq!(seen[0].token_valid, Some(true));
+
+    // Without the CA the certificate is not trusted: a 502 naming the route, nothing forwarded.
+    let r = c.get(format!("http://127.0.0.1:{untrusted}/x")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body, serde_json::json!({ "error": "upstream_tls_failed", "route": "untrusted" }));
+    assert_eq!(up.count(), 1);
+}
+
+#[tokio::test]
+async fn ten_mib_bodies_stream_through_intact_both_ways() {
+    let idp = Idp::start(ok_mode()).await;
+    let up = Upstream::http(Some(idp.checker())).await;
+    let (admin, port) = (free_port(), free_port());
+    let yaml = format!(
+        r#"
+admin: {{ listen: 127.0.0.1:{admin} }}
+providers:
+  idp: {{ token_url: "{url}", client_id: cid, client_secret: "{SECRET}" }}
+routes:
+  - name: big
+    listen: 127.0.0.1:{port}
+    upstream: http://{up}
+    token: {{ provider: idp }}
+"#,
+        url = idp.token_url(),
+        up = up.addr,
+    );
+    let mut proxy = Proxy::start(&yaml, admin, &[("RUST_LOG", "info")]);
+    proxy.ready().await;
+    let c = client();
+    const N: usize = 10 * 1024 * 1024;
+    let upload = pattern(N);
+    // A streamed (chunked) upload, not one buffer with a Content-Length.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = upload.chunks(100_003).map(|c| Ok(c.to_vec())).collect();
+    let r = c
+        .put(format!("http://127.0.0.1:{port}/upload"))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let echo: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(echo["body_len"], N);
+    assert_eq!(echo["body_sha256"], sha256_hex(&upload));
+
+    let r = c.get(format!("http://127.0.0.1:{port}/big?bytes={N}")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.bytes().await.unwrap();
+    assert_eq!(body.len(), N);
+    assert_eq!(sha256_hex(&body), sha256_hex(&pattern(N)));
+}
+
+#[tokio::test]
+async fn upstream_refused_is_502_and_timeout_is_504_with_json_naming_the_route() {
+    let idp = Idp::start(ok_mode()).await;
+    let up = Upstream::http(Some(idp.checker())).await;
+    let closed = free_port();
+    let (admin, refused, slow) = (free_port(), free_port(), free_port());
+    let yaml = format!(
+        r#"
+admin: {{ listen: 127.0.0.1:{admin} }}
+providers:
+  idp: {{ token_url: "{url}", client_id: cid, client_secret: "{SECRET}" }}
+routes:
+  - name: refused
+    listen: 127.0.0.1:{refused}
+    upstream: http://127.0.0.1:{closed}
+    token: {{ provider: idp }}
+  - name: slow
+    listen: 127.0.0.1:{slow}
+    upstream: http://{up}
+    read_timeout: 300ms
+    token: {{ provider: idp }}
+"#,
+        url = idp.token_url(),
+        up = up.addr,
+    );
+    let mut proxy = Proxy::start(&yaml, admin, &[]);
+    proxy.ready().await;
+    let c = client();
+
+    let r = c.get(format!("http://127.0.0.1:{refused}/a")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body, serde_json::json!({ "error": "upstream_connect_failed", "route": "refused" }));
+
+    let started = std::time::Instant::now();
+    let r = c.get(format!("http://127.0.0.1:{slow}/hang")).send().await.unwrap();
+    assert_eq!(r.status(), 504);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body, serde_json::json!({ "error": "upstream_timeout", "route": "slow" }));
+    proxy.assert_log_free_of(&[SECRET.to_string(), idp.issued_tokens()[0].clone()]);
+}
+
+#[tokio::test]
+async fn without_a_token_nothing_is_forwarded_and_the_caller_gets_503() {
+    let idp = Idp::start(Mode::Status(
+        500,
+        r#"{"error":"server_error","error_description":"try later"}"#.into(),
+    ))
+    .await;
+    let up = Upstream::http(None).await;
+    let (admin, port) = (free_port(), free_port());
+    let yaml = format!(
+        r#"
+admin: {{ listen: 127.0.0.1:{admin} }}
+providers:
+  idp:
+    token_url: "{url}"
+    client_id: cid
+    client_secret: "{SECRET}"
+    refresh: {{ retry_initial: 100ms, retry_max: 200ms }}
+routes:
+  - name: orders
+    listen: 127.0.0.1:{port}
+    upstream: http://{up}
+    token: {{ provider: idp }}
+"#,
+        url = idp.token_url(),
+        up = up.addr,
+    );
+    let mut proxy = Proxy::start(&yaml, admin, &[]);
+    proxy.listening().await;
+    let c = client();
+    for _ in 0..3 {
+        let r = c
+            .get(format!("http://127.0.0.1:{port}/x"))
+            .header("authorization", "Bearer callers-own")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body, serde_json::json!({ "error": "token_unavailable", "route": "orders" }));
+    }
+    assert_eq!(up.count(), 0, "no request may be forwarded without its token");
+    let r = c.get(proxy.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["routes_without_token"][0]["route"], "orders");
+    assert_eq!(body["routes_without_token"][0]["last_error"]["error"], "server_error");
+    assert!(idp.request_count() >= 2, "the refresher keeps retrying");
+    proxy.assert_log_free_of(&[SECRET.to_string()]);
+}
