@@ -133,6 +133,10 @@ validate_k8s() {
   ! grep -q -v '^INFO' <<<"$out"
 }
 
+render_native() {
+  kubectl kustomize deploy/kubernetes >"$WORK/native.yaml"
+}
+
 # kustomize refuses an overlay inside its base's directory, so the classic
 # variant is rendered from a throw-away kustomization that enables the
 # component. Its paths must be relative.
@@ -196,7 +200,7 @@ main() {
   check "hadolint deploy/Dockerfile" hadolint deploy/Dockerfile
   check "yamllint -d relaxed deploy/" yamllint -d relaxed deploy/
 
-  check "kustomize deploy/kubernetes" bash -c 'kubectl kustomize deploy/kubernetes >"$1"' _ "$WORK/native.yaml"
+  check "kustomize deploy/kubernetes" render_native
   if [[ -s $WORK/native.yaml ]]; then
     check "deploy-lint: native sidecar manifests" python .ci/deploy-lint.py kubernetes "$WORK/native.yaml" \
       --variant native --alerts deploy/prometheus/alerts.yaml --core-out "$WORK/native-core.yaml"

@@ -189,7 +189,9 @@ def http_probe(report, where, probe, path, admin_port, named_ports):
         return
     report.check(get.get("path") == path, where, f"probe path is {get.get('path')!r}, want {path!r}")
     port = named_ports.get(get.get("port"), get.get("port"))
-    report.check(port == admin_port, where, f"probe port {get.get('port')!r} is not the admin port {admin_port}")
+    report.check(
+        port == admin_port, where, f"probe port {get.get('port')!r} is not the admin port {admin_port}"
+    )
 
 
 def find_sidecar(report, deployment, variant):
@@ -271,12 +273,18 @@ def check_deployment(report, deployment, variant, config_maps, secrets, pod_moni
         where,
         "securityContext.runAsUser must be a numeric non-root user",
     )
-    report.check(sc.get("readOnlyRootFilesystem") is True, where, "securityContext.readOnlyRootFilesystem must be true")
     report.check(
-        sc.get("allowPrivilegeEscalation") is False, where, "securityContext.allowPrivilegeEscalation must be false"
+        sc.get("readOnlyRootFilesystem") is True, where, "securityContext.readOnlyRootFilesystem must be true"
     )
     report.check(
-        "ALL" in ((sc.get("capabilities") or {}).get("drop") or []), where, "securityContext must drop ALL capabilities"
+        sc.get("allowPrivilegeEscalation") is False,
+        where,
+        "securityContext.allowPrivilegeEscalation must be false",
+    )
+    report.check(
+        "ALL" in ((sc.get("capabilities") or {}).get("drop") or []),
+        where,
+        "securityContext must drop ALL capabilities",
     )
     seccomp = (sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type")
     report.check(seccomp == "RuntimeDefault", where, "needs seccompProfile RuntimeDefault")
@@ -284,7 +292,9 @@ def check_deployment(report, deployment, variant, config_maps, secrets, pod_moni
     for section in ("requests", "limits"):
         for resource in ("cpu", "memory"):
             report.check(
-                resource in (resources.get(section) or {}), where, f"resources.{section}.{resource} is not set"
+                resource in (resources.get(section) or {}),
+                where,
+                f"resources.{section}.{resource} is not set",
             )
 
     # The config file: --config names a file in a ConfigMap mounted as a
@@ -301,7 +311,9 @@ def check_deployment(report, deployment, variant, config_maps, secrets, pod_moni
     report.check("subPath" not in config_mount, where, "mount the config directory, not a subPath")
     config_volume = volumes.get(config_mount["name"], {})
     cm_name = (config_volume.get("configMap") or {}).get("name")
-    if not report.check(cm_name in config_maps, where, f"config volume must be a ConfigMap from this render, got {cm_name!r}"):
+    if not report.check(
+        cm_name in config_maps, where, f"config volume must be a ConfigMap from this render, got {cm_name!r}"
+    ):
         return
     data = config_maps[cm_name].get("data") or {}
     key = os.path.basename(config_path)
@@ -312,10 +324,18 @@ def check_deployment(report, deployment, variant, config_maps, secrets, pod_moni
     admin_port = check_tokenproxy_config(report, cm_where, config)
 
     named_ports = {p["name"]: p["containerPort"] for p in sidecar.get("ports") or [] if "name" in p}
-    report.check(admin_port in named_ports.values(), where, f"declares no containerPort {admin_port} (admin.listen)")
-    http_probe(report, f"{where} startupProbe", sidecar.get("startupProbe"), "/readyz", admin_port, named_ports)
-    http_probe(report, f"{where} readinessProbe", sidecar.get("readinessProbe"), "/readyz", admin_port, named_ports)
-    http_probe(report, f"{where} livenessProbe", sidecar.get("livenessProbe"), "/healthz", admin_port, named_ports)
+    report.check(
+        admin_port in named_ports.values(), where, f"declares no containerPort {admin_port} (admin.listen)"
+    )
+    http_probe(
+        report, f"{where} startupProbe", sidecar.get("startupProbe"), "/readyz", admin_port, named_ports
+    )
+    http_probe(
+        report, f"{where} readinessProbe", sidecar.get("readinessProbe"), "/readyz", admin_port, named_ports
+    )
+    http_probe(
+        report, f"{where} livenessProbe", sidecar.get("livenessProbe"), "/healthz", admin_port, named_ports
+    )
 
     env = {e["name"] for e in sidecar.get("env") or []}
     for var in sorted(set(ENV_REF.findall(data[key]))):
@@ -326,11 +346,15 @@ def check_deployment(report, deployment, variant, config_maps, secrets, pod_moni
         if not secret_file:
             continue
         mount = mounts.get(os.path.dirname(secret_file))
-        if not report.check(mount, cm_where, f"provider {pname}: nothing is mounted at {os.path.dirname(secret_file)}"):
+        if not report.check(
+            mount, cm_where, f"provider {pname}: nothing is mounted at {os.path.dirname(secret_file)}"
+        ):
             continue
         report.check("subPath" not in mount, where, "mount the secret directory, not a subPath (rotation)")
         secret = volumes.get(mount["name"], {}).get("secret")
-        if not report.check(secret, cm_where, f"provider {pname}: {os.path.dirname(secret_file)} is not a Secret volume"):
+        if not report.check(
+            secret, cm_where, f"provider {pname}: {os.path.dirname(secret_file)} is not a Secret volume"
+        ):
             continue
         items = secret.get("items")
         files = {i["path"]: i["key"] for i in items} if items else None
@@ -338,25 +362,37 @@ def check_deployment(report, deployment, variant, config_maps, secrets, pod_moni
         keys = set((secret_doc or {}).get("data") or {}) | set((secret_doc or {}).get("stringData") or {})
         filename = os.path.basename(secret_file)
         if files is not None:
-            report.check(filename in files, cm_where, f"provider {pname}: the Secret volume has no item {filename}")
+            report.check(
+                filename in files, cm_where, f"provider {pname}: the Secret volume has no item {filename}"
+            )
             if secret_doc and filename in files:
-                report.check(files[filename] in keys, f"Secret {secret['secretName']}", f"has no key {files[filename]}")
+                report.check(
+                    files[filename] in keys, f"Secret {secret['secretName']}", f"has no key {files[filename]}"
+                )
         elif secret_doc:
             report.check(filename in keys, f"Secret {secret['secretName']}", f"has no key {filename}")
 
     annotations = template["metadata"].get("annotations") or {}
-    report.check(annotations.get("prometheus.io/scrape") == "true", where, "pod needs prometheus.io/scrape: \"true\"")
     report.check(
-        annotations.get("prometheus.io/port") == str(admin_port), where, "prometheus.io/port must be the admin port"
+        annotations.get("prometheus.io/scrape") == "true", where, 'pod needs prometheus.io/scrape: "true"'
     )
-    report.check(annotations.get("prometheus.io/path") == "/metrics", where, "prometheus.io/path must be /metrics")
+    report.check(
+        annotations.get("prometheus.io/port") == str(admin_port),
+        where,
+        "prometheus.io/port must be the admin port",
+    )
+    report.check(
+        annotations.get("prometheus.io/path") == "/metrics", where, "prometheus.io/path must be /metrics"
+    )
 
     labels = template["metadata"].get("labels") or {}
     for monitor in pod_monitors:
         mwhere = f"PodMonitor {monitor['metadata']['name']}"
         selector = ((monitor.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
         if not report.check(
-            selector and selector.items() <= labels.items(), mwhere, f"selector does not match Deployment {name}'s pods"
+            selector and selector.items() <= labels.items(),
+            mwhere,
+            f"selector does not match Deployment {name}'s pods",
         ):
             continue
         for endpoint in (monitor.get("spec") or {}).get("podMetricsEndpoints") or []:
@@ -383,7 +419,9 @@ def check_compose(report, compose, prometheus_config):
 
     for name, secret in (compose.get("secrets") or {}).items():
         if "file" in secret:
-            report.check(os.path.isfile(secret["file"]), f"secret {name}", f"file {secret['file']} does not exist")
+            report.check(
+                os.path.isfile(secret["file"]), f"secret {name}", f"file {secret['file']} does not exist"
+            )
 
     for name, service in services.items():
         where = f"service {name}"
@@ -394,9 +432,16 @@ def check_compose(report, compose, prometheus_config):
         image = service.get("image", "")
         if image not in built:
             report.check("@sha256:" in image, where, f"pin image {image!r} by digest")
-        for dep, cond in (service.get("depends_on") or {}).items():
+        depends_on = service.get("depends_on") or {}
+        if isinstance(depends_on, list):
+            depends_on = {dep: {} for dep in depends_on}
+        for dep, cond in depends_on.items():
             if (cond or {}).get("condition") == "service_healthy":
-                report.check("healthcheck" in services.get(dep, {}), where, f"waits for {dep} to be healthy, which has no healthcheck")
+                report.check(
+                    "healthcheck" in services.get(dep, {}),
+                    where,
+                    f"waits for {dep} to be healthy, which has no healthcheck",
+                )
 
     proxy = services.get(SIDECAR)
     if not report.check(proxy, "compose file", f"has no {SIDECAR} service"):
@@ -411,8 +456,16 @@ def check_compose(report, compose, prometheus_config):
         source, target, kind = volume_source(volume)
         if kind == "bind" and target and os.path.dirname(config_path) == target:
             host_file = os.path.join(source, os.path.basename(config_path))
-        report.check(target != config_path, where, "mount the config directory, not the single file (edits would not arrive)")
-    if not report.check(host_file and os.path.isfile(host_file), where, f"no host directory with the config is mounted for {config_path}"):
+        report.check(
+            target != config_path,
+            where,
+            "mount the config directory, not the single file (edits would not arrive)",
+        )
+    if not report.check(
+        host_file and os.path.isfile(host_file),
+        where,
+        f"no host directory with the config is mounted for {config_path}",
+    ):
         return
     with open(host_file, encoding="utf-8") as f:
         text = f.read()
@@ -429,9 +482,17 @@ def check_compose(report, compose, prometheus_config):
     for pname, provider in ((config or {}).get("providers") or {}).items():
         path = provider.get("client_secret_file")
         if path:
-            report.check(path in secret_paths, host_file, f"provider {pname}: {path} is not one of the service's secrets")
+            report.check(
+                path in secret_paths,
+                host_file,
+                f"provider {pname}: {path} is not one of the service's secrets",
+            )
     health = " ".join((proxy.get("healthcheck") or {}).get("test") or [])
-    report.check(f":{admin_port}/readyz" in health, where, f"healthcheck must ask /readyz on the admin port {admin_port}")
+    report.check(
+        f":{admin_port}/readyz" in health,
+        where,
+        f"healthcheck must ask /readyz on the admin port {admin_port}",
+    )
 
     with open(prometheus_config, encoding="utf-8") as f:
         prometheus = yaml.safe_load(f)
@@ -441,7 +502,9 @@ def check_compose(report, compose, prometheus_config):
         for static in job.get("static_configs") or []
         for t in static.get("targets") or []
     ]
-    report.check(f"{SIDECAR}:{admin_port}" in targets, prometheus_config, f"does not scrape {SIDECAR}:{admin_port}")
+    report.check(
+        f"{SIDECAR}:{admin_port}" in targets, prometheus_config, f"does not scrape {SIDECAR}:{admin_port}"
+    )
 
 
 def main():

@@ -126,10 +126,7 @@ fn store(
     started_wall: SystemTime,
 ) -> Result<Duration, FetchError> {
     let policy = provider.refresh;
-    let now_unix = started_wall
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
+    let now_unix = started_wall.duration_since(UNIX_EPOCH).unwrap_or_default();
     let lifetime = schedule::lifetime(resp.expires_in, resp.jwt_exp, now_unix, policy.default_lifetime);
     if lifetime.is_zero() {
         return Err(FetchError::new(ErrorClass::BadResponse, "the token is already expired"));

@@ -32,20 +32,20 @@ impl Default for RefreshPolicy {
     }
 }
 
-/// How long a token obtained at `now_unix` (seconds since the epoch) lives: `expires_in` if the
+/// How long a token obtained at `now_unix` (time since the epoch) lives: `expires_in` if the
 /// response had it, else the JWT `exp` claim, else the policy's default. An `exp` in the past gives
 /// zero.
 pub fn lifetime(
     expires_in: Option<Duration>,
     jwt_exp: Option<u64>,
-    now_unix: u64,
+    now_unix: Duration,
     default: Duration,
 ) -> Duration {
     if let Some(d) = expires_in {
         return d;
     }
     if let Some(exp) = jwt_exp {
-        return Duration::from_secs(exp.saturating_sub(now_unix));
+        return Duration::from_secs(exp).saturating_sub(now_unix);
     }
     default
 }
@@ -96,15 +96,18 @@ mod tests {
     #[test]
     fn lifetime_prefers_expires_in_then_jwt_then_default() {
         let d = secs(300);
+        let ms = Duration::from_millis;
         let cases = [
-            (Some(secs(3600)), Some(2_000), 1_000, secs(3600)),
-            (None, Some(2_000), 1_000, secs(1000)),
-            (None, Some(1_000), 1_000, Duration::ZERO),
-            (None, Some(500), 1_000, Duration::ZERO),
-            (None, None, 1_000, d),
+            (Some(secs(3600)), Some(2_000), secs(1_000), secs(3600)),
+            (None, Some(2_000), secs(1_000), secs(1000)),
+            // Part of a second already gone counts: never longer than the claim allows.
+            (None, Some(2_000), ms(1_000_900), ms(999_100)),
+            (None, Some(1_000), secs(1_000), Duration::ZERO),
+            (None, Some(500), secs(1_000), Duration::ZERO),
+            (None, None, secs(1_000), d),
         ];
         for (expires_in, exp, now, want) in cases {
-            assert_eq!(lifetime(expires_in, exp, now, d), want, "{expires_in:?} {exp:?} {now}");
+            assert_eq!(lifetime(expires_in, exp, now, d), want, "{expires_in:?} {exp:?} {now:?}");
         }
     }
 

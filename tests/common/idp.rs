@@ -162,10 +162,13 @@ impl TokenChecker {
 }
 
 async fn serve(listener: TcpListener, state: Arc<State>) {
+    // Connections live in this set, so that aborting the server also drops kept-alive ones.
+    let mut conns = tokio::task::JoinSet::new();
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
+        while conns.try_join_next().is_some() {}
         let state = state.clone();
-        tokio::spawn(async move {
+        conns.spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let state = state.clone();
                 async move { Ok::<_, std::convert::Infallible>(handle(state, req).await) }
