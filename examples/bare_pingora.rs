@@ -55,7 +55,8 @@ impl ProxyHttp for Bare {
 }
 
 fn usage() -> String {
-    "usage: bare_pingora --listen ADDR --upstream ADDR [--threads N] [--authorization VALUE]".to_string()
+    "usage: bare_pingora --listen ADDR --upstream ADDR [--threads N] [--authorization VALUE]"
+        .to_string()
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -65,7 +66,10 @@ fn parse_args() -> Result<Args, String> {
     let mut authorization = HeaderValue::from_static(DEFAULT_AUTHORIZATION);
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value\n{}", usage()));
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| format!("{flag} needs a value\n{}", usage()))
+        };
         match flag.as_str() {
             "--listen" => {
                 let v = value()?;
@@ -81,7 +85,8 @@ fn parse_args() -> Result<Args, String> {
             }
             "--authorization" => {
                 let v = value()?;
-                authorization = HeaderValue::try_from(v).map_err(|e| format!("--authorization: {e}"))?;
+                authorization =
+                    HeaderValue::try_from(v).map_err(|e| format!("--authorization: {e}"))?;
             }
             "-h" | "--help" => return Err(usage()),
             other => return Err(format!("unknown argument {other}\n{}", usage())),
@@ -122,6 +127,9 @@ fn main() -> ExitCode {
     );
     service.add_tcp(&args.listen.to_string());
     server.add_service(service);
-    println!("bare_pingora: {} -> {} ({} thread(s))", args.listen, args.upstream, args.threads);
+    println!(
+        "bare_pingora: {} -> {} ({} thread(s))",
+        args.listen, args.upstream, args.threads
+    );
     server.run_forever()
 }

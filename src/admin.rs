@@ -37,7 +37,11 @@ fn handle(req: &Request<Incoming>, routes: &RouteTable) -> Response<Body> {
         "/healthz" => serve::json(200, &json!({ "status": "ok" })),
         "/readyz" => readyz(routes),
         "/tokens" => serve::json(200, &tokens(routes)),
-        "/metrics" => serve::text(200, "text/plain; version=0.0.4; charset=utf-8", METRICS.encode()),
+        "/metrics" => serve::text(
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            METRICS.encode(),
+        ),
         _ => serve::json(404, &json!({ "error": "not_found" })),
     }
 }
@@ -58,7 +62,10 @@ fn last_error(e: &LastError) -> Value {
 
 fn readyz(routes: &RouteTable) -> Response<Body> {
     if !routes.listening() {
-        return serve::json(503, &json!({ "ready": false, "reason": "proxy listeners not up yet" }));
+        return serve::json(
+            503,
+            &json!({ "ready": false, "reason": "proxy listeners not up yet" }),
+        );
     }
     let now = tokio::time::Instant::now();
     let mut waiting = Vec::new();
@@ -76,7 +83,10 @@ fn readyz(routes: &RouteTable) -> Response<Body> {
     if waiting.is_empty() && !all.is_empty() {
         serve::json(200, &json!({ "ready": true }))
     } else {
-        serve::json(503, &json!({ "ready": false, "routes_without_token": waiting }))
+        serve::json(
+            503,
+            &json!({ "ready": false, "routes_without_token": waiting }),
+        )
     }
 }
 

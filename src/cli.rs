@@ -10,7 +10,11 @@ use crate::config::Config;
 use crate::{demo, logging, server};
 
 #[derive(Parser)]
-#[command(name = "tokenproxy", version, about = "Injects OAuth2 client-credentials tokens into the requests of services that have no token logic")]
+#[command(
+    name = "tokenproxy",
+    version,
+    about = "Injects OAuth2 client-credentials tokens into the requests of services that have no token logic"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -85,7 +89,10 @@ pub fn main() -> ExitCode {
 }
 
 fn healthcheck(url: &str, timeout: Duration) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("healthcheck: {e}");

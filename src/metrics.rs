@@ -13,7 +13,8 @@ use crate::token::client::{ErrorClass, FetchError};
 use crate::token::TokenKey;
 
 const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
 ];
 
 pub struct Metrics {
@@ -36,13 +37,17 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    registry.register(Box::new(c.clone())).expect("metric registered once");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric registered once");
     c
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
     let g = GaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    registry.register(Box::new(g.clone())).expect("metric registered once");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("metric registered once");
     g
 }
 
@@ -52,7 +57,9 @@ fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> Hi
         labels,
     )
     .expect("static metric definition");
-    registry.register(Box::new(h.clone())).expect("metric registered once");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("metric registered once");
     h
 }
 
@@ -67,11 +74,15 @@ impl Metrics {
         r.register(Box::new(config_last_reload_success.clone()))
             .expect("metric registered once");
         let build_info = IntGaugeVec::new(
-            Opts::new("tokenproxy_build_info", "Always 1; the version is in the label."),
+            Opts::new(
+                "tokenproxy_build_info",
+                "Always 1; the version is in the label.",
+            ),
             &["version"],
         )
         .expect("static metric definition");
-        r.register(Box::new(build_info.clone())).expect("metric registered once");
+        r.register(Box::new(build_info.clone()))
+            .expect("metric registered once");
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -101,7 +112,9 @@ impl Metrics {
 }
 
 fn unix_secs(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 /// Records a token fetch outcome: `error` is `None` on success.
@@ -147,6 +160,7 @@ pub fn config_loaded(ok: bool) {
         .with_label_values(&[if ok { "success" } else { "error" }])
         .inc();
     if ok {
-        m.config_last_reload_success.set(unix_secs(SystemTime::now()));
+        m.config_last_reload_success
+            .set(unix_secs(SystemTime::now()));
     }
 }

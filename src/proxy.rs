@@ -34,9 +34,7 @@ pub struct RequestCtx {
 
 /// Why a request was not forwarded, as the JSON `error` field the caller gets.
 fn json_error(error: &str, route: &str) -> Bytes {
-    Bytes::from(
-        serde_json::json!({ "error": error, "route": route }).to_string(),
-    )
+    Bytes::from(serde_json::json!({ "error": error, "route": route }).to_string())
 }
 
 async fn respond_json(session: &mut Session, status: u16, body: Bytes) -> Result<()> {
@@ -51,11 +49,18 @@ async fn respond_json(session: &mut Session, status: u16, body: Bytes) -> Result
 /// The upstream error kind for metrics and the JSON error, with the status the caller gets.
 fn classify(e: &Error) -> (u16, &'static str, &'static str) {
     match e.etype() {
-        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        ErrorType::ConnectTimedout
+        | ErrorType::ReadTimedout
+        | ErrorType::WriteTimedout
         | ErrorType::TLSHandshakeTimedout => (504, "timeout", "upstream_timeout"),
-        ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError
-        | ErrorType::SocketError | ErrorType::BindError => (502, "connect", "upstream_connect_failed"),
-        ErrorType::TLSHandshakeFailure | ErrorType::TLSWantX509Lookup | ErrorType::InvalidCert
+        ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+        | ErrorType::SocketError
+        | ErrorType::BindError => (502, "connect", "upstream_connect_failed"),
+        ErrorType::TLSHandshakeFailure
+        | ErrorType::TLSWantX509Lookup
+        | ErrorType::InvalidCert
         | ErrorType::HandshakeError => (502, "tls", "upstream_tls_failed"),
         _ => (502, "other", "upstream_error"),
     }
@@ -87,9 +92,15 @@ impl ProxyHttp for TokenProxy {
             return Ok(true);
         };
         let keep_callers = route.route.existing == Existing::Keep
-            && session.req_header().headers.contains_key(&route.route.header);
+            && session
+                .req_header()
+                .headers
+                .contains_key(&route.route.header);
         if !keep_callers {
-            match route.slot.header_value(route.format_index, tokio::time::Instant::now()) {
+            match route
+                .slot
+                .header_value(route.format_index, tokio::time::Instant::now())
+            {
                 Some(v) => ctx.token = Some(v),
                 None => {
                     METRICS
@@ -108,7 +119,11 @@ impl ProxyHttp for TokenProxy {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         let route = ctx
             .route
             .as_ref()
@@ -139,8 +154,9 @@ impl ProxyHttp for TokenProxy {
                 target.push('/');
             }
             target.push_str(path_and_query);
-            let uri = Uri::try_from(target)
-                .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "rewriting the path", e))?;
+            let uri = Uri::try_from(target).map_err(|e| {
+                Error::because(ErrorType::InvalidHTTPHeader, "rewriting the path", e)
+            })?;
             req.set_uri(uri);
         }
         if let Some(value) = ctx.token.take() {
@@ -151,8 +167,17 @@ impl ProxyHttp for TokenProxy {
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
-        let route_name = ctx.route.as_ref().map(|r| r.route.name.as_str()).unwrap_or("");
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let route_name = ctx
+            .route
+            .as_ref()
+            .map(|r| r.route.name.as_str())
+            .unwrap_or("");
         let code = match e.esource() {
             ErrorSource::Upstream => {
                 let (status, kind, error) = classify(e);
@@ -174,7 +199,8 @@ impl ProxyHttp for TokenProxy {
             },
             ErrorSource::Internal | ErrorSource::Unset => {
                 if session.response_written().is_none() {
-                    let _ = respond_json(session, 500, json_error("internal_error", route_name)).await;
+                    let _ =
+                        respond_json(session, 500, json_error("internal_error", route_name)).await;
                 }
                 500
             }
@@ -186,7 +212,9 @@ impl ProxyHttp for TokenProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        let Some(route) = ctx.route.as_ref() else { return };
+        let Some(route) = ctx.route.as_ref() else {
+            return;
+        };
         let status = ctx
             .local_status
             .or_else(|| session.response_written().map(|r| r.status.as_u16()))

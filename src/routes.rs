@@ -49,7 +49,11 @@ impl RouteTable {
 
     /// Puts the routes of `config` in force. Routes whose listen address is not bound are
     /// returned (they need a restart); listeners that lost their route stop serving.
-    pub async fn apply(&self, config: &Config, slots: &HashMap<TokenKey, Arc<TokenSlot>>) -> Vec<String> {
+    pub async fn apply(
+        &self,
+        config: &Config,
+        slots: &HashMap<TokenKey, Arc<TokenSlot>>,
+    ) -> Vec<String> {
         let mut states = HashMap::new();
         let mut unbound = Vec::new();
         for route in &config.routes {
@@ -57,7 +61,9 @@ impl RouteTable {
                 unbound.push(format!("{} ({})", route.name, route.listen));
                 continue;
             }
-            let Some(slot) = slots.get(&route.token) else { continue };
+            let Some(slot) = slots.get(&route.token) else {
+                continue;
+            };
             let state = RouteState {
                 format_index: slot.format_index(&route.format),
                 slot: slot.clone(),
@@ -79,7 +85,9 @@ impl RouteTable {
         let cell = self.listeners.get(local).or_else(|| {
             let any = match local {
                 SocketAddr::V4(_) => SocketAddr::new([0, 0, 0, 0].into(), local.port()),
-                SocketAddr::V6(_) => SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), local.port()),
+                SocketAddr::V6(_) => {
+                    SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), local.port())
+                }
             };
             self.listeners.get(&any)
         })?;
@@ -88,7 +96,10 @@ impl RouteTable {
 
     /// All routes now in force.
     pub fn routes(&self) -> Vec<Arc<RouteState>> {
-        self.listeners.values().filter_map(|c| c.load_full()).collect()
+        self.listeners
+            .values()
+            .filter_map(|c| c.load_full())
+            .collect()
     }
 
     pub fn set_listening(&self) {

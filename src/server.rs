@@ -131,7 +131,10 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), StartErro
             on_exit,
         }),
     });
-    warn!(in_flight = crate::shutdown::in_flight(), "shutdown grace period over; exiting");
+    warn!(
+        in_flight = crate::shutdown::in_flight(),
+        "shutdown grace period over; exiting"
+    );
     stop.cancel();
     app.tokens.shutdown();
     control.shutdown_background();
@@ -144,7 +147,11 @@ async fn mark_listening(routes: Arc<RouteTable>) {
     let addrs: Vec<SocketAddr> = routes.listen_addrs().copied().collect();
     for addr in addrs {
         let target = if addr.ip().is_unspecified() {
-            let ip = if addr.is_ipv4() { IpAddr::from([127, 0, 0, 1]) } else { IpAddr::from(Ipv6Addr::LOCALHOST) };
+            let ip = if addr.is_ipv4() {
+                IpAddr::from([127, 0, 0, 1])
+            } else {
+                IpAddr::from(Ipv6Addr::LOCALHOST)
+            };
             SocketAddr::new(ip, addr.port())
         } else {
             addr

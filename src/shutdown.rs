@@ -44,7 +44,10 @@ pub struct Signals {
 #[async_trait]
 impl ShutdownSignalWatch for Signals {
     async fn recv(&self) -> ShutdownSignal {
-        let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        let (mut term, mut int) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(t), Ok(i)) => (t, i),
             _ => {
                 error!("cannot install the SIGTERM/SIGINT handlers; shutting down");
@@ -55,7 +58,11 @@ impl ShutdownSignalWatch for Signals {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
-        info!(signal = name, in_flight = in_flight(), "shutting down: no new connections; waiting for requests in flight");
+        info!(
+            signal = name,
+            in_flight = in_flight(),
+            "shutting down: no new connections; waiting for requests in flight"
+        );
         let on_exit = self.on_exit.clone();
         // The drain watch runs on the control runtime, which pingora does not stop.
         self.control.spawn(async move {

@@ -67,7 +67,9 @@ impl UpstreamTarget {
                 }
                 None => warn!(host = %self.upstream.host, "upstream host resolved to no address"),
             },
-            Err(e) => warn!(host = %self.upstream.host, error = %e, "cannot resolve upstream host; keeping the last address"),
+            Err(e) => {
+                warn!(host = %self.upstream.host, error = %e, "cannot resolve upstream host; keeping the last address")
+            }
         }
     }
 
@@ -123,7 +125,7 @@ fn trust_roots(ca: &CaFile) -> CaList {
     der.into_iter()
         // pingora parses each one again and panics on a bad one: keep only those that parse.
         .filter(|d| x509_parser::parse_x509_certificate(d).is_ok())
-        .map(|d| WrappedX509::new(d, |raw| pingora::utils::tls::parse_x509(raw)))
+        .map(|d| WrappedX509::new(d, pingora::utils::tls::parse_x509))
         .collect::<Vec<_>>()
         .into()
 }

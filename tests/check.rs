@@ -53,37 +53,75 @@ fn rejects_bad_configs_naming_the_key() {
     let dup_route = "\n  - name: orders\n    listen: 127.0.0.1:18082\n    upstream: https://b.example\n    token: { provider: auth0 }\n";
     let dup_listen = "\n  - name: other\n    listen: 127.0.0.1:18081\n    upstream: https://b.example\n    token: { provider: auth0 }\n";
     let cases: Vec<(String, &str)> = vec![
-        (GOOD.replace("connect_timeout: 5s", "connect_timeout: 5s\n    retries: 3"), "routes[0].retries: unknown field `retries`"),
-        (GOOD.replace("provider: auth0,", "provider: okta,"), "routes[0].token.provider: unknown provider \"okta\""),
-        (format!("{GOOD}{dup_route}"), "routes[1].name: duplicate route name \"orders\""),
-        (format!("{GOOD}{dup_listen}"), "routes[1].listen:"),
-        (GOOD.replace("https://orders.example.com/v1", "orders.example.com/v1"), "routes[0].upstream: invalid URL"),
-        (GOOD.replace("https://idp.example/oauth/token", "https//idp"), "providers.auth0.token_url: invalid URL"),
-        (GOOD.replace("connect_timeout: 5s", "connect_timeout: 5 minutes"), "routes[0].connect_timeout: invalid duration"),
-        (GOOD.replace("${CHECK_CLIENT_ID}", "${UNSET_FOR_TEST}"), "providers.auth0.client_id: environment variable UNSET_FOR_TEST is not set"),
         (
-            GOOD.replace("client_secret: not-a-real-secret", "client_secret: not-a-real-secret\n    client_secret_file: /run/secret"),
+            GOOD.replace("connect_timeout: 5s", "connect_timeout: 5s\n    retries: 3"),
+            "routes[0].retries: unknown field `retries`",
+        ),
+        (
+            GOOD.replace("provider: auth0,", "provider: okta,"),
+            "routes[0].token.provider: unknown provider \"okta\"",
+        ),
+        (
+            format!("{GOOD}{dup_route}"),
+            "routes[1].name: duplicate route name \"orders\"",
+        ),
+        (format!("{GOOD}{dup_listen}"), "routes[1].listen:"),
+        (
+            GOOD.replace("https://orders.example.com/v1", "orders.example.com/v1"),
+            "routes[0].upstream: invalid URL",
+        ),
+        (
+            GOOD.replace("https://idp.example/oauth/token", "https//idp"),
+            "providers.auth0.token_url: invalid URL",
+        ),
+        (
+            GOOD.replace("connect_timeout: 5s", "connect_timeout: 5 minutes"),
+            "routes[0].connect_timeout: invalid duration",
+        ),
+        (
+            GOOD.replace("${CHECK_CLIENT_ID}", "${UNSET_FOR_TEST}"),
+            "providers.auth0.client_id: environment variable UNSET_FOR_TEST is not set",
+        ),
+        (
+            GOOD.replace(
+                "client_secret: not-a-real-secret",
+                "client_secret: not-a-real-secret\n    client_secret_file: /run/secret",
+            ),
             "providers.auth0: set exactly one of client_secret and client_secret_file",
         ),
-        (GOOD.replace("    client_secret: not-a-real-secret\n", ""), "providers.auth0: one of client_secret or client_secret_file is required"),
+        (
+            GOOD.replace("    client_secret: not-a-real-secret\n", ""),
+            "providers.auth0: one of client_secret or client_secret_file is required",
+        ),
     ];
     for (yaml, want) in cases {
         let (ok, _, stderr) = check(&yaml);
         assert!(!ok, "accepted, but should fail with {want:?}:\n{yaml}");
         assert!(stderr.contains(want), "want {want:?} in {stderr:?}");
-        assert!(!stderr.contains("not-a-real-secret"), "secret in error: {stderr}");
+        assert!(
+            !stderr.contains("not-a-real-secret"),
+            "secret in error: {stderr}"
+        );
     }
 }
 
 #[test]
 fn the_shipped_example_config_is_valid() {
     let out = Command::new(binary())
-        .args(["check", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/config.yaml.example")])
+        .args([
+            "check",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config.yaml.example"),
+        ])
         .env("AUTH0_CLIENT_ID", "example-client")
         .env("AUTH0_CLIENT_SECRET", "example-secret")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -55,7 +55,11 @@ routes:
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let r = c.get(format!("http://127.0.0.1:{replace}/y")).send().await.unwrap();
+    let r = c
+        .get(format!("http://127.0.0.1:{replace}/y"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     // `keep`: the caller's header goes through untouched; without one, the token is injected.
     c.get(format!("http://127.0.0.1:{keep}/z"))
@@ -63,7 +67,10 @@ routes:
         .send()
         .await
         .unwrap();
-    c.get(format!("http://127.0.0.1:{keep}/w")).send().await.unwrap();
+    c.get(format!("http://127.0.0.1:{keep}/w"))
+        .send()
+        .await
+        .unwrap();
 
     let seen = up.seen();
     assert_eq!(seen.len(), 4);
@@ -112,14 +119,27 @@ async fn token_requests_in_both_encodings_and_both_auth_methods() {
     for (name, method, body) in combos {
         let r = requests
             .iter()
-            .find(|r| r.params.get("audience").map(String::as_str) == Some(&format!("https://api/{name}")))
+            .find(|r| {
+                r.params.get("audience").map(String::as_str) == Some(&format!("https://api/{name}"))
+            })
             .unwrap_or_else(|| panic!("no token request for {name}: {requests:?}"));
-        let want_type = if body == "json" { "application/json" } else { "application/x-www-form-urlencoded" };
-        assert!(r.content_type.starts_with(want_type), "{name}: {}", r.content_type);
+        let want_type = if body == "json" {
+            "application/json"
+        } else {
+            "application/x-www-form-urlencoded"
+        };
+        assert!(
+            r.content_type.starts_with(want_type),
+            "{name}: {}",
+            r.content_type
+        );
         assert_eq!(r.params["grant_type"], "client_credentials", "{name}");
         assert_eq!(r.params["scope"], "read:a write:b", "{name}");
         assert_eq!(r.params["resource"], "https://res/", "{name}");
-        assert_eq!(r.params["organization"], "org_123", "{name}: params are sent");
+        assert_eq!(
+            r.params["organization"], "org_123",
+            "{name}: params are sent"
+        );
         let client_id = format!("client {name}");
         if method == "client_secret_post" {
             assert_eq!(r.params["client_id"], client_id, "{name}");
@@ -167,7 +187,9 @@ routes:
     proxy.ready().await;
     let c = client();
     let r = c
-        .post(format!("http://127.0.0.1:{port}/orders/42?expand=items&x=%20y"))
+        .post(format!(
+            "http://127.0.0.1:{port}/orders/42?expand=items&x=%20y"
+        ))
         .header("host", "caller.invalid")
         .body("hello")
         .send()
@@ -178,15 +200,25 @@ routes:
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].sni.as_deref(), Some("localhost"));
     assert_eq!(seen[0].host, format!("localhost:{}", up.addr.port()));
-    assert_eq!(seen[0].path_and_query, "/api/v1/orders/42?expand=items&x=%20y");
+    assert_eq!(
+        seen[0].path_and_query,
+        "/api/v1/orders/42?expand=items&x=%20y"
+    );
     assert_eq!(seen[0].body_sha256, sha256_hex(b"hello"));
     assert_eq!(seen[0].token_valid, Some(true));
 
     // Without the CA the certificate is not trusted: a 502 naming the route, nothing forwarded.
-    let r = c.get(format!("http://127.0.0.1:{untrusted}/x")).send().await.unwrap();
+    let r = c
+        .get(format!("http://127.0.0.1:{untrusted}/x"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 502);
     let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body, serde_json::json!({ "error": "upstream_tls_failed", "route": "untrusted" }));
+    assert_eq!(
+        body,
+        serde_json::json!({ "error": "upstream_tls_failed", "route": "untrusted" })
+    );
     assert_eq!(up.count(), 1);
 }
 
@@ -215,10 +247,13 @@ routes:
     const N: usize = 10 * 1024 * 1024;
     let upload = pattern(N);
     // A streamed (chunked) upload, not one buffer with a Content-Length.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = upload.chunks(100_003).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        upload.chunks(100_003).map(|c| Ok(c.to_vec())).collect();
     let r = c
         .put(format!("http://127.0.0.1:{port}/upload"))
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
         .send()
         .await
         .unwrap();
@@ -227,7 +262,11 @@ routes:
     assert_eq!(echo["body_len"], N);
     assert_eq!(echo["body_sha256"], sha256_hex(&upload));
 
-    let r = c.get(format!("http://127.0.0.1:{port}/big?bytes={N}")).send().await.unwrap();
+    let r = c
+        .get(format!("http://127.0.0.1:{port}/big?bytes={N}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let body = r.bytes().await.unwrap();
     assert_eq!(body.len(), N);
@@ -263,18 +302,35 @@ routes:
     proxy.ready().await;
     let c = client();
 
-    let r = c.get(format!("http://127.0.0.1:{refused}/a")).send().await.unwrap();
+    let r = c
+        .get(format!("http://127.0.0.1:{refused}/a"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 502);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
     let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body, serde_json::json!({ "error": "upstream_connect_failed", "route": "refused" }));
+    assert_eq!(
+        body,
+        serde_json::json!({ "error": "upstream_connect_failed", "route": "refused" })
+    );
 
     let started = std::time::Instant::now();
-    let r = c.get(format!("http://127.0.0.1:{slow}/hang")).send().await.unwrap();
+    let r = c
+        .get(format!("http://127.0.0.1:{slow}/hang"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 504);
     assert!(started.elapsed() < Duration::from_secs(10));
     let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body, serde_json::json!({ "error": "upstream_timeout", "route": "slow" }));
+    assert_eq!(
+        body,
+        serde_json::json!({ "error": "upstream_timeout", "route": "slow" })
+    );
     proxy.assert_log_free_of(&[SECRET.to_string(), idp.issued_tokens()[0].clone()]);
 }
 
@@ -317,14 +373,24 @@ routes:
             .unwrap();
         assert_eq!(r.status(), 503);
         let body: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(body, serde_json::json!({ "error": "token_unavailable", "route": "orders" }));
+        assert_eq!(
+            body,
+            serde_json::json!({ "error": "token_unavailable", "route": "orders" })
+        );
     }
-    assert_eq!(up.count(), 0, "no request may be forwarded without its token");
+    assert_eq!(
+        up.count(),
+        0,
+        "no request may be forwarded without its token"
+    );
     let r = c.get(proxy.admin_url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 503);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["routes_without_token"][0]["route"], "orders");
-    assert_eq!(body["routes_without_token"][0]["last_error"]["error"], "server_error");
+    assert_eq!(
+        body["routes_without_token"][0]["last_error"]["error"],
+        "server_error"
+    );
     assert!(idp.request_count() >= 2, "the refresher keeps retrying");
     proxy.assert_log_free_of(&[SECRET.to_string()]);
 }

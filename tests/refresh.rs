@@ -47,7 +47,11 @@ async fn steady_traffic(port: u16, workers: usize, duration: Duration) -> (usize
             let mut i = 0;
             while Instant::now() < end {
                 i += 1;
-                let r = client.get(format!("http://127.0.0.1:{port}/w{w}/{i}")).send().await.unwrap();
+                let r = client
+                    .get(format!("http://127.0.0.1:{port}/w{w}/{i}"))
+                    .send()
+                    .await
+                    .unwrap();
                 match r.status().as_u16() {
                     200 => ok += 1,
                     s => bad.push(s),
@@ -72,7 +76,11 @@ async fn steady_traffic_never_carries_an_expired_token(mode: Mode, lifetime: Dur
     let idp = Idp::start(mode).await;
     let up = Upstream::http(Some(idp.checker())).await;
     let (admin, port) = (free_port(), free_port());
-    let mut proxy = Proxy::start(&config(&idp, &up, admin, port), admin, &[("RUST_LOG", "info")]);
+    let mut proxy = Proxy::start(
+        &config(&idp, &up, admin, port),
+        admin,
+        &[("RUST_LOG", "info")],
+    );
     proxy.ready().await;
     let run = lifetime * 3 + lifetime / 2;
     let (ok, bad) = steady_traffic(port, 4, run).await;
@@ -81,7 +89,10 @@ async fn steady_traffic_never_carries_an_expired_token(mode: Mode, lifetime: Dur
     assert_eq!(seen.len(), ok);
     assert!(ok > 100, "only {ok} requests in {run:?}");
     let expired = seen.iter().filter(|s| s.token_valid != Some(true)).count();
-    assert_eq!(expired, 0, "{expired} requests reached the API without a valid token");
+    assert_eq!(
+        expired, 0,
+        "{expired} requests reached the API without a valid token"
+    );
     // Refresh at 75-80% of the lifetime: about one fetch per 0.8 lifetimes, plus the first.
     let fetches = idp.request_count();
     let expected = run.as_secs_f64() / (lifetime.as_secs_f64() * 0.8) + 1.0;
@@ -89,8 +100,13 @@ async fn steady_traffic_never_carries_an_expired_token(mode: Mode, lifetime: Dur
         (fetches as f64) >= expected - 1.5 && (fetches as f64) <= expected + 1.5,
         "{fetches} token requests for {ok} proxied requests over {run:?}; expected about {expected:.1}"
     );
-    let distinct: std::collections::HashSet<_> = seen.iter().map(|s| s.authorization[0].clone()).collect();
-    assert!(distinct.len() >= 3, "tokens were not rotated: {}", distinct.len());
+    let distinct: std::collections::HashSet<_> =
+        seen.iter().map(|s| s.authorization[0].clone()).collect();
+    assert!(
+        distinct.len() >= 3,
+        "tokens were not rotated: {}",
+        distinct.len()
+    );
     let mut secrets = idp.issued_tokens();
     secrets.push(SECRET.into());
     proxy.assert_log_free_of(&secrets);
@@ -105,7 +121,8 @@ async fn refresh_with_expires_in() {
 #[tokio::test]
 async fn refresh_with_jwt_exp_only() {
     let lifetime = Duration::from_secs(4);
-    steady_traffic_never_carries_an_expired_token(Mode::JwtWithoutExpiresIn { lifetime }, lifetime).await;
+    steady_traffic_never_carries_an_expired_token(Mode::JwtWithoutExpiresIn { lifetime }, lifetime)
+        .await;
 }
 
 enum Failure {
@@ -142,20 +159,34 @@ async fn serves_until_expiry_then_503_then_recovers(failure: Failure) {
             break;
         }
         assert_eq!(status, 200, "{body}");
-        assert!(ready_at.elapsed() < lifetime + Duration::from_secs(1), "still 200 long after expiry: {log:?}");
+        assert!(
+            ready_at.elapsed() < lifetime + Duration::from_secs(1),
+            "still 200 long after expiry: {log:?}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let first_503 = log.last().unwrap().0;
     // Usable until expiry minus the skew (10% of 3s): 503 must not come much before 2.7s.
-    assert!(first_503 >= Duration::from_millis(2300), "503 too early: {log:?}");
+    assert!(
+        first_503 >= Duration::from_millis(2300),
+        "503 too early: {log:?}"
+    );
     // While refreshes were failing (more than the first request made), the cached token served.
-    let served_during_failure = log.iter().any(|(_, s, n)| *s == 200 && *n >= 2)
-        || matches!(failure, Failure::Down);
+    let served_during_failure =
+        log.iter().any(|(_, s, n)| *s == 200 && *n >= 2) || matches!(failure, Failure::Down);
     assert!(served_during_failure, "{log:?}");
     if matches!(failure, Failure::Down) {
-        assert!(log.iter().filter(|(_, s, _)| *s == 200).any(|(t, _, _)| *t > Duration::from_millis(2400)), "{log:?}");
+        assert!(
+            log.iter()
+                .filter(|(_, s, _)| *s == 200)
+                .any(|(t, _, _)| *t > Duration::from_millis(2400)),
+            "{log:?}"
+        );
     }
-    assert!(up.seen().iter().all(|s| s.token_valid == Some(true)), "an expired token reached the API");
+    assert!(
+        up.seen().iter().all(|s| s.token_valid == Some(true)),
+        "an expired token reached the API"
+    );
     let forwarded = up.count();
     for _ in 0..3 {
         assert_eq!(client.get(&url).send().await.unwrap().status(), 503);
@@ -166,12 +197,21 @@ async fn serves_until_expiry_then_503_then_recovers(failure: Failure) {
     // The IdP comes back: the proxy recovers on its own.
     match failure {
         Failure::Down => idp.restart().await,
-        Failure::Mode(_) => idp.set_mode(Mode::Ok { lifetime: Duration::from_secs(60) }),
+        Failure::Mode(_) => idp.set_mode(Mode::Ok {
+            lifetime: Duration::from_secs(60),
+        }),
     }
     let recovered = wait_for(Duration::from_secs(8), || {
         let client = client.clone();
         let url = url.clone();
-        async move { client.get(&url).send().await.map(|r| r.status() == 200).unwrap_or(false) }
+        async move {
+            client
+                .get(&url)
+                .send()
+                .await
+                .map(|r| r.status() == 200)
+                .unwrap_or(false)
+        }
     })
     .await;
     assert!(recovered, "no recovery; stderr:\n{}", proxy.stderr());

@@ -47,7 +47,16 @@ mod tests {
 
     #[test]
     fn rejects_bad_input() {
-        for bad in ["", "10", "s", "1.5s", "10 s", "10d", "-1s", "99999999999999999999s"] {
+        for bad in [
+            "",
+            "10",
+            "s",
+            "1.5s",
+            "10 s",
+            "10d",
+            "-1s",
+            "99999999999999999999s",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }

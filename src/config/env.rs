@@ -61,14 +61,13 @@ fn expand(
             rest = tail;
         } else if let Some(tail) = after.strip_prefix("${") {
             let Some(end) = tail.find('}') else {
-                return Err(ConfigError::key(path, "unterminated \"${\" (write \"$${\" for a literal)"));
+                return Err(ConfigError::key(
+                    path,
+                    "unterminated \"${\" (write \"$${\" for a literal)",
+                ));
             };
             let name = &tail[..end];
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(ConfigError::key(
                     path,
                     format!("invalid environment variable name \"{name}\""),

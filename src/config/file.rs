@@ -59,7 +59,10 @@ impl std::fmt::Debug for FileProvider {
         f.debug_struct("FileProvider")
             .field("token_url", &self.token_url)
             .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret.as_ref().map(|_| "[redacted]"))
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "[redacted]"),
+            )
             .field("client_secret_file", &self.client_secret_file)
             .finish_non_exhaustive()
     }

@@ -134,7 +134,12 @@ pub struct CaFile {
 
 impl std::fmt::Debug for CaFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CaFile({}, {} certs)", self.path.display(), self.certs.len())
+        write!(
+            f,
+            "CaFile({}, {} certs)",
+            self.path.display(),
+            self.certs.len()
+        )
     }
 }
 
@@ -201,7 +206,8 @@ impl HeaderFormat {
 
     /// The header value for `token`, marked sensitive so that HTTP/2 never indexes it.
     pub fn render(&self, token: &Secret) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
-        let mut v = String::with_capacity(self.prefix.len() + token.expose().len() + self.suffix.len());
+        let mut v =
+            String::with_capacity(self.prefix.len() + token.expose().len() + self.suffix.len());
         v.push_str(&self.prefix);
         v.push_str(token.expose());
         v.push_str(&self.suffix);
@@ -261,7 +267,11 @@ impl Config {
         env::substitute(&mut value, "", lookup)?;
         let raw: FileConfig = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
-            let key = if path == "." { "(top level)".to_string() } else { path };
+            let key = if path == "." {
+                "(top level)".to_string()
+            } else {
+                path
+            };
             ConfigError::key(key, e.into_inner().to_string())
         })?;
         validate(raw)
@@ -300,12 +310,18 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
         access: raw.log.access,
     };
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log.level) {
-        return Err(ConfigError::key("log.level", format!("invalid level \"{}\": {e}", log.level)));
+        return Err(ConfigError::key(
+            "log.level",
+            format!("invalid level \"{}\": {e}", log.level),
+        ));
     }
     let shutdown_grace = opt_duration("shutdown_grace", raw.shutdown_grace.as_deref(), 10_000)?;
     let threads = raw.threads.unwrap_or(1);
     if !(1..=64).contains(&threads) {
-        return Err(ConfigError::key("threads", format!("{threads} is not in 1..=64")));
+        return Err(ConfigError::key(
+            "threads",
+            format!("{threads} is not in 1..=64"),
+        ));
     }
 
     let mut providers = BTreeMap::new();
@@ -352,14 +368,22 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
 
 fn validate_provider(name: &str, p: FileProvider) -> Result<Provider, ConfigError> {
     let key = |k: &str| format!("providers.{name}.{k}");
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
         return Err(ConfigError::key(
             format!("providers.{name}"),
             "provider names may contain only letters, digits, '-', '_' and '.'",
         ));
     }
-    let token_url = Url::parse(&p.token_url)
-        .map_err(|e| ConfigError::key(key("token_url"), format!("invalid URL \"{}\": {e}", p.token_url)))?;
+    let token_url = Url::parse(&p.token_url).map_err(|e| {
+        ConfigError::key(
+            key("token_url"),
+            format!("invalid URL \"{}\": {e}", p.token_url),
+        )
+    })?;
     match token_url.scheme() {
         "https" => {}
         "http" => {
@@ -423,16 +447,17 @@ fn validate_provider(name: &str, p: FileProvider) -> Result<Provider, ConfigErro
             source
         }
     };
-    let auth_method = match p.auth_method.as_deref() {
-        None | Some("client_secret_post") => AuthMethod::ClientSecretPost,
-        Some("client_secret_basic") => AuthMethod::ClientSecretBasic,
-        Some(other) => {
-            return Err(ConfigError::key(
+    let auth_method =
+        match p.auth_method.as_deref() {
+            None | Some("client_secret_post") => AuthMethod::ClientSecretPost,
+            Some("client_secret_basic") => AuthMethod::ClientSecretBasic,
+            Some(other) => return Err(ConfigError::key(
                 key("auth_method"),
-                format!("unknown method \"{other}\" (use client_secret_post or client_secret_basic)"),
-            ))
-        }
-    };
+                format!(
+                    "unknown method \"{other}\" (use client_secret_post or client_secret_basic)"
+                ),
+            )),
+        };
     let body = match p.body.as_deref() {
         None | Some("form") => BodyEncoding::Form,
         Some("json") => BodyEncoding::Json,
@@ -480,7 +505,10 @@ fn validate_refresh(prefix: &str, r: FileRefresh) -> Result<RefreshPolicy, Confi
     let d = RefreshPolicy::default();
     let ratio = r.ratio.unwrap_or(d.ratio);
     if !(ratio > 0.0 && ratio <= 1.0) {
-        return Err(ConfigError::key(key("ratio"), format!("{ratio} is not in (0, 1]")));
+        return Err(ConfigError::key(
+            key("ratio"),
+            format!("{ratio} is not in (0, 1]"),
+        ));
     }
     let jitter = r.jitter.unwrap_or(d.jitter);
     if !(0.0..ratio).contains(&jitter) {
@@ -498,9 +526,16 @@ fn validate_refresh(prefix: &str, r: FileRefresh) -> Result<RefreshPolicy, Confi
     let expiry_skew = dur("expiry_skew", r.expiry_skew.as_deref(), d.expiry_skew)?;
     let retry_initial = dur("retry_initial", r.retry_initial.as_deref(), d.retry_initial)?;
     let retry_max = dur("retry_max", r.retry_max.as_deref(), d.retry_max)?;
-    let default_lifetime = dur("default_lifetime", r.default_lifetime.as_deref(), d.default_lifetime)?;
+    let default_lifetime = dur(
+        "default_lifetime",
+        r.default_lifetime.as_deref(),
+        d.default_lifetime,
+    )?;
     if retry_initial.is_zero() {
-        return Err(ConfigError::key(key("retry_initial"), "must be greater than 0"));
+        return Err(ConfigError::key(
+            key("retry_initial"),
+            "must be greater than 0",
+        ));
     }
     if retry_max < retry_initial {
         return Err(ConfigError::key(
@@ -509,7 +544,10 @@ fn validate_refresh(prefix: &str, r: FileRefresh) -> Result<RefreshPolicy, Confi
         ));
     }
     if default_lifetime.is_zero() {
-        return Err(ConfigError::key(key("default_lifetime"), "must be greater than 0"));
+        return Err(ConfigError::key(
+            key("default_lifetime"),
+            "must be greater than 0",
+        ));
     }
     Ok(RefreshPolicy {
         ratio,
@@ -527,10 +565,18 @@ fn validate_route(
     providers: &BTreeMap<String, Arc<Provider>>,
 ) -> Result<Route, ConfigError> {
     let key = |k: &str| format!("{prefix}.{k}");
-    if r.name.is_empty() || !r.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+    if r.name.is_empty()
+        || !r
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
         return Err(ConfigError::key(
             key("name"),
-            format!("\"{}\" is not a valid route name (letters, digits, '-', '_', '.')", r.name),
+            format!(
+                "\"{}\" is not a valid route name (letters, digits, '-', '_', '.')",
+                r.name
+            ),
         ));
     }
     let listen = parse_listen(&key("listen"), &r.listen)?;
@@ -543,7 +589,10 @@ fn validate_route(
     })?;
     let non_empty = |k: &str, v: Option<String>| -> Result<Option<String>, ConfigError> {
         match v {
-            Some(s) if s.is_empty() => Err(ConfigError::key(key(k), "must not be empty (omit it instead)")),
+            Some(s) if s.is_empty() => Err(ConfigError::key(
+                key(k),
+                "must not be empty (omit it instead)",
+            )),
             other => Ok(other),
         }
     };
@@ -554,8 +603,12 @@ fn validate_route(
         resource: non_empty("token.resource", r.token.resource)?,
     };
     let header_name = r.header.as_deref().unwrap_or("Authorization");
-    let header = HeaderName::from_bytes(header_name.as_bytes())
-        .map_err(|_| ConfigError::key(key("header"), format!("invalid header name \"{header_name}\"")))?;
+    let header = HeaderName::from_bytes(header_name.as_bytes()).map_err(|_| {
+        ConfigError::key(
+            key("header"),
+            format!("invalid header name \"{header_name}\""),
+        )
+    })?;
     if [
         http::header::HOST,
         http::header::CONTENT_LENGTH,
@@ -588,9 +641,13 @@ fn validate_route(
         .as_deref()
         .map(|f| load_ca_file(&key("ca_file"), f))
         .transpose()?;
-    let connect_timeout = opt_duration(&key("connect_timeout"), r.connect_timeout.as_deref(), 5_000)?;
+    let connect_timeout =
+        opt_duration(&key("connect_timeout"), r.connect_timeout.as_deref(), 5_000)?;
     let read_timeout = opt_duration(&key("read_timeout"), r.read_timeout.as_deref(), 60_000)?;
-    for (k, v) in [("connect_timeout", connect_timeout), ("read_timeout", read_timeout)] {
+    for (k, v) in [
+        ("connect_timeout", connect_timeout),
+        ("read_timeout", read_timeout),
+    ] {
         if v.is_zero() {
             return Err(ConfigError::key(key(k), "must be greater than 0"));
         }
@@ -642,7 +699,10 @@ fn parse_upstream(key: &str, value: &str) -> Result<Upstream, ConfigError> {
         _ => return Err(ConfigError::key(key, format!("\"{value}\" has no host"))),
     };
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(ConfigError::key(key, "credentials in the URL are not allowed"));
+        return Err(ConfigError::key(
+            key,
+            "credentials in the URL are not allowed",
+        ));
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(ConfigError::key(
@@ -687,7 +747,8 @@ fn load_ca_file(key: &str, path: &str) -> Result<Arc<CaFile>, ConfigError> {
         .map_err(|e| ConfigError::key(key, format!("cannot read \"{path}\": {e}")))?;
     let mut certs = Vec::new();
     for item in CertificateDer::pem_slice_iter(&bytes) {
-        let cert = item.map_err(|e| ConfigError::key(key, format!("\"{path}\" is not valid PEM: {e}")))?;
+        let cert =
+            item.map_err(|e| ConfigError::key(key, format!("\"{path}\" is not valid PEM: {e}")))?;
         // pingora parses these again when it connects and panics on a bad one: check them here.
         if x509_parser::parse_x509_certificate(&cert).is_err() {
             return Err(ConfigError::key(
@@ -698,7 +759,10 @@ fn load_ca_file(key: &str, path: &str) -> Result<Arc<CaFile>, ConfigError> {
         certs.push(cert);
     }
     if certs.is_empty() {
-        return Err(ConfigError::key(key, format!("\"{path}\" contains no certificate")));
+        return Err(ConfigError::key(
+            key,
+            format!("\"{path}\" contains no certificate"),
+        ));
     }
     Ok(Arc::new(CaFile {
         path: PathBuf::from(path),

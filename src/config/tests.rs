@@ -24,7 +24,9 @@ fn load(yaml: &str) -> Result<Config, ConfigError> {
 }
 
 fn err(yaml: &str) -> String {
-    load(yaml).expect_err("config should be rejected").to_string()
+    load(yaml)
+        .expect_err("config should be rejected")
+        .to_string()
 }
 
 #[test]
@@ -61,48 +63,155 @@ fn minimal_config_gets_the_documented_defaults() {
 fn upstream_authority_keeps_a_non_default_port_and_ipv6_brackets() {
     let c = load(&BASE.replace("https://orders.example.com/v1/", "http://[::1]:8443")).unwrap();
     let u = &c.routes[0].upstream;
-    assert_eq!((u.host.as_str(), u.port, u.authority.as_str(), u.base_path.as_str()), ("::1", 8443, "[::1]:8443", ""));
+    assert_eq!(
+        (
+            u.host.as_str(),
+            u.port,
+            u.authority.as_str(),
+            u.base_path.as_str()
+        ),
+        ("::1", 8443, "[::1]:8443", "")
+    );
 }
 
 #[test]
 fn rejections_name_the_key() {
     let cases: &[(&str, &str, &str)] = &[
-        ("client_id: id", "client_id: id\n    colour: blue", "providers.auth0.colour"),
-        ("provider: auth0", "provider: okta", "routes[0].token.provider: unknown provider \"okta\""),
-        ("https://orders.example.com/v1/", "not a url", "routes[0].upstream"),
-        ("https://orders.example.com/v1/", "ftp://x/", "routes[0].upstream"),
-        ("listen: 127.0.0.1:8081", "listen: localhost:8081", "routes[0].listen"),
-        ("client_id: id", "client_id: id\n    timeout: 10 seconds", "providers.auth0.timeout"),
-        ("client_id: id", "client_id: id\n    timeout: 10", "providers.auth0.timeout"),
-        ("${SECRET}", "${NOT_SET_ANYWHERE}", "providers.auth0.client_secret: environment variable NOT_SET_ANYWHERE is not set"),
-        ("client_id: id", "client_id: id\n    client_secret_file: /etc/x", "providers.auth0: set exactly one"),
-        ("    client_secret: ${SECRET}\n", "", "providers.auth0: one of client_secret or client_secret_file is required"),
-        ("client_id: id", "client_id: id\n    params: { grant_type: password }", "providers.auth0.params.grant_type"),
-        ("client_id: id", "client_id: id\n    params: { client_secret: x }", "providers.auth0.params.client_secret"),
-        ("https://idp.example/oauth/token", "http://idp.example/oauth/token", "providers.auth0.token_url"),
-        ("client_id: id", "client_id: id\n    auth_method: private_key_jwt", "providers.auth0.auth_method"),
-        ("client_id: id", "client_id: id\n    body: xml", "providers.auth0.body"),
-        ("client_id: id", "client_id: id\n    refresh: { ratio: 1.5 }", "providers.auth0.refresh.ratio"),
-        ("client_id: id", "client_id: id\n    refresh: { jitter: 0.9 }", "providers.auth0.refresh.jitter"),
-        ("client_id: id", "client_id: id\n    refresh: { retry_initial: 5s, retry_max: 1s }", "providers.auth0.refresh.retry_max"),
-        ("client_id: id", "client_id: id\n    ca_file: /nonexistent/ca.pem", "providers.auth0.ca_file"),
-        ("name: orders", "name: orders\n    format: \"Bearer token\"", "routes[0].format"),
-        ("name: orders", "name: orders\n    header: Host", "routes[0].header"),
-        ("name: orders", "name: orders\n    existing: merge", "routes[0].existing"),
-        ("name: orders", "name: orders\n    read_timeout: 0s", "routes[0].read_timeout"),
+        (
+            "client_id: id",
+            "client_id: id\n    colour: blue",
+            "providers.auth0.colour",
+        ),
+        (
+            "provider: auth0",
+            "provider: okta",
+            "routes[0].token.provider: unknown provider \"okta\"",
+        ),
+        (
+            "https://orders.example.com/v1/",
+            "not a url",
+            "routes[0].upstream",
+        ),
+        (
+            "https://orders.example.com/v1/",
+            "ftp://x/",
+            "routes[0].upstream",
+        ),
+        (
+            "listen: 127.0.0.1:8081",
+            "listen: localhost:8081",
+            "routes[0].listen",
+        ),
+        (
+            "client_id: id",
+            "client_id: id\n    timeout: 10 seconds",
+            "providers.auth0.timeout",
+        ),
+        (
+            "client_id: id",
+            "client_id: id\n    timeout: 10",
+            "providers.auth0.timeout",
+        ),
+        (
+            "${SECRET}",
+            "${NOT_SET_ANYWHERE}",
+            "providers.auth0.client_secret: environment variable NOT_SET_ANYWHERE is not set",
+        ),
+        (
+            "client_id: id",
+            "client_id: id\n    client_secret_file: /etc/x",
+            "providers.auth0: set exactly one",
+        ),
+        (
+            "    client_secret: ${SECRET}\n",
+            "",
+            "providers.auth0: one of client_secret or client_secret_file is required",
+        ),
+        (
+            "client_id: id",
+            "client_id: id\n    params: { grant_type: password }",
+            "providers.auth0.params.grant_type",
+        ),
+        (
+            "client_id: id",
+            "client_id: id\n    params: { client_secret: x }",
+            "providers.auth0.params.client_secret",
+        ),
+        (
+            "https://idp.example/oauth/token",
+            "http://idp.example/oauth/token",
+            "providers.auth0.token_url",
+        ),
+        (
+            "client_id: id",
+            "client_id: id\n    auth_method: private_key_jwt",
+            "providers.auth0.auth_method",
+        ),
+        (
+            "client_id: id",
+            "client_id: id\n    body: xml",
+            "providers.auth0.body",
+        ),
+        (
+            "client_id: id",
+            "client_id: id\n    refresh: { ratio: 1.5 }",
+            "providers.auth0.refresh.ratio",
+        ),
+        (
+            "client_id: id",
+            "client_id: id\n    refresh: { jitter: 0.9 }",
+            "providers.auth0.refresh.jitter",
+        ),
+        (
+            "client_id: id",
+            "client_id: id\n    refresh: { retry_initial: 5s, retry_max: 1s }",
+            "providers.auth0.refresh.retry_max",
+        ),
+        (
+            "client_id: id",
+            "client_id: id\n    ca_file: /nonexistent/ca.pem",
+            "providers.auth0.ca_file",
+        ),
+        (
+            "name: orders",
+            "name: orders\n    format: \"Bearer token\"",
+            "routes[0].format",
+        ),
+        (
+            "name: orders",
+            "name: orders\n    header: Host",
+            "routes[0].header",
+        ),
+        (
+            "name: orders",
+            "name: orders\n    existing: merge",
+            "routes[0].existing",
+        ),
+        (
+            "name: orders",
+            "name: orders\n    read_timeout: 0s",
+            "routes[0].read_timeout",
+        ),
         ("name: orders", "name: 'or ders'", "routes[0].name"),
     ];
     for (from, to, want) in cases {
         assert!(BASE.contains(from), "bad test case: {from}");
         let msg = err(&BASE.replace(from, to));
-        assert!(msg.contains(want), "replacing {from:?} by {to:?}: got {msg:?}, want {want:?}");
+        assert!(
+            msg.contains(want),
+            "replacing {from:?} by {to:?}: got {msg:?}, want {want:?}"
+        );
         assert!(!msg.contains("s3cret"), "error leaks the secret: {msg}");
     }
 }
 
 #[test]
 fn http_token_url_is_allowed_to_loopback_or_with_allow_http() {
-    load(&BASE.replace("https://idp.example/oauth/token", "http://127.0.0.1:9/oauth/token")).unwrap();
+    load(&BASE.replace(
+        "https://idp.example/oauth/token",
+        "http://127.0.0.1:9/oauth/token",
+    ))
+    .unwrap();
     load(&BASE.replace("https://idp.example/oauth/token", "http://localhost:9/t")).unwrap();
     load(&BASE.replace(
         "https://idp.example/oauth/token",
@@ -120,10 +229,23 @@ fn duplicate_route_names_and_listen_addresses_are_rejected() {
     token: { provider: auth0 }
 "#;
     let msg = err(&format!("{BASE}{second}"));
-    assert!(msg.starts_with("routes[1].name: duplicate route name \"orders\""), "{msg}");
-    let msg = err(&format!("{BASE}{}", second.replace("name: orders", "name: b").replace("8082", "8081")));
+    assert!(
+        msg.starts_with("routes[1].name: duplicate route name \"orders\""),
+        "{msg}"
+    );
+    let msg = err(&format!(
+        "{BASE}{}",
+        second
+            .replace("name: orders", "name: b")
+            .replace("8082", "8081")
+    ));
     assert!(msg.starts_with("routes[1].listen:"), "{msg}");
-    let msg = err(&format!("{BASE}{}", second.replace("name: orders", "name: b").replace("8082", "9901")));
+    let msg = err(&format!(
+        "{BASE}{}",
+        second
+            .replace("name: orders", "name: b")
+            .replace("8082", "9901")
+    ));
     assert!(msg.starts_with("routes[1].listen:"), "admin clash: {msg}");
 }
 
@@ -144,7 +266,10 @@ fn secret_file_is_read_and_trimmed() {
         &format!("client_secret_file: {}", f.display()),
     );
     let c = load(&yaml).unwrap();
-    assert_eq!(c.providers["auth0"].secret.read().unwrap().expose(), "from-file");
+    assert_eq!(
+        c.providers["auth0"].secret.read().unwrap().expose(),
+        "from-file"
+    );
     std::fs::write(&f, "").unwrap();
     assert!(err(&yaml).contains("providers.auth0.client_secret_file"));
 }

@@ -31,12 +31,19 @@ impl Api {
         let Some(token) = auth.strip_prefix("Bearer ") else {
             return serve::json(401, &json!({ "error": "missing bearer token" }));
         };
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
         let claims = match jwt::verify(self.signing_key.expose().as_bytes(), token, now) {
             Ok(c) => c,
             Err(e) => return serve::json(401, &json!({ "error": e.to_string() })),
         };
-        let authorization_count = req.headers().get_all(http::header::AUTHORIZATION).iter().count();
+        let authorization_count = req
+            .headers()
+            .get_all(http::header::AUTHORIZATION)
+            .iter()
+            .count();
         let mut headers = Map::new();
         for (name, value) in req.headers() {
             let shown = if name == http::header::AUTHORIZATION {
@@ -49,7 +56,10 @@ impl Api {
         let method = req.method().to_string();
         let path = req.uri().path().to_string();
         let query = req.uri().query().map(str::to_string);
-        let body_len = match Limited::new(req.into_body(), 16 * 1024 * 1024).collect().await {
+        let body_len = match Limited::new(req.into_body(), 16 * 1024 * 1024)
+            .collect()
+            .await
+        {
             Ok(b) => b.to_bytes().len(),
             Err(_) => return serve::json(413, &json!({ "error": "body too large" })),
         };

@@ -28,7 +28,13 @@ pub struct Issuer {
 }
 
 impl Issuer {
-    pub fn new(client_id: &str, client_secret: Secret, signing_key: Secret, lifetime: Duration, issuer: String) -> Self {
+    pub fn new(
+        client_id: &str,
+        client_secret: Secret,
+        signing_key: Secret,
+        lifetime: Duration,
+        issuer: String,
+    ) -> Self {
         Issuer {
             client_id: client_id.to_string(),
             client_secret,
@@ -73,7 +79,11 @@ impl Issuer {
         };
         let get = |k: &str| params.get(k).and_then(Value::as_str);
         if get("grant_type") != Some("client_credentials") {
-            return oauth_error(400, "unsupported_grant_type", "only client_credentials is supported");
+            return oauth_error(
+                400,
+                "unsupported_grant_type",
+                "only client_credentials is supported",
+            );
         }
         let (id, secret) = match (&basic, get("client_id"), get("client_secret")) {
             (Some((id, secret)), _, _) => (id.clone(), secret.clone()),
@@ -83,7 +93,10 @@ impl Issuer {
         if id != self.client_id || secret != self.client_secret.expose() {
             return oauth_error(401, "invalid_client", "unknown client or wrong secret");
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
         let mut claims = json!({
             "iss": self.issuer,
             "sub": format!("{id}@clients"),
@@ -110,13 +123,20 @@ impl Issuer {
 }
 
 fn oauth_error(status: u16, error: &str, description: &str) -> Response<Body> {
-    serve::json(status, &json!({ "error": error, "error_description": description }))
+    serve::json(
+        status,
+        &json!({ "error": error, "error_description": description }),
+    )
 }
 
 /// The id and secret of a `Basic` header, form-decoded as RFC 6749 §2.3.1 encodes them.
 fn parse_basic(v: &str) -> Option<(String, String)> {
-    let b64 = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic "))?;
-    let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
+    let b64 = v
+        .strip_prefix("Basic ")
+        .or_else(|| v.strip_prefix("basic "))?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
     let raw = String::from_utf8(raw).ok()?;
     let (id, secret) = raw.split_once(':')?;
     let dec = |s: &str| -> String {

@@ -42,14 +42,19 @@ pub fn verify(key: &[u8], token: &str, now_unix: u64) -> Result<Value, JwtError>
     let mut m = mac(key);
     m.update(signing_input.as_bytes());
     m.verify_slice(&sig).map_err(|_| JwtError::BadSignature)?;
-    let header: Value = serde_json::from_slice(&B64.decode(header).map_err(|_| JwtError::Malformed)?)
-        .map_err(|_| JwtError::Malformed)?;
+    let header: Value =
+        serde_json::from_slice(&B64.decode(header).map_err(|_| JwtError::Malformed)?)
+            .map_err(|_| JwtError::Malformed)?;
     if header.get("alg").and_then(Value::as_str) != Some("HS256") {
         return Err(JwtError::Malformed);
     }
-    let claims: Value = serde_json::from_slice(&B64.decode(payload).map_err(|_| JwtError::Malformed)?)
-        .map_err(|_| JwtError::Malformed)?;
-    let exp = claims.get("exp").and_then(Value::as_u64).ok_or(JwtError::Malformed)?;
+    let claims: Value =
+        serde_json::from_slice(&B64.decode(payload).map_err(|_| JwtError::Malformed)?)
+            .map_err(|_| JwtError::Malformed)?;
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_u64)
+        .ok_or(JwtError::Malformed)?;
     if now_unix >= exp {
         return Err(JwtError::Expired);
     }

@@ -85,39 +85,64 @@ pub fn main(part: Option<Part>) -> ExitCode {
 
 /// Starts an issuer on `listener`; returns it so callers can count what it issued.
 pub fn spawn_issuer(listener: TcpListener, issuer: Arc<issuer::Issuer>, stop: CancellationToken) {
-    tokio::spawn(serve::serve(listener, move |req| issuer.clone().handle(req), stop));
+    tokio::spawn(serve::serve(
+        listener,
+        move |req| issuer.clone().handle(req),
+        stop,
+    ));
 }
 
 /// Starts an echo API on `listener`.
 pub fn spawn_api(listener: TcpListener, api: Arc<api::Api>, stop: CancellationToken) {
-    tokio::spawn(serve::serve(listener, move |req| api.clone().handle(req), stop));
+    tokio::spawn(serve::serve(
+        listener,
+        move |req| api.clone().handle(req),
+        stop,
+    ));
 }
 
 async fn run_issuer(listen: SocketAddr, lifetime: Duration) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen).await?;
     let issuer = Arc::new(issuer::Issuer::new(
         &env_or("TOKENPROXY_DEMO_CLIENT_ID", DEFAULT_CLIENT_ID),
-        Secret::new(env_or("TOKENPROXY_DEMO_CLIENT_SECRET", DEFAULT_CLIENT_SECRET)),
+        Secret::new(env_or(
+            "TOKENPROXY_DEMO_CLIENT_SECRET",
+            DEFAULT_CLIENT_SECRET,
+        )),
         signing_key(),
         lifetime,
         format!("http://{listen}/"),
     ));
     println!("demo issuer: POST http://{listen}/oauth/token");
-    serve::serve(listener, move |req| issuer.clone().handle(req), CancellationToken::new()).await;
+    serve::serve(
+        listener,
+        move |req| issuer.clone().handle(req),
+        CancellationToken::new(),
+    )
+    .await;
     Ok(())
 }
 
 async fn run_api(listen: SocketAddr) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen).await?;
-    let api = Arc::new(api::Api { signing_key: signing_key() });
+    let api = Arc::new(api::Api {
+        signing_key: signing_key(),
+    });
     println!("demo API: http://{listen}/ (needs a bearer token from the demo issuer)");
-    serve::serve(listener, move |req| api.clone().handle(req), CancellationToken::new()).await;
+    serve::serve(
+        listener,
+        move |req| api.clone().handle(req),
+        CancellationToken::new(),
+    )
+    .await;
     Ok(())
 }
 
 /// A port that was free a moment ago, for a listener that must be named in the config.
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn all_in_one(rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
@@ -134,7 +159,13 @@ fn all_in_one(rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
             format!("http://{ia}/"),
         ));
         spawn_issuer(il, issuer.clone(), stop.clone());
-        spawn_api(al, Arc::new(api::Api { signing_key: signing_key() }), stop.clone());
+        spawn_api(
+            al,
+            Arc::new(api::Api {
+                signing_key: signing_key(),
+            }),
+            stop.clone(),
+        );
         Ok::<_, std::io::Error>((ia, aa, issuer))
     })?;
     let proxy_port = free_port()?;
@@ -203,7 +234,10 @@ async fn first_request(proxy_port: u16, admin_port: u16, issuer: Arc<issuer::Iss
             let status = r.status();
             let body: serde_json::Value = r.json().await.unwrap_or_default();
             println!("-> {status}; the API received:");
-            println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&body).unwrap_or_default()
+            );
         }
         Err(e) => println!("-> request failed: {e}"),
     }

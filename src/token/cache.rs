@@ -92,7 +92,13 @@ impl TokenSlot {
         formats.push(format.clone());
         let index = formats.len() - 1;
         if let Some(cur) = self.current.load_full() {
-            let token = render(&formats, &cur.raw, cur.usable_until, cur.fetched_at, cur.expires_at);
+            let token = render(
+                &formats,
+                &cur.raw,
+                cur.usable_until,
+                cur.fetched_at,
+                cur.expires_at,
+            );
             self.current.store(token.map(Arc::new));
         }
         index
@@ -200,10 +206,20 @@ mod tests {
         let now = Instant::now();
         assert!(slot.header_value(i, now).is_none(), "no token yet");
         let until = now + Duration::from_secs(10);
-        assert!(slot.store(Secret::new("abc"), until, SystemTime::now(), SystemTime::now()));
+        assert!(slot.store(
+            Secret::new("abc"),
+            until,
+            SystemTime::now(),
+            SystemTime::now()
+        ));
         assert_eq!(slot.header_value(i, now).unwrap(), "Bearer abc");
-        assert!(slot.header_value(i, until - Duration::from_nanos(1)).is_some());
-        assert!(slot.header_value(i, until).is_none(), "expired at usable_until");
+        assert!(slot
+            .header_value(i, until - Duration::from_nanos(1))
+            .is_some());
+        assert!(
+            slot.header_value(i, until).is_none(),
+            "expired at usable_until"
+        );
         assert!(!slot.is_usable(until));
     }
 
@@ -212,10 +228,18 @@ mod tests {
         let slot = TokenSlot::new(key());
         let a = slot.format_index(&HeaderFormat::parse("Bearer {token}").unwrap());
         let until = Instant::now() + Duration::from_secs(10);
-        slot.store(Secret::new("abc"), until, SystemTime::now(), SystemTime::now());
+        slot.store(
+            Secret::new("abc"),
+            until,
+            SystemTime::now(),
+            SystemTime::now(),
+        );
         let b = slot.format_index(&HeaderFormat::parse("Token {token};x").unwrap());
         assert_ne!(a, b);
-        assert_eq!(slot.format_index(&HeaderFormat::parse("Bearer {token}").unwrap()), a);
+        assert_eq!(
+            slot.format_index(&HeaderFormat::parse("Bearer {token}").unwrap()),
+            a
+        );
         assert_eq!(slot.header_value(b, Instant::now()).unwrap(), "Token abc;x");
         assert!(slot.header_value(b, Instant::now()).unwrap().is_sensitive());
     }
@@ -224,9 +248,17 @@ mod tests {
     fn debug_does_not_show_the_token() {
         let slot = TokenSlot::new(key());
         slot.format_index(&HeaderFormat::parse("Bearer {token}").unwrap());
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
         rt.block_on(async {
-            slot.store(Secret::new("sekrit-token"), Instant::now(), SystemTime::now(), SystemTime::now());
+            slot.store(
+                Secret::new("sekrit-token"),
+                Instant::now(),
+                SystemTime::now(),
+                SystemTime::now(),
+            );
         });
         let dbg = format!("{:?}", slot.current().unwrap());
         assert!(!dbg.contains("sekrit-token"), "{dbg}");

@@ -140,9 +140,10 @@ impl TokenClient {
                 req.json(&map)
             }
         };
-        let mut resp = req.send().await.map_err(|e| {
-            FetchError::new(ErrorClass::IdpUnreachable, describe_reqwest_error(&e))
-        })?;
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| FetchError::new(ErrorClass::IdpUnreachable, describe_reqwest_error(&e)))?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let mut body = Vec::new();
@@ -234,12 +235,13 @@ pub fn parse_response(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<TokenResponse, FetchError> {
-    let json: Option<Map<String, Value>> = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| match v {
-            Value::Object(m) => Some(m),
-            _ => None,
-        });
+    let json: Option<Map<String, Value>> =
+        serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| match v {
+                Value::Object(m) => Some(m),
+                _ => None,
+            });
     let idp_error = json.as_ref().and_then(|m| short_string(m.get("error")));
     let idp_description = json
         .as_ref()
@@ -248,7 +250,8 @@ pub fn parse_response(
     if status != StatusCode::OK || idp_error.is_some() {
         let class = if status == StatusCode::TOO_MANY_REQUESTS {
             ErrorClass::RateLimited
-        } else if idp_error.as_deref() == Some("invalid_client") || status == StatusCode::UNAUTHORIZED
+        } else if idp_error.as_deref() == Some("invalid_client")
+            || status == StatusCode::UNAUTHORIZED
         {
             ErrorClass::InvalidClient
         } else {
@@ -297,7 +300,9 @@ pub fn parse_response(
     }
     let expires_in = match map.get("expires_in") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(parse_expires_in(v).ok_or_else(|| bad("expires_in is not a positive number"))?),
+        Some(v) => {
+            Some(parse_expires_in(v).ok_or_else(|| bad("expires_in is not a positive number"))?)
+        }
     };
     Ok(TokenResponse {
         jwt_exp: jwt_exp(token),
@@ -332,7 +337,9 @@ pub fn jwt_exp(token: &str) -> Option<u64> {
         .ok()?;
     let claims: Value = serde_json::from_slice(&bytes).ok()?;
     match claims.get("exp")? {
-        Value::Number(n) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+        Value::Number(n) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
         _ => None,
     }
 }
@@ -348,7 +355,11 @@ fn short_string(v: Option<&Value>) -> Option<String> {
 
 /// `Retry-After` as seconds or an HTTP date.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let v = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }

@@ -40,7 +40,10 @@ impl TokenManager {
         let mut clients = HashMap::new();
         for (name, p) in &config.providers {
             let client = TokenClient::new(p).map_err(|e| {
-                ConfigError::key(format!("providers.{name}"), format!("cannot build the token client: {e}"))
+                ConfigError::key(
+                    format!("providers.{name}"),
+                    format!("cannot build the token client: {e}"),
+                )
             })?;
             clients.insert(name.clone(), client);
         }

@@ -44,7 +44,8 @@ pub async fn run(
             _ = cancel.cancelled() => return,
         };
         let elapsed = started.elapsed();
-        let outcome = result.and_then(|resp| store(&slot, &src.provider, resp, started, started_wall));
+        let outcome =
+            result.and_then(|resp| store(&slot, &src.provider, resp, started, started_wall));
         let next = match outcome {
             Ok(refresh_in) => {
                 metrics::token_fetched(&slot.key, elapsed, None);
@@ -111,7 +112,10 @@ async fn fetch(src: &Source, slot: &TokenSlot) -> Result<TokenResponse, FetchErr
     let secret = src.provider.secret.read().map_err(|e| {
         FetchError::new(
             ErrorClass::SecretUnreadable,
-            format!("cannot read providers.{}.client_secret_file: {e}", src.provider.name),
+            format!(
+                "cannot read providers.{}.client_secret_file: {e}",
+                src.provider.name
+            ),
         )
     })?;
     src.client.fetch(&src.provider, &slot.key, &secret).await
@@ -127,9 +131,17 @@ fn store(
 ) -> Result<Duration, FetchError> {
     let policy = provider.refresh;
     let now_unix = started_wall.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let lifetime = schedule::lifetime(resp.expires_in, resp.jwt_exp, now_unix, policy.default_lifetime);
+    let lifetime = schedule::lifetime(
+        resp.expires_in,
+        resp.jwt_exp,
+        now_unix,
+        policy.default_lifetime,
+    );
     if lifetime.is_zero() {
-        return Err(FetchError::new(ErrorClass::BadResponse, "the token is already expired"));
+        return Err(FetchError::new(
+            ErrorClass::BadResponse,
+            "the token is already expired",
+        ));
     }
     let usable_until = started + policy.usable_for(lifetime);
     let expires_at = started_wall + lifetime;

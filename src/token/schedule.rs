@@ -107,7 +107,11 @@ mod tests {
             (None, None, secs(1_000), d),
         ];
         for (expires_in, exp, now, want) in cases {
-            assert_eq!(lifetime(expires_in, exp, now, d), want, "{expires_in:?} {exp:?} {now:?}");
+            assert_eq!(
+                lifetime(expires_in, exp, now, d),
+                want,
+                "{expires_in:?} {exp:?} {now:?}"
+            );
         }
     }
 
@@ -129,7 +133,10 @@ mod tests {
         assert_eq!(p.refresh_after(secs(1000), 0.0), secs(800));
         // Largest jitter: 5% of the lifetime earlier.
         let latest_jitter = p.refresh_after(secs(1000), 0.999_999);
-        assert!(latest_jitter >= secs(750) && latest_jitter < secs(751), "{latest_jitter:?}");
+        assert!(
+            latest_jitter >= secs(750) && latest_jitter < secs(751),
+            "{latest_jitter:?}"
+        );
         assert_eq!(p.refresh_after(secs(1000), 0.5), secs(775));
     }
 
@@ -148,10 +155,23 @@ mod tests {
     fn backoff_doubles_to_the_cap_with_full_jitter() {
         let p = RefreshPolicy::default();
         let top = 0.999_999_999;
-        let ceilings = [(1, 1), (2, 2), (3, 4), (4, 8), (5, 16), (6, 32), (7, 60), (8, 60), (40, 60)];
+        let ceilings = [
+            (1, 1),
+            (2, 2),
+            (3, 4),
+            (4, 8),
+            (5, 16),
+            (6, 32),
+            (7, 60),
+            (8, 60),
+            (40, 60),
+        ];
         for (failures, ceiling) in ceilings {
             let hi = p.backoff(failures, top);
-            assert!(hi <= secs(ceiling) && hi > secs(ceiling) - Duration::from_millis(1), "{failures}: {hi:?}");
+            assert!(
+                hi <= secs(ceiling) && hi > secs(ceiling) - Duration::from_millis(1),
+                "{failures}: {hi:?}"
+            );
             let mid = p.backoff(failures, 0.5);
             assert_eq!(mid, secs(ceiling) / 2, "{failures}");
         }

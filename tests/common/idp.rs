@@ -45,7 +45,8 @@ impl Recorded {
     /// The id and secret of a Basic header, form-decoded (RFC 6749 §2.3.1).
     pub fn basic(&self) -> Option<(String, String)> {
         let b64 = self.authorization.as_deref()?.strip_prefix("Basic ")?;
-        let raw = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).ok()?).ok()?;
+        let raw =
+            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).ok()?).ok()?;
         let (id, secret) = raw.split_once(':')?;
         let dec = |s: &str| {
             url::form_urlencoded::parse(format!("x={s}").as_bytes())
@@ -165,7 +166,9 @@ async fn serve(listener: TcpListener, state: Arc<State>) {
     // Connections live in this set, so that aborting the server also drops kept-alive ones.
     let mut conns = tokio::task::JoinSet::new();
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         while conns.try_join_next().is_some() {}
         let state = state.clone();
         conns.spawn(async move {
@@ -206,7 +209,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
             .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
             .collect()
     } else {
-        url::form_urlencoded::parse(body.as_bytes()).into_owned().collect()
+        url::form_urlencoded::parse(body.as_bytes())
+            .into_owned()
+            .collect()
     };
     let recorded = Recorded {
         content_type,
@@ -223,7 +228,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
             .map(|(_, s)| s)
             .or_else(|| recorded.params.get("client_secret").cloned());
         if got.as_deref() != Some(want.as_str()) {
-            return json(401, r#"{"error":"invalid_client","error_description":"Unauthorized"}"#.into());
+            return json(
+                401,
+                r#"{"error":"invalid_client","error_description":"Unauthorized"}"#.into(),
+            );
         }
     }
     let n = state.counter.fetch_add(1, Ordering::Relaxed);
@@ -260,7 +268,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
                 .lock()
                 .unwrap()
                 .insert(token.clone(), Instant::now() + valid_for);
-            json(200, serde_json::json!({ "access_token": token, "token_type": "Bearer" }).to_string())
+            json(
+                200,
+                serde_json::json!({ "access_token": token, "token_type": "Bearer" }).to_string(),
+            )
         }
         Mode::Status(code, body) => json(code, body),
         Mode::Garbage => json(200, "<html>surprise</html>".into()),
@@ -275,6 +286,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos());
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
     h.finish()
 }

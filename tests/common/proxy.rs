@@ -67,7 +67,10 @@ impl Proxy {
 
     fn assert_running(&mut self) {
         if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-            panic!("tokenproxy exited early with {status}; stderr:\n{}", self.stderr());
+            panic!(
+                "tokenproxy exited early with {status}; stderr:\n{}",
+                self.stderr()
+            );
         }
     }
 
@@ -83,7 +86,11 @@ impl Proxy {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "proxy not ready in 20s; stderr:\n{}", self.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "proxy not ready in 20s; stderr:\n{}",
+                self.stderr()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -136,7 +143,10 @@ impl Proxy {
         assert!(!log.is_empty(), "expected some log output");
         for s in secrets {
             assert!(!s.is_empty());
-            assert!(!log.contains(s.as_str()), "secret {s:?} found in the log:\n{log}");
+            assert!(
+                !log.contains(s.as_str()),
+                "secret {s:?} found in the log:\n{log}"
+            );
         }
     }
 }

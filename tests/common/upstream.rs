@@ -52,7 +52,11 @@ impl Upstream {
     /// HTTPS with a certificate for `localhost` from `ca`; also on [::1] with the same port when
     /// this host has IPv6, since `localhost` may resolve there.
     pub async fn https(checker: Option<TokenChecker>, ca: &TestCa) -> Self {
-        Self::start(checker, Some(tokio_rustls::TlsAcceptor::from(ca.server_config.clone()))).await
+        Self::start(
+            checker,
+            Some(tokio_rustls::TlsAcceptor::from(ca.server_config.clone())),
+        )
+        .await
     }
 
     async fn start(checker: Option<TokenChecker>, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
@@ -90,13 +94,17 @@ impl Drop for Upstream {
 
 async fn serve(listener: TcpListener, state: Arc<State>, tls: Option<tokio_rustls::TlsAcceptor>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let state = state.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
                 Some(acceptor) => {
-                    let Ok(stream) = acceptor.accept(stream).await else { return };
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
                     let sni = stream.get_ref().1.server_name().map(str::to_string);
                     serve_conn(TokioIo::new(stream), state, sni).await;
                 }
@@ -142,12 +150,17 @@ struct PatternBody {
 impl Body for PatternBody {
     type Data = Bytes;
     type Error = Infallible;
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if self.remaining == 0 {
             return Poll::Ready(None);
         }
         let n = self.remaining.min(64 * 1024);
-        let chunk: Vec<u8> = (self.offset..self.offset + n).map(|i| ((i * 31 + 7) % 251) as u8).collect();
+        let chunk: Vec<u8> = (self.offset..self.offset + n)
+            .map(|i| ((i * 31 + 7) % 251) as u8)
+            .collect();
         self.offset += n;
         self.remaining -= n;
         Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
@@ -160,7 +173,11 @@ fn query_value(query: &str, key: &str) -> Option<u64> {
         .and_then(|(_, v)| v.parse().ok())
 }
 
-async fn handle(state: Arc<State>, sni: Option<String>, req: Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
+async fn handle(
+    state: Arc<State>,
+    sni: Option<String>,
+    req: Request<Incoming>,
+) -> Response<BoxBody<Bytes, Infallible>> {
     let authorization: Vec<String> = req
         .headers()
         .get_all("authorization")
@@ -172,10 +189,19 @@ async fn handle(state: Arc<State>, sni: Option<String>, req: Request<Incoming>) 
         .get("host")
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .unwrap_or_default();
-    let path_and_query = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
-    let token_valid = match (&state.checker, authorization.first().and_then(|a| a.strip_prefix("Bearer "))) {
+    let token_valid = match (
+        &state.checker,
+        authorization
+            .first()
+            .and_then(|a| a.strip_prefix("Bearer ")),
+    ) {
         (Some(c), Some(t)) => c.check(t),
         _ => None,
     };
@@ -211,7 +237,13 @@ async fn handle(state: Arc<State>, sni: Option<String>, req: Request<Incoming>) 
         let n = query_value(&query, "bytes").unwrap_or(0) as usize;
         return Response::builder()
             .header("content-type", "application/octet-stream")
-            .body(PatternBody { offset: 0, remaining: n }.boxed())
+            .body(
+                PatternBody {
+                    offset: 0,
+                    remaining: n,
+                }
+                .boxed(),
+            )
             .unwrap();
     }
     let echo = serde_json::json!({

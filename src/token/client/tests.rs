@@ -12,9 +12,14 @@ fn accepts_a_well_formed_token() {
     assert_eq!(t.expires_in, Some(Duration::from_secs(3600)));
     assert_eq!(t.jwt_exp, None);
     // token_type in any case, or absent; expires_in as a string; absent expires_in.
-    assert!(ok(r#"{"access_token":"abc","token_type":"bearer"}"#).unwrap().expires_in.is_none());
+    assert!(ok(r#"{"access_token":"abc","token_type":"bearer"}"#)
+        .unwrap()
+        .expires_in
+        .is_none());
     assert_eq!(
-        ok(r#"{"access_token":"abc","expires_in":"120"}"#).unwrap().expires_in,
+        ok(r#"{"access_token":"abc","expires_in":"120"}"#)
+            .unwrap()
+            .expires_in,
         Some(Duration::from_secs(120))
     );
 }
@@ -28,11 +33,26 @@ fn rejects_what_is_not_a_token() {
         (r#"{"access_token":""}"#, ErrorClass::BadResponse),
         (r#"{"access_token":42}"#, ErrorClass::BadResponse),
         (r#"{"access_token":"a b"}"#, ErrorClass::BadResponse),
-        (r#"{"access_token":"abc","token_type":"mac"}"#, ErrorClass::BadResponse),
-        (r#"{"access_token":"abc","expires_in":"soon"}"#, ErrorClass::BadResponse),
-        (r#"{"access_token":"abc","expires_in":0}"#, ErrorClass::BadResponse),
-        (r#"{"access_token":"abc","expires_in":-5}"#, ErrorClass::BadResponse),
-        (r#"{"access_token":"abc","error":"server_error"}"#, ErrorClass::IdpError),
+        (
+            r#"{"access_token":"abc","token_type":"mac"}"#,
+            ErrorClass::BadResponse,
+        ),
+        (
+            r#"{"access_token":"abc","expires_in":"soon"}"#,
+            ErrorClass::BadResponse,
+        ),
+        (
+            r#"{"access_token":"abc","expires_in":0}"#,
+            ErrorClass::BadResponse,
+        ),
+        (
+            r#"{"access_token":"abc","expires_in":-5}"#,
+            ErrorClass::BadResponse,
+        ),
+        (
+            r#"{"access_token":"abc","error":"server_error"}"#,
+            ErrorClass::IdpError,
+        ),
         (r#"{"error":"invalid_client"}"#, ErrorClass::InvalidClient),
     ];
     for (body, class) in cases {
@@ -60,7 +80,12 @@ fn error_answers_keep_the_idp_error_and_classify() {
     assert_eq!(e.class, ErrorClass::RateLimited);
     assert_eq!(e.retry_after, Some(Duration::from_secs(7)));
 
-    let e = parse_response(StatusCode::INTERNAL_SERVER_ERROR, &HeaderMap::new(), b"<html>").unwrap_err();
+    let e = parse_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &HeaderMap::new(),
+        b"<html>",
+    )
+    .unwrap_err();
     assert_eq!(e.class, ErrorClass::IdpError);
 }
 
@@ -70,10 +95,18 @@ fn jwt_exp_is_read_without_verifying() {
     let payload = B64.encode(r#"{"exp":1700000000,"sub":"x"}"#);
     let token = format!("eyJhbGciOiJub25lIn0.{payload}.sig");
     assert_eq!(jwt_exp(&token), Some(1_700_000_000));
-    assert_eq!(ok(&format!(r#"{{"access_token":"{token}"}}"#)).unwrap().jwt_exp, Some(1_700_000_000));
+    assert_eq!(
+        ok(&format!(r#"{{"access_token":"{token}"}}"#))
+            .unwrap()
+            .jwt_exp,
+        Some(1_700_000_000)
+    );
     assert_eq!(jwt_exp("opaque-token"), None);
     assert_eq!(jwt_exp("a.!!!.c"), None);
-    assert_eq!(jwt_exp(&format!("a.{}.c", B64.encode(r#"{"exp":"soon"}"#))), None);
+    assert_eq!(
+        jwt_exp(&format!("a.{}.c", B64.encode(r#"{"exp":"soon"}"#))),
+        None
+    );
 }
 
 fn provider(extra: &str) -> std::sync::Arc<Provider> {
@@ -119,7 +152,12 @@ fn request_params_follow_the_auth_method() {
     );
     let basic = provider("    auth_method: client_secret_basic");
     let params = request_params(&basic, &key, &secret);
-    assert!(params.iter().all(|(k, _)| *k != "client_secret" && *k != "client_id"));
+    assert!(params
+        .iter()
+        .all(|(k, _)| *k != "client_secret" && *k != "client_id"));
     // RFC 6749 §2.3.1: form-encode, then base64 ("my+id:s%26cret%3Ax").
-    assert_eq!(basic_auth("my id", &secret), "Basic bXkraWQ6cyUyNmNyZXQlM0F4");
+    assert_eq!(
+        basic_auth("my id", &secret),
+        "Basic bXkraWQ6cyUyNmNyZXQlM0F4"
+    );
 }

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what building and testing tokenproxy needs on a fresh Debian machine that has only the
+# Rust toolchain: cmake (pingora builds zlib-ng with it) and, for the tests, Prometheus and
+# promtool. Does nothing for what is already there. Needs root (or sudo) for apt-get.
+set -euo pipefail
+
+need=()
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v cc >/dev/null 2>&1 || need+=(gcc)
+
+if [ "${#need[@]}" -gt 0 ]; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+      echo "setup: please install as root: apt-get install ${need[*]}" >&2; exit 1
+    fi
+  fi
+  echo "setup: installing ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  # --no-install-recommends keeps the Prometheus install small; nothing is started.
+  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+for tool in cargo cmake prometheus promtool; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "setup: $tool is still missing" >&2; exit 1; }
+done
