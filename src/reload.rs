@@ -131,7 +131,7 @@ pub async fn reload(app: &App, path: &Path) {
     if config.log != old.log {
         warn!("log.level/log.format changed: takes effect after a restart (RUST_LOG still applies); log.access applies now");
     }
-    match app.apply(config).await {
+    match app.reload(config).await {
         Ok(unbound) => {
             for r in unbound {
                 warn!(route = %r, "route has a new listen address: it is served after a restart");

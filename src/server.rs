@@ -50,6 +50,22 @@ impl App {
         self.config.store(Arc::new(config));
         Ok(unbound)
     }
+
+    /// Like [`App::apply`], for a reload: a route that moves to a new token waits (up to its
+    /// provider's timeout) for that token before taking over, so that the switch does not turn
+    /// into 503s while the first fetch is under way.
+    pub async fn reload(&self, config: Config) -> Result<Vec<String>, ConfigError> {
+        let slots = self.tokens.apply(&config)?;
+        let waits = config.routes.iter().filter_map(|r| {
+            let slot = slots.get(&r.token)?.clone();
+            let timeout = config.providers.get(&r.token.provider)?.timeout;
+            Some(async move { slot.wait_usable(timeout).await })
+        });
+        futures_util::future::join_all(waits).await;
+        let unbound = self.routes.apply(&config, &slots).await;
+        self.config.store(Arc::new(config));
+        Ok(unbound)
+    }
 }
 
 /// Runs the proxy until SIGTERM or SIGINT. Returns once shut down.

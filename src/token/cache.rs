@@ -70,6 +70,7 @@ pub struct TokenSlot {
     /// Append-only, so that an index handed to a route stays valid for the slot's life.
     formats: Mutex<Vec<HeaderFormat>>,
     status: Mutex<SlotStatus>,
+    stored: tokio::sync::Notify,
 }
 
 impl TokenSlot {
@@ -79,6 +80,7 @@ impl TokenSlot {
             current: ArcSwapOption::empty(),
             formats: Mutex::new(Vec::new()),
             status: Mutex::new(SlotStatus::default()),
+            stored: tokio::sync::Notify::new(),
         }
     }
 
@@ -116,6 +118,7 @@ impl TokenSlot {
         match render(&formats, &raw, usable_until, fetched_at, expires_at) {
             Some(token) => {
                 self.current.store(Some(Arc::new(token)));
+                self.stored.notify_waiters();
                 true
             }
             None => false,
@@ -148,6 +151,20 @@ impl TokenSlot {
             .load()
             .as_ref()
             .is_some_and(|t| now < t.usable_until)
+    }
+
+    /// Waits until a token is usable, for at most `timeout`; returns whether one is.
+    pub async fn wait_usable(&self, timeout: std::time::Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let stored = self.stored.notified();
+            if self.is_usable(Instant::now()) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, stored).await.is_err() {
+                return self.is_usable(Instant::now());
+            }
+        }
     }
 
     pub fn status(&self) -> SlotStatus {

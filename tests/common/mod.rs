@@ -45,3 +45,43 @@ pub fn client() -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// Splits `name{a="x",b="y"}` into the name and its label pairs, sorted (label values here never
+/// hold commas or quotes).
+fn parse_series(series: &str) -> (String, Vec<(String, String)>) {
+    let (name, labels) = match series.split_once('{') {
+        Some((n, rest)) => (n, rest.trim_end_matches('}')),
+        None => (series, ""),
+    };
+    let mut pairs: Vec<(String, String)> = labels
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            Some((k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+        })
+        .collect();
+    pairs.sort();
+    (name.trim().to_string(), pairs)
+}
+
+/// The value of the sample `series` (e.g. `tokenproxy_config_reloads_total{outcome="success"}`,
+/// labels in any order) in a Prometheus text exposition.
+pub fn sample(exposition: &str, series: &str) -> Option<f64> {
+    let want = parse_series(series);
+    exposition.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (s, value) = l.rsplit_once(' ')?;
+        (parse_series(s) == want).then(|| value.parse().ok())?
+    })
+}
+
+/// Fetches `/metrics` from the admin port and reads one sample (0 when absent).
+pub async fn metric(admin: u16, series: &str) -> f64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    sample(&text, series).unwrap_or(0.0)
+}

@@ -1,0 +1,299 @@
+//! Operating the proxy: probes and `/tokens`, reload on SIGHUP and on file change, secret
+//! rotation through a symlink swap, and graceful shutdown, all against the real binary.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::idp::{Idp, Mode};
+use common::proxy::Proxy;
+use common::upstream::Upstream;
+use common::{client, free_port, metric, wait_for};
+
+const SECRET: &str = "ops-secret";
+
+fn lifetime(secs: u64) -> Mode {
+    Mode::Ok {
+        lifetime: Duration::from_secs(secs),
+    }
+}
+
+async fn status(url: &str) -> (u16, serde_json::Value) {
+    let r = client().get(url).send().await.unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn readyz_follows_the_tokens_and_tokens_shows_no_secret() {
+    let idp = Idp::start(Mode::Status(503, "{}".into())).await;
+    let up = Upstream::http(None).await;
+    let (admin, port) = (free_port(), free_port());
+    let yaml = format!(
+        r#"
+admin: {{ listen: 127.0.0.1:{admin} }}
+providers:
+  idp:
+    token_url: "{url}"
+    client_id: cid
+    client_secret: "{SECRET}"
+    refresh: {{ retry_initial: 100ms, retry_max: 300ms }}
+routes:
+  - name: orders
+    listen: 127.0.0.1:{port}
+    upstream: http://{up}
+    token: {{ provider: idp, audience: "https://orders/", scope: "read" }}
+"#,
+        url = idp.token_url(),
+        up = up.addr
+    );
+    let mut proxy = Proxy::start(&yaml, admin, &[]);
+    proxy.listening().await;
+
+    // Before the first token: 503, naming the route and the last error.
+    let (s, body) = status(&proxy.admin_url("/readyz")).await;
+    assert_eq!(s, 503);
+    assert_eq!(body["routes_without_token"][0]["route"], "orders");
+    assert_eq!(status(&proxy.admin_url("/healthz")).await.0, 200, "liveness does not depend on tokens");
+
+    idp.set_mode(lifetime(3));
+    proxy.ready().await;
+    let (s, tokens) = status(&proxy.admin_url("/tokens")).await;
+    assert_eq!(s, 200);
+    let t = &tokens["tokens"][0];
+    assert_eq!(t["provider"], "idp");
+    assert_eq!(t["audience"], "https://orders/");
+    assert_eq!(t["scope"], "read");
+    assert_eq!(t["routes"], serde_json::json!(["orders"]));
+    assert_eq!(t["consecutive_failures"], 0);
+    for k in ["expires_at", "fetched_at", "next_refresh_at"] {
+        assert!(t[k].as_str().is_some_and(|v| v.ends_with('Z')), "{k}: {t}");
+    }
+    assert_eq!(t["last_error"]["class"], "idp_error", "the failures before the first token are kept");
+    let raw = tokens.to_string();
+    for secret in idp.issued_tokens().iter().chain([SECRET.to_string()].iter()) {
+        assert!(!raw.contains(secret.as_str()), "/tokens shows a secret");
+    }
+
+    // The IdP goes down: ready while the token lasts, 503 after its expiry.
+    idp.stop();
+    let (s, _) = status(&proxy.admin_url("/readyz")).await;
+    assert_eq!(s, 200);
+    let went_unready = wait_for(Duration::from_secs(6), || async {
+        status(&proxy.admin_url("/readyz")).await.0 == 503
+    })
+    .await;
+    assert!(went_unready);
+    let (_, body) = status(&proxy.admin_url("/readyz")).await;
+    assert_eq!(body["routes_without_token"][0]["last_error"]["class"], "idp_unreachable");
+    assert_eq!(status(&proxy.admin_url("/nope")).await.0, 404);
+    assert!(metric(admin, r#"tokenproxy_token_unavailable_total{route="orders"}"#).await == 0.0);
+}
+
+fn reload_config(idp: &Idp, admin: u16, port: u16, upstream: &Upstream, audience: &str) -> String {
+    format!(
+        r#"
+admin: {{ listen: 127.0.0.1:{admin} }}
+providers:
+  idp: {{ token_url: "{url}", client_id: cid, client_secret: "{SECRET}" }}
+routes:
+  - name: api
+    listen: 127.0.0.1:{port}
+    upstream: http://{up}
+    token: {{ provider: idp, audience: "{audience}" }}
+"#,
+        url = idp.token_url(),
+        up = upstream.addr
+    )
+}
+
+async fn reloads(admin: u16, outcome: &str) -> f64 {
+    metric(admin, &format!(r#"tokenproxy_config_reloads_total{{outcome="{outcome}"}}"#)).await
+}
+
+#[tokio::test]
+async fn reload_on_sighup_rejects_bad_configs_and_follows_file_edits() {
+    let idp = Idp::start(lifetime(300)).await;
+    let (up_a, up_b, up_c) = (
+        Upstream::http(Some(idp.checker())).await,
+        Upstream::http(Some(idp.checker())).await,
+        Upstream::http(Some(idp.checker())).await,
+    );
+    let (admin, port) = (free_port(), free_port());
+    let mut proxy = Proxy::start(&reload_config(&idp, admin, port, &up_a, "https://a/"), admin, &[]);
+    proxy.ready().await;
+    let url = format!("http://127.0.0.1:{port}/x");
+    let c = reqwest::Client::new();
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
+    assert_eq!(up_a.count(), 1);
+
+    // New audience and new upstream, then SIGHUP.
+    std::fs::write(&proxy.config_path, reload_config(&idp, admin, port, &up_b, "https://b/")).unwrap();
+    proxy.signal(libc::SIGHUP);
+    assert!(wait_for(Duration::from_secs(10), || async { reloads(admin, "success").await >= 1.0 }).await);
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
+    assert_eq!(up_b.count(), 1, "the next request goes to the new upstream");
+    let b_token = up_b.seen()[0].authorization[0].clone();
+    let audiences: Vec<_> = idp.requests().iter().map(|r| r.params["audience"].clone()).collect();
+    assert_eq!(audiences, vec!["https://a/", "https://b/"]);
+    assert_eq!(up_b.seen()[0].token_valid, Some(true));
+    assert_ne!(b_token, up_a.seen()[0].authorization[0]);
+
+    // An invalid config is rejected as a whole; the old one keeps serving.
+    let good = std::fs::read_to_string(&proxy.config_path).unwrap();
+    std::fs::write(&proxy.config_path, good.replace("provider: idp", "provider: nope")).unwrap();
+    proxy.signal(libc::SIGHUP);
+    assert!(wait_for(Duration::from_secs(10), || async { reloads(admin, "error").await >= 1.0 }).await);
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
+    assert_eq!(up_b.count(), 2);
+    assert!(proxy.stderr().contains("routes[0].token.provider: unknown provider \"nope\""));
+
+    // An edit without a signal is picked up by the file watch. Tokens whose key did not change
+    // are kept, not fetched again.
+    let fetches = idp.request_count();
+    std::fs::write(&proxy.config_path, reload_config(&idp, admin, port, &up_c, "https://b/")).unwrap();
+    let moved = wait_for(Duration::from_secs(10), || async {
+        c.get(&url).send().await.unwrap();
+        up_c.count() > 0
+    })
+    .await;
+    assert!(moved, "file edit not applied; stderr:\n{}", proxy.stderr());
+    assert_eq!(idp.request_count(), fetches, "an unchanged token was fetched again");
+    assert_eq!(up_c.seen()[0].authorization[0], b_token);
+    assert_eq!(reloads(admin, "success").await, 2.0);
+}
+
+#[tokio::test]
+async fn a_rotated_secret_file_is_used_without_a_restart() {
+    let idp = Idp::start(lifetime(2)).await;
+    idp.accept_only_secret("old-secret");
+    let up = Upstream::http(Some(idp.checker())).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The layout of a Kubernetes Secret volume: the file is a symlink into a versioned directory
+    // that is swapped atomically.
+    let v1 = dir.path().join("..v1");
+    std::fs::create_dir(&v1).unwrap();
+    std::fs::write(v1.join("client_secret"), "old-secret\n").unwrap();
+    std::os::unix::fs::symlink("..v1", dir.path().join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/client_secret", dir.path().join("client_secret")).unwrap();
+    let (admin, port) = (free_port(), free_port());
+    let yaml = format!(
+        r#"
+admin: {{ listen: 127.0.0.1:{admin} }}
+providers:
+  idp:
+    token_url: "{url}"
+    client_id: cid
+    client_secret_file: {file}
+    refresh: {{ retry_initial: 100ms, retry_max: 500ms }}
+routes:
+  - name: api
+    listen: 127.0.0.1:{port}
+    upstream: http://{up}
+    token: {{ provider: idp }}
+"#,
+        url = idp.token_url(),
+        file = dir.path().join("client_secret").display(),
+        up = up.addr
+    );
+    let mut proxy = Proxy::start_in(dir, &yaml, admin, &[]);
+    proxy.ready().await;
+
+    // The IdP now takes only the new secret; fetches with the old one fail with invalid_client.
+    idp.accept_only_secret("new-secret");
+    let failing = wait_for(Duration::from_secs(10), || async {
+        metric(admin, r#"tokenproxy_token_fetches_total{provider="idp",audience="",outcome="error"}"#).await >= 1.0
+    })
+    .await;
+    assert!(failing);
+    let base = proxy.dir.path();
+    let v2 = base.join("..v2");
+    std::fs::create_dir(&v2).unwrap();
+    std::fs::write(v2.join("client_secret"), "new-secret\n").unwrap();
+    std::os::unix::fs::symlink("..v2", base.join("..data_tmp")).unwrap();
+    std::fs::rename(base.join("..data_tmp"), base.join("..data")).unwrap();
+
+    let recovered = wait_for(Duration::from_secs(10), || async {
+        idp.requests()
+            .last()
+            .is_some_and(|r| r.params.get("client_secret").map(String::as_str) == Some("new-secret"))
+            && metric(admin, r#"tokenproxy_token_fetches_total{provider="idp",audience="",outcome="success"}"#).await >= 2.0
+    })
+    .await;
+    assert!(recovered, "stderr:\n{}", proxy.stderr());
+    let r = client().get(format!("http://127.0.0.1:{port}/x")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.seen().last().unwrap().token_valid, Some(true));
+    let log = proxy.stderr();
+    assert!(log.contains("invalid_client"), "the IdP's error is logged");
+    proxy.assert_log_free_of(&["old-secret".into(), "new-secret".into()]);
+}
+
+fn shutdown_config(idp: &Idp, up: &Upstream, admin: u16, port: u16, grace: &str) -> String {
+    format!(
+        r#"
+admin: {{ listen: 127.0.0.1:{admin} }}
+shutdown_grace: {grace}
+providers:
+  idp: {{ token_url: "{url}", client_id: cid, client_secret: "{SECRET}" }}
+routes:
+  - name: api
+    listen: 127.0.0.1:{port}
+    upstream: http://{up}
+    token: {{ provider: idp }}
+"#,
+        url = idp.token_url(),
+        up = up.addr
+    )
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
+    let idp = Idp::start(lifetime(300)).await;
+    let up = Upstream::http(Some(idp.checker())).await;
+    let (admin, port) = (free_port(), free_port());
+    let mut proxy = Proxy::start(&shutdown_config(&idp, &up, admin, port, "10s"), admin, &[]);
+    proxy.ready().await;
+    let slow = tokio::spawn(async move {
+        let r = client()
+            .get(format!("http://127.0.0.1:{port}/slow?sleep_ms=1500"))
+            .send()
+            .await
+            .unwrap();
+        let s = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        (s, body, Instant::now())
+    });
+    assert!(wait_for(Duration::from_secs(5), || async { up.count() == 1 }).await);
+    let sent = Instant::now();
+    proxy.signal(libc::SIGTERM);
+    let status = proxy.wait_exit(Duration::from_secs(8)).await.expect("did not exit");
+    let exited = Instant::now();
+    assert!(status.success(), "{status}; stderr:\n{}", proxy.stderr());
+    let (s, body, done) = slow.await.unwrap();
+    assert_eq!(s, 200, "{body}");
+    assert!(body.contains("/slow"));
+    assert!(done <= exited + Duration::from_millis(50), "exited before the request was done");
+    assert!(exited - sent < Duration::from_secs(5), "waited for more than the request: {:?}", exited - sent);
+    // No new connections once draining (the process is gone now anyway).
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+#[tokio::test]
+async fn idle_sigterm_and_sigint_exit_at_once_not_after_the_grace_period() {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let idp = Idp::start(lifetime(300)).await;
+        let up = Upstream::http(None).await;
+        let (admin, port) = (free_port(), free_port());
+        let mut proxy = Proxy::start(&shutdown_config(&idp, &up, admin, port, "30s"), admin, &[]);
+        proxy.ready().await;
+        // A kept-alive idle connection must not hold the exit up.
+        let c = reqwest::Client::new();
+        assert_eq!(c.get(format!("http://127.0.0.1:{port}/x")).send().await.unwrap().status(), 200);
+        let t = Instant::now();
+        proxy.signal(sig);
+        let status = proxy.wait_exit(Duration::from_secs(10)).await.expect("did not exit");
+        assert!(status.success(), "signal {sig}: {status}");
+        assert!(t.elapsed() < Duration::from_secs(2), "signal {sig}: took {:?}", t.elapsed());
+    }
+}
