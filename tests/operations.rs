@@ -54,7 +54,11 @@ routes:
     let (s, body) = status(&proxy.admin_url("/readyz")).await;
     assert_eq!(s, 503);
     assert_eq!(body["routes_without_token"][0]["route"], "orders");
-    assert_eq!(status(&proxy.admin_url("/healthz")).await.0, 200, "liveness does not depend on tokens");
+    assert_eq!(
+        status(&proxy.admin_url("/healthz")).await.0,
+        200,
+        "liveness does not depend on tokens"
+    );
 
     idp.set_mode(lifetime(3));
     proxy.ready().await;
@@ -69,9 +73,16 @@ routes:
     for k in ["expires_at", "fetched_at", "next_refresh_at"] {
         assert!(t[k].as_str().is_some_and(|v| v.ends_with('Z')), "{k}: {t}");
     }
-    assert_eq!(t["last_error"]["class"], "idp_error", "the failures before the first token are kept");
+    assert_eq!(
+        t["last_error"]["class"], "idp_error",
+        "the failures before the first token are kept"
+    );
     let raw = tokens.to_string();
-    for secret in idp.issued_tokens().iter().chain([SECRET.to_string()].iter()) {
+    for secret in idp
+        .issued_tokens()
+        .iter()
+        .chain([SECRET.to_string()].iter())
+    {
         assert!(!raw.contains(secret.as_str()), "/tokens shows a secret");
     }
 
@@ -85,9 +96,19 @@ routes:
     .await;
     assert!(went_unready);
     let (_, body) = status(&proxy.admin_url("/readyz")).await;
-    assert_eq!(body["routes_without_token"][0]["last_error"]["class"], "idp_unreachable");
+    assert_eq!(
+        body["routes_without_token"][0]["last_error"]["class"],
+        "idp_unreachable"
+    );
     assert_eq!(status(&proxy.admin_url("/nope")).await.0, 404);
-    assert!(metric(admin, r#"tokenproxy_token_unavailable_total{route="orders"}"#).await == 0.0);
+    assert!(
+        metric(
+            admin,
+            r#"tokenproxy_token_unavailable_total{route="orders"}"#
+        )
+        .await
+            == 0.0
+    );
 }
 
 fn reload_config(idp: &Idp, admin: u16, port: u16, upstream: &Upstream, audience: &str) -> String {
@@ -108,7 +129,11 @@ routes:
 }
 
 async fn reloads(admin: u16, outcome: &str) -> f64 {
-    metric(admin, &format!(r#"tokenproxy_config_reloads_total{{outcome="{outcome}"}}"#)).await
+    metric(
+        admin,
+        &format!(r#"tokenproxy_config_reloads_total{{outcome="{outcome}"}}"#),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -120,7 +145,11 @@ async fn reload_on_sighup_rejects_bad_configs_and_follows_file_edits() {
         Upstream::http(Some(idp.checker())).await,
     );
     let (admin, port) = (free_port(), free_port());
-    let mut proxy = Proxy::start(&reload_config(&idp, admin, port, &up_a, "https://a/"), admin, &[]);
+    let mut proxy = Proxy::start(
+        &reload_config(&idp, admin, port, &up_a, "https://a/"),
+        admin,
+        &[],
+    );
     proxy.ready().await;
     let url = format!("http://127.0.0.1:{port}/x");
     let c = reqwest::Client::new();
@@ -128,37 +157,69 @@ async fn reload_on_sighup_rejects_bad_configs_and_follows_file_edits() {
     assert_eq!(up_a.count(), 1);
 
     // New audience and new upstream, then SIGHUP.
-    std::fs::write(&proxy.config_path, reload_config(&idp, admin, port, &up_b, "https://b/")).unwrap();
+    std::fs::write(
+        &proxy.config_path,
+        reload_config(&idp, admin, port, &up_b, "https://b/"),
+    )
+    .unwrap();
     proxy.signal(libc::SIGHUP);
-    assert!(wait_for(Duration::from_secs(10), || async { reloads(admin, "success").await >= 1.0 }).await);
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            reloads(admin, "success").await >= 1.0
+        })
+        .await
+    );
     assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
     assert_eq!(up_b.count(), 1, "the next request goes to the new upstream");
     let b_token = up_b.seen()[0].authorization[0].clone();
-    let audiences: Vec<_> = idp.requests().iter().map(|r| r.params["audience"].clone()).collect();
+    let audiences: Vec<_> = idp
+        .requests()
+        .iter()
+        .map(|r| r.params["audience"].clone())
+        .collect();
     assert_eq!(audiences, vec!["https://a/", "https://b/"]);
     assert_eq!(up_b.seen()[0].token_valid, Some(true));
     assert_ne!(b_token, up_a.seen()[0].authorization[0]);
 
     // An invalid config is rejected as a whole; the old one keeps serving.
     let good = std::fs::read_to_string(&proxy.config_path).unwrap();
-    std::fs::write(&proxy.config_path, good.replace("provider: idp", "provider: nope")).unwrap();
+    std::fs::write(
+        &proxy.config_path,
+        good.replace("provider: idp", "provider: nope"),
+    )
+    .unwrap();
     proxy.signal(libc::SIGHUP);
-    assert!(wait_for(Duration::from_secs(10), || async { reloads(admin, "error").await >= 1.0 }).await);
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            reloads(admin, "error").await >= 1.0
+        })
+        .await
+    );
     assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
     assert_eq!(up_b.count(), 2);
-    assert!(proxy.stderr().contains("routes[0].token.provider: unknown provider \"nope\""));
+    assert!(proxy
+        .stderr()
+        .contains("routes[0].token.provider: unknown provider \"nope\""));
 
     // An edit without a signal is picked up by the file watch. Tokens whose key did not change
     // are kept, not fetched again.
     let fetches = idp.request_count();
-    std::fs::write(&proxy.config_path, reload_config(&idp, admin, port, &up_c, "https://b/")).unwrap();
+    std::fs::write(
+        &proxy.config_path,
+        reload_config(&idp, admin, port, &up_c, "https://b/"),
+    )
+    .unwrap();
     let moved = wait_for(Duration::from_secs(10), || async {
         c.get(&url).send().await.unwrap();
         up_c.count() > 0
     })
     .await;
     assert!(moved, "file edit not applied; stderr:\n{}", proxy.stderr());
-    assert_eq!(idp.request_count(), fetches, "an unchanged token was fetched again");
+    assert_eq!(
+        idp.request_count(),
+        fetches,
+        "an unchanged token was fetched again"
+    );
     assert_eq!(up_c.seen()[0].authorization[0], b_token);
     assert_eq!(reloads(admin, "success").await, 2.0);
 }
@@ -202,7 +263,12 @@ routes:
     // The IdP now takes only the new secret; fetches with the old one fail with invalid_client.
     idp.accept_only_secret("new-secret");
     let failing = wait_for(Duration::from_secs(10), || async {
-        metric(admin, r#"tokenproxy_token_fetches_total{provider="idp",audience="",outcome="error"}"#).await >= 1.0
+        metric(
+            admin,
+            r#"tokenproxy_token_fetches_total{provider="idp",audience="",outcome="error"}"#,
+        )
+        .await
+            >= 1.0
     })
     .await;
     assert!(failing);
@@ -214,14 +280,22 @@ routes:
     std::fs::rename(base.join("..data_tmp"), base.join("..data")).unwrap();
 
     let recovered = wait_for(Duration::from_secs(10), || async {
-        idp.requests()
-            .last()
-            .is_some_and(|r| r.params.get("client_secret").map(String::as_str) == Some("new-secret"))
-            && metric(admin, r#"tokenproxy_token_fetches_total{provider="idp",audience="",outcome="success"}"#).await >= 2.0
+        idp.requests().last().is_some_and(|r| {
+            r.params.get("client_secret").map(String::as_str) == Some("new-secret")
+        }) && metric(
+            admin,
+            r#"tokenproxy_token_fetches_total{provider="idp",audience="",outcome="success"}"#,
+        )
+        .await
+            >= 2.0
     })
     .await;
     assert!(recovered, "stderr:\n{}", proxy.stderr());
-    let r = client().get(format!("http://127.0.0.1:{port}/x")).send().await.unwrap();
+    let r = client()
+        .get(format!("http://127.0.0.1:{port}/x"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(up.seen().last().unwrap().token_valid, Some(true));
     let log = proxy.stderr();
@@ -267,14 +341,24 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
     assert!(wait_for(Duration::from_secs(5), || async { up.count() == 1 }).await);
     let sent = Instant::now();
     proxy.signal(libc::SIGTERM);
-    let status = proxy.wait_exit(Duration::from_secs(8)).await.expect("did not exit");
+    let status = proxy
+        .wait_exit(Duration::from_secs(8))
+        .await
+        .expect("did not exit");
     let exited = Instant::now();
     assert!(status.success(), "{status}; stderr:\n{}", proxy.stderr());
     let (s, body, done) = slow.await.unwrap();
     assert_eq!(s, 200, "{body}");
     assert!(body.contains("/slow"));
-    assert!(done <= exited + Duration::from_millis(50), "exited before the request was done");
-    assert!(exited - sent < Duration::from_secs(5), "waited for more than the request: {:?}", exited - sent);
+    assert!(
+        done <= exited + Duration::from_millis(50),
+        "exited before the request was done"
+    );
+    assert!(
+        exited - sent < Duration::from_secs(5),
+        "waited for more than the request: {:?}",
+        exited - sent
+    );
     // No new connections once draining (the process is gone now anyway).
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }
@@ -289,11 +373,25 @@ async fn idle_sigterm_and_sigint_exit_at_once_not_after_the_grace_period() {
         proxy.ready().await;
         // A kept-alive idle connection must not hold the exit up.
         let c = reqwest::Client::new();
-        assert_eq!(c.get(format!("http://127.0.0.1:{port}/x")).send().await.unwrap().status(), 200);
+        assert_eq!(
+            c.get(format!("http://127.0.0.1:{port}/x"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
         let t = Instant::now();
         proxy.signal(sig);
-        let status = proxy.wait_exit(Duration::from_secs(10)).await.expect("did not exit");
+        let status = proxy
+            .wait_exit(Duration::from_secs(10))
+            .await
+            .expect("did not exit");
         assert!(status.success(), "signal {sig}: {status}");
-        assert!(t.elapsed() < Duration::from_secs(2), "signal {sig}: took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "signal {sig}: took {:?}",
+            t.elapsed()
+        );
     }
 }

@@ -447,17 +447,18 @@ fn validate_provider(name: &str, p: FileProvider) -> Result<Provider, ConfigErro
             source
         }
     };
-    let auth_method =
-        match p.auth_method.as_deref() {
-            None | Some("client_secret_post") => AuthMethod::ClientSecretPost,
-            Some("client_secret_basic") => AuthMethod::ClientSecretBasic,
-            Some(other) => return Err(ConfigError::key(
+    let auth_method = match p.auth_method.as_deref() {
+        None | Some("client_secret_post") => AuthMethod::ClientSecretPost,
+        Some("client_secret_basic") => AuthMethod::ClientSecretBasic,
+        Some(other) => {
+            return Err(ConfigError::key(
                 key("auth_method"),
                 format!(
                     "unknown method \"{other}\" (use client_secret_post or client_secret_basic)"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     let body = match p.body.as_deref() {
         None | Some("form") => BodyEncoding::Form,
         Some("json") => BodyEncoding::Json,

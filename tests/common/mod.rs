@@ -69,10 +69,13 @@ fn parse_series(series: &str) -> (String, Vec<(String, String)>) {
 /// labels in any order) in a Prometheus text exposition.
 pub fn sample(exposition: &str, series: &str) -> Option<f64> {
     let want = parse_series(series);
-    exposition.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (s, value) = l.rsplit_once(' ')?;
-        (parse_series(s) == want).then(|| value.parse().ok())?
-    })
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (s, value) = l.rsplit_once(' ')?;
+            (parse_series(s) == want).then(|| value.parse().ok())?
+        })
 }
 
 /// Fetches `/metrics` from the admin port and reads one sample (0 when absent).
