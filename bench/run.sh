@@ -274,7 +274,7 @@ cpu_ticks() {
     } END { print r[a], r[b] }' /proc/stat
 }
 busy() { awk -v t0="$1" -v i0="$2" -v t1="$3" -v i1="$4" 'BEGIN {
-    dt = t1 - t0; printf "%d", dt > 0 ? 100 * (dt - (i1 - i0)) / dt + 0.5 : 0 }'; }
+    dt = t1 - t0; b = 0; if (dt > 0) b = 100 * (dt - (i1 - i0)) / dt; printf "%d", b + 0.5 }'; }
 
 RUNS=$WORK/runs.tsv
 : >"$RUNS"
@@ -381,7 +381,8 @@ awk -F'\t' '{
     if ($10 > mx[k]) mx[k] = $10
     err[k] += $11; cp[k] += $12; cl[k] += $13; runs[k]++
     if ($14 > rss[k]) rss[k] = $14
-    r = sprintf("%.0f", $5 * 1e6 / $6); each[k] = (k in each) ? each[k] "/" r : r
+    r = sprintf("%.0f", $5 * 1e6 / $6)
+    if (runs[k] == 1) each[k] = r; else each[k] = each[k] " " r
   } END {
     for (i = 1; i <= n; i++) {
       k = order[i]; split(k, p, SUBSEP)
@@ -398,7 +399,7 @@ get() {
       for (i in names) col[names[i]] = i
     } $1 == s && $2 == r { print $col[f]; found = 1 } END { if (!found) print 0 }' "$WORK/agg.tsv"
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b > 0 ? a / b : 0 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { r = 0; if (b > 0) r = a / b; printf "%.2f", r }'; }
 
 REPORT=$WORK/report.txt
 {
@@ -470,7 +471,7 @@ REPORT=$WORK/report.txt
   printf '\ntargets (informational: the exit status does not depend on them)\n'
   check() { # DESCRIPTION VALUE CONDITION-ON-v SHOWN
     local verdict
-    verdict=$(awk -v v="$2" "BEGIN { print ($3) ? \"PASS\" : \"FAIL\" }")
+    verdict=$(awk -v v="$2" "BEGIN { r = \"FAIL\"; if ($3) r = \"PASS\"; print r }")
     printf '%s  %-52s %s\n' "$verdict" "$1" "$4"
   }
   nginx_rps=$(get small-64 nginx rps)
@@ -498,7 +499,7 @@ REPORT=$WORK/report.txt
     "v >= 1 && v <= $REFRESH_SECS * $ROUNDS && $STEADY_FETCHES == 0" "$REFRESH_FETCHES fetches, $STEADY_FETCHES on the 1 h proxy"
 
   # A row whose load core was saturated measured the harness, not the proxy.
-  awk -F'\t' -v c="$LOAD_CPU" '$2 != "direct" && $13 >= 97 { printf "note: cpu%s (load) was %d%% busy during %s/%s: that row may be limited by wrk and the upstream\n", c, $13, $1, $2 }' "$WORK/agg.tsv"
+  awk -F'\t' -v c="$LOAD_CPU" '$2 != "direct" && $10 >= 97 { printf "note: cpu%s (load) was %d%% busy during %s/%s: that row may be limited by wrk and the upstream\n", c, $10, $1, $2 }' "$WORK/agg.tsv"
 } >"$REPORT"
 
 cat "$REPORT"
