@@ -203,6 +203,7 @@ head -c 4096 /dev/zero | tr '\0' 'a' >"$WORK/upstream/www/body/4k"
 head -c 1048576 /dev/zero | tr '\0' 'b' >"$WORK/upstream/www/body/1m"
 chmod -R a+rX "$WORK/upstream"
 start_nginx upstream "$LOAD_CPU" "$BENCH/nginx-upstream.conf.in" PORT="$P_UPSTREAM" SMALL_BODY="$SMALL_BODY"
+UPSTREAM_PID=$STARTED_PID
 wait_http "http://127.0.0.1:$P_UPSTREAM/" 10 upstream
 
 # Issuers are the outside world too: they run beside the load generator.
@@ -252,7 +253,8 @@ declare -A URL=(
   [bare-pingora]=http://127.0.0.1:$P_BARE
   [tokenproxy-refresh]=http://127.0.0.1:$P_REFRESH
 )
-declare -A ROW_PID=([nginx]=$NGINX_PID [tokenproxy]=$TP_PID [bare-pingora]=$BARE_PID)
+# The process whose CPU time and memory a row reports: the proxy, or the upstream for direct.
+declare -A ROW_PID=([direct]=$UPSTREAM_PID [nginx]=$NGINX_PID [tokenproxy]=$TP_PID [bare-pingora]=$BARE_PID)
 
 # Every proxy row must forward a bearer token before its figures mean anything.
 for row in nginx tokenproxy bare-pingora; do
@@ -273,6 +275,17 @@ cpu_ticks() {
       t = 0; for (i = 2; i <= 9; i++) t += $i; r[$1] = t " " ($5 + $6)
     } END { print r[a], r[b] }' /proc/stat
 }
+# CPU time of a process (all threads) and its children (nginx's worker), in clock ticks.
+proc_ticks() {
+  local pid=$1 child total=0
+  for pid in "$pid" $(cat "/proc/$pid/task/"*/children 2>/dev/null); do
+    child=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{ print $12 + $13 }')
+    total=$((total + ${child:-0}))
+  done
+  echo "$total"
+}
+CLK_TCK=$(getconf CLK_TCK)
+
 busy() { awk -v t0="$1" -v i0="$2" -v t1="$3" -v i1="$4" 'BEGIN {
     dt = t1 - t0; b = 0; if (dt > 0) b = 100 * (dt - (i1 - i0)) / dt; printf "%d", b + 0.5 }'; }
 
@@ -282,31 +295,33 @@ RUNS=$WORK/runs.tsv
 # wrk_run SET ROW CONNS SECONDS PATH ROUND: one measured run, appended to runs.tsv.
 wrk_run() {
   local set=$1 row=$2 conns=$3 secs=$4 path=$5 round=$6
-  local out=$WORK/wrk-$set-$row-r$round.txt pid=${ROW_PID[$row]:-} rss=0 c0 c1 wpid
+  local out=$WORK/wrk-$set-$row-r$round.txt pid=${ROW_PID[$row]} rss c0 c1 wpid t0 t1
   read -r -a c0 <<<"$(cpu_ticks)"
+  t0=$(proc_ticks "$pid")
   taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s --latency \
     -s "$BENCH/report.lua" "${URL[$row]}$path" >"$out" 2>&1 &
   wpid=$!
-  if [[ -n $pid ]]; then
-    sleep "$(awk -v s="$secs" 'BEGIN { print s / 2 }')"
-    rss=$(vm_kib "$pid" VmRSS)
-  fi
+  sleep "$(awk -v s="$secs" 'BEGIN { print s / 2 }')"
+  rss=$(vm_kib "$pid" VmRSS)
   wait "$wpid" || die "wrk failed against $row (see $out)"
   read -r -a c1 <<<"$(cpu_ticks)"
+  t1=$(proc_ticks "$pid")
   local line
   line=$(sed -n 's/^BENCH //p' "$out")
   [[ -n $line ]] || die "wrk printed no summary for $row (see $out)"
   local requests duration_us bytes p50_us p99_us max_us err_status err_connect err_read err_write err_timeout
   eval "local $line" # the report.lua line is key=integer pairs
   local errors=$((err_status + err_connect + err_read + err_write + err_timeout))
-  local cpu_p cpu_l
+  local cpu_p cpu_l proc_us=$(((t1 - t0) * 1000000 / CLK_TCK))
   cpu_p=$(busy "${c0[0]}" "${c0[1]}" "${c1[0]}" "${c1[1]}")
   cpu_l=$(busy "${c0[2]}" "${c0[3]}" "${c1[2]}" "${c1[3]}")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$set" "$row" "$conns" "$round" \
-    "$requests" "$duration_us" "$bytes" "$p50_us" "$p99_us" "$max_us" "$errors" "$cpu_p" "$cpu_l" "$rss" >>"$RUNS"
-  printf '    %-8s round %s  %-19s %9.0f req/s  p50 %6s µs  p99 %6s µs  errors %s  cpu%s %3s%%  cpu%s %3s%%\n' \
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$set" "$row" "$conns" "$round" \
+    "$requests" "$duration_us" "$bytes" "$p50_us" "$p99_us" "$max_us" "$errors" "$cpu_p" "$cpu_l" "$rss" \
+    "$proc_us" >>"$RUNS"
+  printf '    %-8s round %s  %-19s %7.0f req/s  p50 %6s µs  p99 %6s µs  errors %s  %5.1f µs cpu/req  cpu%s %3s%%  cpu%s %3s%%\n' \
     "$set" "$round" "$row" "$(awk -v r="$requests" -v d="$duration_us" 'BEGIN { print r * 1e6 / d }')" \
-    "$p50_us" "$p99_us" "$errors" "$PROXY_CPU" "$cpu_p" "$LOAD_CPU" "$cpu_l" >&2
+    "$p50_us" "$p99_us" "$errors" "$(awk -v u="$proc_us" -v r="$requests" 'BEGIN { print r ? u / r : 0 }')" \
+    "$PROXY_CPU" "$cpu_p" "$LOAD_CPU" "$cpu_l" >&2
 }
 
 warm() { # ROW CONNS PATH
@@ -327,13 +342,28 @@ row_set() {
 
 ROWS=(direct nginx tokenproxy bare-pingora)
 
+# Anything else running on the machine shows up in every figure: measure it before starting.
+read -r -a b0 <<<"$(cpu_ticks)"
+sleep 2
+read -r -a b1 <<<"$(cpu_ticks)"
+BG_P=$(busy "${b0[0]}" "${b0[1]}" "${b1[0]}" "${b1[1]}")
+BG_L=$(busy "${b0[2]}" "${b0[3]}" "${b1[2]}" "${b1[3]}")
+if ((BG_P > 10 || BG_L > 10)); then
+  log "warning: before any load, cpu$PROXY_CPU was $BG_P% and cpu$LOAD_CPU $BG_L% busy: something else is running"
+fi
+
 reset_hwm "$TP_PID"
 reset_hwm "$BARE_PID"
 row_set small-64 "$CONNS" / "${ROWS[@]}"
 TP_LOAD_HWM_KIB=$(vm_kib "$TP_PID" VmHWM)
 BARE_LOAD_HWM_KIB=$(vm_kib "$BARE_PID" VmHWM)
 
+# At 1 connection every hop between cores wakes an idle core, which costs tens of µs on a VM.
+# With the upstream beside the proxy, direct and the proxy rows cross cores alike (wrk to the
+# upstream or to the proxy, and back), so the difference is the proxy's own work.
+taskset -a -p -c "$PROXY_CPU" "$UPSTREAM_PID" >/dev/null
 row_set small-1 1 / "${ROWS[@]}"
+taskset -a -p -c "$LOAD_CPU" "$UPSTREAM_PID" >/dev/null
 
 reset_hwm "$TP_PID"
 row_set 4k "$CONNS" /body/4k direct nginx tokenproxy
@@ -381,21 +411,23 @@ awk -F'\t' '{
     if ($10 > mx[k]) mx[k] = $10
     err[k] += $11; cp[k] += $12; cl[k] += $13; runs[k]++
     if ($14 > rss[k]) rss[k] = $14
+    pus[k] += $15
     r = sprintf("%.0f", $5 * 1e6 / $6)
     if (runs[k] == 1) each[k] = r; else each[k] = each[k] " " r
   } END {
     for (i = 1; i <= n; i++) {
       k = order[i]; split(k, p, SUBSEP)
-      printf "%s\t%s\t%.0f\t%.0f\t%.0f\t%d\t%d\t%.1f\t%.0f\t%.0f\t%s\t%d\t%d\n", p[1], p[2],
+      printf "%s\t%s\t%.0f\t%.0f\t%.0f\t%d\t%d\t%.1f\t%.0f\t%.0f\t%s\t%d\t%d\t%.1f\t%.0f\n", p[1], p[2],
         req[k] * 1e6 / dur[k], p50[k] / runs[k], p99[k] / runs[k], mx[k], err[k],
-        bytes[k] * 1e6 / dur[k] / 1048576, cp[k] / runs[k], cl[k] / runs[k], each[k], rss[k], req[k]
+        bytes[k] * 1e6 / dur[k] / 1048576, cp[k] / runs[k], cl[k] / runs[k], each[k], rss[k], req[k],
+        pus[k] / req[k], 100 * pus[k] / dur[k]
     }
   }' "$RUNS" >"$WORK/agg.tsv"
 
 # get SET ROW FIELD
 get() {
   awk -F'\t' -v s="$1" -v r="$2" -v f="$3" 'BEGIN {
-      split("set row rps p50 p99 max errors mibs cpu_p cpu_l each rss requests", names, " ")
+      split("set row rps p50 p99 max errors mibs cpu_p cpu_l each rss requests us_req proc_pct", names, " ")
       for (i in names) col[names[i]] = i
     } $1 == s && $2 == r { print $col[f]; found = 1 } END { if (!found) print 0 }' "$WORK/agg.tsv"
 }
@@ -413,19 +445,27 @@ REPORT=$WORK/report.txt
   printf 'machine:   %s cores, %s, Linux %s\n' "$CPUS" "${cpu_model:-unknown CPU}" "$(uname -r)"
   printf 'software:  tokenproxy %s; %s; %s; %s\n' "$commit" "$(nginx -v 2>&1 | sed 's/^nginx version: //')" \
     "$(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }' || true)" "$(rustc --version 2>/dev/null | awk '{ print $1, $2 }')"
-  printf 'placement: proxy under test on cpu %s; wrk, upstream nginx and token issuers on cpu %s\n' "$PROXY_CPU" "$LOAD_CPU"
+  printf 'placement: proxy under test on cpu %s; wrk, upstream nginx and token issuers on cpu %s,\n' "$PROXY_CPU" "$LOAD_CPU"
+  printf '           except the 1-connection set, where the upstream runs beside the proxy on cpu %s\n' "$PROXY_CPU"
+  printf 'idle:      cpu%s %s%%, cpu%s %s%% busy in the 2 s before the load (all started, nothing loaded)\n' \
+    "$PROXY_CPU" "$BG_P" "$LOAD_CPU" "$BG_L"
   printf 'load:      wrk -t1 --latency, %s s per run after a %s s warm-up per row, %s round(s), rows alternating\n' \
     "$DURATION" "$WARMUP" "$ROUNDS"
-  printf '           (req/s over all rounds; p50/p99 the mean of the rounds; max the largest; errors summed)\n'
+  printf 'columns:   req/s over all rounds; p50, p99 (mean of the rounds) and max latency in µs;\n'
+  printf '           errors summed; cpu/req: µs of CPU per request used by the process under test (the\n'
+  printf '           proxy, or the upstream for direct); proc%%: its CPU as %% of one core; cpu%s%%/cpu%s%%: how\n' "$PROXY_CPU" "$LOAD_CPU"
+  printf '           busy each core was, whoever used it\n'
 
   table() { # SET ROW...
     local set=$1 row
     shift
-    printf '%-19s %9s %8s %8s %8s %7s %6s %6s  %s\n' row req/s "p50 µs" "p99 µs" "max µs" errors "cpu$PROXY_CPU" "cpu$LOAD_CPU" "req/s per round"
+    printf '%-19s %7s %6s %6s %6s %6s %7s %6s %6s %6s  %s\n' row req/s p50 p99 max errors cpu/req proc% \
+      "cpu$PROXY_CPU%" "cpu$LOAD_CPU%" "req/s per round"
     for row in "$@"; do
-      printf '%-19s %9s %8s %8s %8s %7s %5s%% %5s%%  %s\n' "$row" "$(get "$set" "$row" rps)" \
+      printf '%-19s %7s %6s %6s %6s %6s %7s %6s %6s %6s  %s\n' "$row" "$(get "$set" "$row" rps)" \
         "$(get "$set" "$row" p50)" "$(get "$set" "$row" p99)" "$(get "$set" "$row" max)" \
-        "$(get "$set" "$row" errors)" "$(get "$set" "$row" cpu_p)" "$(get "$set" "$row" cpu_l)" "$(get "$set" "$row" each)"
+        "$(get "$set" "$row" errors)" "$(get "$set" "$row" us_req)" "$(get "$set" "$row" proc_pct)" \
+        "$(get "$set" "$row" cpu_p)" "$(get "$set" "$row" cpu_l)" "$(get "$set" "$row" each)"
     done
   }
 
@@ -444,12 +484,14 @@ REPORT=$WORK/report.txt
   printf '\n'
 
   printf '\n3. response bodies, %s connections\n' "$CONNS"
-  printf '%-19s %5s %9s %9s %8s %8s %7s %6s %6s\n' row body MiB/s req/s "p50 µs" "p99 µs" errors "cpu$PROXY_CPU" "cpu$LOAD_CPU"
+  printf '%-19s %4s %7s %7s %6s %6s %6s %7s %6s %6s %6s\n' row body MiB/s req/s p50 p99 errors cpu/req proc% \
+    "cpu$PROXY_CPU%" "cpu$LOAD_CPU%"
   for set in 4k 1m; do
     for row in direct nginx tokenproxy; do
-      printf '%-19s %5s %9s %9s %8s %8s %7s %5s%% %5s%%\n' "$row" "$set" "$(get "$set" "$row" mibs)" \
+      printf '%-19s %4s %7s %7s %6s %6s %6s %7s %6s %6s %6s\n' "$row" "$set" "$(get "$set" "$row" mibs)" \
         "$(get "$set" "$row" rps)" "$(get "$set" "$row" p50)" "$(get "$set" "$row" p99)" \
-        "$(get "$set" "$row" errors)" "$(get "$set" "$row" cpu_p)" "$(get "$set" "$row" cpu_l)"
+        "$(get "$set" "$row" errors)" "$(get "$set" "$row" us_req)" "$(get "$set" "$row" proc_pct)" \
+        "$(get "$set" "$row" cpu_p)" "$(get "$set" "$row" cpu_l)"
     done
   done
   printf '(MiB/s counts response bytes as wrk read them, headers included)\n'

@@ -9,7 +9,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::token::client::{ErrorClass, FetchError};
+use crate::token::client::{ErrorClass, FetchError, QuotaBucket};
 use crate::token::TokenKey;
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -27,6 +27,9 @@ pub struct Metrics {
     pub token_fetch_duration: HistogramVec,
     pub token_expiry: GaugeVec,
     pub token_last_success: GaugeVec,
+    pub upstream_replays: IntCounterVec,
+    pub idp_quota_remaining: GaugeVec,
+    pub idp_quota_limit: GaugeVec,
     pub config_reloads: IntCounterVec,
     pub config_last_reload_success: Gauge,
     pub build_info: IntGaugeVec,
@@ -95,6 +98,9 @@ impl Metrics {
             token_fetch_duration: histogram(&r, "tokenproxy_token_fetch_duration_seconds", "Duration of token requests to the IdP.", &["provider"]),
             token_expiry: gauge(&r, "tokenproxy_token_expiry_timestamp_seconds", "Unix time at which the current token expires.", &["provider", "audience"]),
             token_last_success: gauge(&r, "tokenproxy_token_last_success_timestamp_seconds", "Unix time of the last successful token fetch.", &["provider", "audience"]),
+            upstream_replays: counter(&r, "tokenproxy_upstream_replays_total", "Requests replayed with a fresh token after the upstream rejected theirs, by outcome.", &["route", "outcome"]),
+            idp_quota_remaining: gauge(&r, "tokenproxy_idp_quota_remaining", "Remaining token quota reported by the IdP (Auth0-Client-Quota-Limit), per bucket.", &["provider", "bucket"]),
+            idp_quota_limit: gauge(&r, "tokenproxy_idp_quota_limit", "Token quota limit reported by the IdP (Auth0-Client-Quota-Limit), per bucket.", &["provider", "bucket"]),
             config_reloads: counter(&r, "tokenproxy_config_reloads_total", "Config reloads by outcome (success, error).", &["outcome"]),
             config_last_reload_success,
             build_info,
@@ -144,6 +150,19 @@ pub fn token_stored(key: &TokenKey, fetched_at: SystemTime, expires_at: SystemTi
     m.token_last_success
         .with_label_values(&[&key.provider, audience])
         .set(unix_secs(fetched_at));
+}
+
+/// Records the IdP quota buckets an answer carried.
+pub fn idp_quota(provider: &str, buckets: &[QuotaBucket]) {
+    let m = &*METRICS;
+    for b in buckets {
+        m.idp_quota_remaining
+            .with_label_values(&[provider, &b.bucket])
+            .set(b.remaining as f64);
+        m.idp_quota_limit
+            .with_label_values(&[provider, &b.bucket])
+            .set(b.limit as f64);
+    }
 }
 
 /// Records the config loaded at start-up (not counted as a reload).

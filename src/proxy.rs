@@ -1,5 +1,6 @@
 //! The pingora `ProxyHttp` implementation: find the route for the listener, attach the cached
-//! token, rewrite Host and path, forward; fail closed with a JSON error when there is no token.
+//! token, rewrite Host and path, forward; replay once with a fresh token when the upstream rejects
+//! it; fail closed with a JSON error when there is no token.
 
 use std::sync::Arc;
 use std::time::Instant as StdInstant;
@@ -10,7 +11,7 @@ use http::{HeaderValue, Uri};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::config::Existing;
 use crate::metrics::METRICS;
@@ -21,20 +22,34 @@ pub struct TokenProxy {
     pub routes: Arc<RouteTable>,
 }
 
+/// The error type that carries "no token" out of `upstream_peer` to `fail_to_proxy`.
+const NO_TOKEN: ErrorType = ErrorType::Custom("token_unavailable");
+/// The error type that makes pingora send the request again, with a fresh token.
+const REPLAY: ErrorType = ErrorType::Custom("replay_with_fresh_token");
+
 /// Per-request state.
 pub struct RequestCtx {
     route: Option<Arc<RouteState>>,
     /// The header value to inject; `None` when the caller's own header is kept.
     token: Option<HeaderValue>,
+    /// Which token the request carries, so a rejection revokes only that one.
+    generation: Option<u64>,
     started: StdInstant,
     /// The status this proxy answered with itself, if it did.
     local_status: Option<u16>,
+    replay_pending: bool,
+    replayed: bool,
+    replay_outcome: Option<&'static str>,
+    connect_retried: bool,
     _in_flight: InFlight,
 }
 
-/// Why a request was not forwarded, as the JSON `error` field the caller gets.
-fn json_error(error: &str, route: &str) -> Bytes {
-    Bytes::from(serde_json::json!({ "error": error, "route": route }).to_string())
+fn json_error(error: &str, route: &str, reason: Option<&str>) -> Bytes {
+    let mut v = serde_json::json!({ "error": error, "route": route });
+    if let Some(r) = reason {
+        v["reason"] = serde_json::Value::from(r);
+    }
+    Bytes::from(v.to_string())
 }
 
 async fn respond_json(session: &mut Session, status: u16, body: Bytes) -> Result<()> {
@@ -66,6 +81,28 @@ fn classify(e: &Error) -> (u16, &'static str, &'static str) {
     }
 }
 
+/// Whether the request can be sent again: pingora keeps what it has read of the body (at most
+/// 64 KiB); a replay needs all of what was sent, within the route's limit.
+fn replayable(session: &mut Session, max_body: usize) -> bool {
+    if session.as_ref().retry_buffer_truncated() {
+        return false;
+    }
+    let headers = &session.req_header().headers;
+    let chunked = headers.contains_key(http::header::TRANSFER_ENCODING);
+    let length = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    match (length, chunked) {
+        (Some(n), false) => n <= max_body,
+        (None, false) => true,
+        (_, true) => {
+            let buffered = session.as_ref().get_retry_buffer().map_or(0, |b| b.len());
+            session.as_mut().is_body_done() && buffered <= max_body
+        }
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for TokenProxy {
     type CTX = RequestCtx;
@@ -74,8 +111,13 @@ impl ProxyHttp for TokenProxy {
         RequestCtx {
             route: None,
             token: None,
+            generation: None,
             started: StdInstant::now(),
             local_status: None,
+            replay_pending: false,
+            replayed: false,
+            replay_outcome: None,
+            connect_retried: false,
             _in_flight: InFlight::start(),
         }
     }
@@ -88,7 +130,7 @@ impl ProxyHttp for TokenProxy {
             .copied();
         let Some(route) = local.and_then(|a| self.routes.lookup(&a)) else {
             ctx.local_status = Some(503);
-            respond_json(session, 503, json_error("route_not_configured", "")).await?;
+            respond_json(session, 503, json_error("route_not_configured", "", None)).await?;
             return Ok(true);
         };
         let keep_callers = route.route.existing == Existing::Keep
@@ -97,18 +139,30 @@ impl ProxyHttp for TokenProxy {
                 .headers
                 .contains_key(&route.route.header);
         if !keep_callers {
-            match route
-                .slot
-                .header_value(route.format_index, tokio::time::Instant::now())
-            {
-                Some(v) => ctx.token = Some(v),
+            let slot = &route.slot;
+            let mut injection = slot.header_value(route.format_index, tokio::time::Instant::now());
+            if injection.is_none() && slot.is_revoked() {
+                // The upstream just rejected the token and its replacement is on its way.
+                if slot.wait_usable(route.fetch_timeout).await {
+                    injection = slot.header_value(route.format_index, tokio::time::Instant::now());
+                }
+            }
+            match injection {
+                Some(i) => {
+                    ctx.token = Some(i.value);
+                    ctx.generation = Some(i.generation);
+                }
                 None => {
                     METRICS
                         .token_unavailable
                         .with_label_values(&[&route.route.name])
                         .inc();
                     ctx.local_status = Some(503);
-                    let body = json_error("token_unavailable", &route.route.name);
+                    let body = json_error(
+                        "token_unavailable",
+                        &route.route.name,
+                        Some(slot.unavailable_reason()),
+                    );
                     ctx.route = Some(route);
                     respond_json(session, 503, body).await?;
                     return Ok(true);
@@ -126,8 +180,28 @@ impl ProxyHttp for TokenProxy {
     ) -> Result<Box<HttpPeer>> {
         let route = ctx
             .route
-            .as_ref()
+            .clone()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route in context"))?;
+        if ctx.replay_pending {
+            ctx.replay_pending = false;
+            ctx.replayed = true;
+            let carried = ctx.generation.unwrap_or(0);
+            let fresh = route
+                .slot
+                .wait_newer(carried, route.format_index, route.fetch_timeout)
+                .await;
+            match fresh {
+                Some(i) => {
+                    debug!(route = %route.route.name, "replaying with a fresh token");
+                    ctx.token = Some(i.value);
+                    ctx.generation = Some(i.generation);
+                }
+                None => {
+                    ctx.replay_outcome = Some("no_token");
+                    return Error::e_explain(NO_TOKEN, "no fresh token for the replay");
+                }
+            }
+        }
         match route.target.peer() {
             Some(peer) => Ok(Box::new(peer)),
             None => Error::e_explain(ErrorType::ConnectNoRoute, "upstream host not resolved yet"),
@@ -147,7 +221,7 @@ impl ProxyHttp for TokenProxy {
         req.insert_header(http::header::HOST, &up.authority)?;
         // Only the path and query go upstream, whatever form the caller's request target had.
         let path_and_query = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        if !up.base_path.is_empty() || req.uri.scheme().is_some() {
+        if !up.base_path.is_empty() || req.uri.scheme().is_some() || req.uri.authority().is_some() {
             let mut target = String::with_capacity(up.base_path.len() + path_and_query.len());
             target.push_str(&up.base_path);
             if !path_and_query.starts_with('/') {
@@ -159,12 +233,87 @@ impl ProxyHttp for TokenProxy {
             })?;
             req.set_uri(uri);
         }
-        if let Some(value) = ctx.token.take() {
+        // Runs again for every retry and replay, each time with the token of that attempt.
+        if let Some(value) = ctx.token.clone() {
             let name = route.route.header.clone();
             req.remove_header(&name);
             req.insert_header(name, value)?;
         }
         Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(route) = ctx.route.as_ref() else {
+            return Ok(());
+        };
+        let Some(replay) = route.route.replay.as_ref() else {
+            return Ok(());
+        };
+        let status = resp.status.as_u16();
+        if !replay.on_status.contains(&status) {
+            if ctx.replayed {
+                ctx.replay_outcome = Some("success");
+            }
+            return Ok(());
+        }
+        if ctx.replayed {
+            ctx.replay_outcome = Some("rejected_again");
+            return Ok(());
+        }
+        let Some(generation) = ctx.generation else {
+            // The caller's own credentials were forwarded: nothing of ours to refresh.
+            return Ok(());
+        };
+        if !replayable(session, replay.max_body) {
+            ctx.replay_outcome = Some("not_replayable");
+            return Ok(());
+        }
+        route.slot.invalidate(generation);
+        ctx.replay_pending = true;
+        let mut e = Error::explain(REPLAY, "the upstream rejected the token");
+        e.set_retry(true);
+        Err(e.into_up())
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if ctx.replay_pending && e.etype() == &REPLAY {
+            e.set_retry(true);
+        } else if !session.req_header().method.is_idempotent()
+            || session.as_ref().retry_buffer_truncated()
+        {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // One more try on a new connection for requests that are safe to send twice.
+        if !ctx.connect_retried && session.req_header().method.is_idempotent() {
+            ctx.connect_retried = true;
+            e.set_retry(true);
+        }
+        e
     }
 
     async fn fail_to_proxy(
@@ -178,33 +327,58 @@ impl ProxyHttp for TokenProxy {
             .as_ref()
             .map(|r| r.route.name.as_str())
             .unwrap_or("");
-        let code = match e.esource() {
-            ErrorSource::Upstream => {
-                let (status, kind, error) = classify(e);
-                METRICS
-                    .upstream_errors
-                    .with_label_values(&[route_name, kind])
-                    .inc();
-                if session.response_written().is_none() {
-                    let _ = respond_json(session, status, json_error(error, route_name)).await;
-                }
-                status
+        let code = if e.etype() == &NO_TOKEN {
+            let reason = ctx.route.as_ref().map(|r| r.slot.unavailable_reason());
+            METRICS
+                .token_unavailable
+                .with_label_values(&[route_name])
+                .inc();
+            if session.response_written().is_none() {
+                let _ = respond_json(
+                    session,
+                    503,
+                    json_error("token_unavailable", route_name, reason),
+                )
+                .await;
             }
-            ErrorSource::Downstream => match e.etype() {
-                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
-                _ => {
-                    let _ = session.respond_error(400).await;
-                    400
+            503
+        } else {
+            match e.esource() {
+                ErrorSource::Upstream => {
+                    let (status, kind, error) = classify(e);
+                    METRICS
+                        .upstream_errors
+                        .with_label_values(&[route_name, kind])
+                        .inc();
+                    if session.response_written().is_none() {
+                        let _ = respond_json(session, status, json_error(error, route_name, None))
+                            .await;
+                    }
+                    status
                 }
-            },
-            ErrorSource::Internal | ErrorSource::Unset => {
-                if session.response_written().is_none() {
-                    let _ =
-                        respond_json(session, 500, json_error("internal_error", route_name)).await;
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => {
+                        let _ = session.respond_error(400).await;
+                        400
+                    }
+                },
+                ErrorSource::Internal | ErrorSource::Unset => {
+                    if session.response_written().is_none() {
+                        let _ = respond_json(
+                            session,
+                            500,
+                            json_error("internal_error", route_name, None),
+                        )
+                        .await;
+                    }
+                    500
                 }
-                500
             }
         };
+        if code != 0 {
+            ctx.local_status = Some(code);
+        }
         FailToProxy {
             error_code: code,
             can_reuse_downstream: false,
@@ -230,6 +404,12 @@ impl ProxyHttp for TokenProxy {
             .request_duration
             .with_label_values(&[name])
             .observe(elapsed.as_secs_f64());
+        if let Some(outcome) = ctx.replay_outcome {
+            METRICS
+                .upstream_replays
+                .with_label_values(&[name, outcome])
+                .inc();
+        }
         if self.routes.access_log() {
             let req = session.req_header();
             info!(
@@ -240,6 +420,7 @@ impl ProxyHttp for TokenProxy {
                 status,
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 upstream = %route.target.upstream.authority,
+                replay = ctx.replay_outcome.unwrap_or(""),
                 "request"
             );
         }

@@ -19,6 +19,8 @@ pub struct RouteState {
     pub slot: Arc<TokenSlot>,
     pub format_index: usize,
     pub target: Arc<UpstreamTarget>,
+    /// How long a request may wait for a token being fetched (the provider's timeout).
+    pub fetch_timeout: std::time::Duration,
 }
 
 /// Listen addresses are fixed for the process's life; what they serve is not.
@@ -61,10 +63,14 @@ impl RouteTable {
                 unbound.push(format!("{} ({})", route.name, route.listen));
                 continue;
             }
-            let Some(slot) = slots.get(&route.token) else {
+            let (Some(slot), Some(provider)) = (
+                slots.get(&route.token),
+                config.providers.get(&route.token.provider),
+            ) else {
                 continue;
             };
             let state = RouteState {
+                fetch_timeout: provider.timeout,
                 format_index: slot.format_index(&route.format),
                 slot: slot.clone(),
                 target: UpstreamTarget::new(route).await,

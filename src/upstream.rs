@@ -32,6 +32,8 @@ pub struct UpstreamTarget {
     trust_group: u64,
     connect_timeout: Duration,
     read_timeout: Duration,
+    /// Offer h2 in the TLS handshake (HTTP/1.1 stays the fallback).
+    http2: bool,
 }
 
 impl UpstreamTarget {
@@ -46,6 +48,7 @@ impl UpstreamTarget {
             trust_group: route.ca_file.as_deref().map_or(0, trust_group),
             connect_timeout: route.connect_timeout,
             read_timeout: route.read_timeout,
+            http2: route.http2 && upstream.tls,
             upstream,
         });
         if ip.is_none() {
@@ -88,6 +91,9 @@ impl UpstreamTarget {
         o.read_timeout = Some(self.read_timeout);
         o.write_timeout = Some(self.read_timeout);
         o.idle_timeout = Some(POOL_IDLE);
+        if self.http2 {
+            o.set_http_version(2, 1);
+        }
         o.ca = self.ca.clone();
         peer.group_key = self.trust_group;
         Some(peer)

@@ -22,7 +22,7 @@ async fn no_secret_or_token_in_trace_logs_on_any_path() {
     .await;
     let up = Upstream::http(Some(idp.checker())).await;
     let (admin, port, dead) = (free_port(), free_port(), free_port());
-    let closed = free_port();
+    let closed = common::ClosedPort::new();
     let yaml = format!(
         r#"
 admin: {{ listen: 127.0.0.1:{admin} }}
@@ -46,9 +46,10 @@ routes:
     token: {{ provider: idp }}
   - name: dead
     listen: 127.0.0.1:{dead}
-    upstream: http://127.0.0.1:{closed}
+    upstream: http://127.0.0.1:{closed_port}
     token: {{ provider: basic }}
 "#,
+        closed_port = closed.port,
         url = idp.token_url(),
         up = up.addr
     );

@@ -54,7 +54,8 @@ async fn prometheus_scrapes_the_metrics_with_their_labels() {
     })
     .await;
     let up = Upstream::http(None).await;
-    let (admin, port, closed) = (free_port(), free_port(), free_port());
+    let (admin, port) = (free_port(), free_port());
+    let closed = common::ClosedPort::new();
     let yaml = format!(
         r#"
 admin: {{ listen: 127.0.0.1:{admin} }}
@@ -67,9 +68,10 @@ routes:
     token: {{ provider: auth0, audience: "https://orders/" }}
   - name: broken
     listen: 127.0.0.1:{broken}
-    upstream: http://127.0.0.1:{closed}
+    upstream: http://127.0.0.1:{closed_port}
     token: {{ provider: auth0, audience: "https://orders/" }}
 "#,
+        closed_port = closed.port,
         url = idp.token_url(),
         up = up.addr,
         broken = free_port(),

@@ -277,7 +277,7 @@ routes:
 async fn upstream_refused_is_502_and_timeout_is_504_with_json_naming_the_route() {
     let idp = Idp::start(ok_mode()).await;
     let up = Upstream::http(Some(idp.checker())).await;
-    let closed = free_port();
+    let closed = common::ClosedPort::new();
     let (admin, refused, slow) = (free_port(), free_port(), free_port());
     let yaml = format!(
         r#"
@@ -287,7 +287,7 @@ providers:
 routes:
   - name: refused
     listen: 127.0.0.1:{refused}
-    upstream: http://127.0.0.1:{closed}
+    upstream: http://127.0.0.1:{closed_port}
     token: {{ provider: idp }}
   - name: slow
     listen: 127.0.0.1:{slow}
@@ -295,6 +295,7 @@ routes:
     read_timeout: 300ms
     token: {{ provider: idp }}
 "#,
+        closed_port = closed.port,
         url = idp.token_url(),
         up = up.addr,
     );
@@ -364,6 +365,12 @@ routes:
     let mut proxy = Proxy::start(&yaml, admin, &[]);
     proxy.listening().await;
     let c = client();
+    // Until the first answer from the IdP the reason is that the token is still pending.
+    let failed = common::wait_for(Duration::from_secs(10), || async {
+        common::metric(admin, r#"tokenproxy_token_fetches_total{provider="idp",audience="",outcome="error"}"#).await >= 1.0
+    })
+    .await;
+    assert!(failed);
     for _ in 0..3 {
         let r = c
             .get(format!("http://127.0.0.1:{port}/x"))
@@ -375,7 +382,7 @@ routes:
         let body: serde_json::Value = r.json().await.unwrap();
         assert_eq!(
             body,
-            serde_json::json!({ "error": "token_unavailable", "route": "orders" })
+            serde_json::json!({ "error": "token_unavailable", "route": "orders", "reason": "idp_error" })
         );
     }
     assert_eq!(

@@ -92,6 +92,10 @@ pub struct FileRoute {
     pub ca_file: Option<String>,
     pub connect_timeout: Option<String>,
     pub read_timeout: Option<String>,
+    pub replay: Option<bool>,
+    pub retry_on_status: Option<Vec<u16>>,
+    pub replay_buffer: Option<usize>,
+    pub http2: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -170,6 +170,17 @@ impl Provider {
     }
 }
 
+/// When and what to replay after the upstream rejected a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replay {
+    pub on_status: Vec<u16>,
+    /// Largest request body replayed; larger bodies are not (the caller gets the rejection).
+    pub max_body: usize,
+}
+
+/// pingora keeps at most this much of a request body for a retry.
+pub const MAX_REPLAY_BUFFER: usize = 64 * 1024;
+
 /// What to do with a header of the same name that the caller sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Existing {
@@ -233,6 +244,9 @@ pub struct Upstream {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     pub name: String,
+    /// Replay a request once with a fresh token when the upstream answers one of these.
+    pub replay: Option<Replay>,
+    pub http2: bool,
     pub listen: SocketAddr,
     pub upstream: Upstream,
     pub token: TokenKey,
@@ -653,7 +667,43 @@ fn validate_route(
             return Err(ConfigError::key(key(k), "must be greater than 0"));
         }
     }
+    let on_status = r.retry_on_status.unwrap_or_else(|| vec![401]);
+    for code in &on_status {
+        if !(400..=599).contains(code) {
+            return Err(ConfigError::key(
+                key("retry_on_status"),
+                format!("{code} is not an error status (400-599)"),
+            ));
+        }
+    }
+    let max_body = r.replay_buffer.unwrap_or(MAX_REPLAY_BUFFER);
+    if max_body > MAX_REPLAY_BUFFER {
+        return Err(ConfigError::key(
+            key("replay_buffer"),
+            format!("{max_body} is more than {MAX_REPLAY_BUFFER} bytes, the most a request body is kept for a replay"),
+        ));
+    }
+    let replay = match r.replay {
+        Some(false) => None,
+        _ if on_status.is_empty() => None,
+        _ => Some(Replay {
+            on_status,
+            max_body,
+        }),
+    };
+    let http2 = match r.http2.as_deref() {
+        None | Some("auto") => true,
+        Some("off") => false,
+        Some(other) => {
+            return Err(ConfigError::key(
+                key("http2"),
+                format!("unknown value \"{other}\" (use auto or off)"),
+            ))
+        }
+    };
     Ok(Route {
+        replay,
+        http2,
         name: r.name,
         listen,
         upstream,

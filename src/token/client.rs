@@ -79,6 +79,66 @@ impl FetchError {
     }
 }
 
+/// One bucket of the `Auth0-Client-Quota-Limit` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaBucket {
+    /// The bucket's name, e.g. `per_hour`.
+    pub bucket: String,
+    pub limit: u64,
+    pub remaining: u64,
+    /// Seconds until the bucket resets.
+    pub reset_in: u64,
+}
+
+/// Parses `b=per_hour;q=100;r=98;t=3600,b=per_day;q=1000;r=996;t=86400`. A malformed bucket is
+/// skipped (and logged at debug), never an error.
+pub fn parse_quota(value: &str) -> Vec<QuotaBucket> {
+    value
+        .split(',')
+        .filter(|b| !b.trim().is_empty())
+        .filter_map(|b| {
+            let (mut name, mut q, mut r, mut t) = (None, None, None, None);
+            for field in b.split(';') {
+                match field.trim().split_once('=') {
+                    Some(("b", v)) if !v.is_empty() => name = Some(v.trim().to_string()),
+                    Some(("q", v)) => q = v.trim().parse().ok(),
+                    Some(("r", v)) => r = v.trim().parse().ok(),
+                    Some(("t", v)) => t = v.trim().parse().ok(),
+                    _ => {}
+                }
+            }
+            let bucket = match (name, q, r) {
+                (Some(bucket), Some(limit), Some(remaining)) if bucket.len() <= 32 => {
+                    Some(QuotaBucket {
+                        bucket,
+                        limit,
+                        remaining,
+                        reset_in: t.unwrap_or(0),
+                    })
+                }
+                _ => None,
+            };
+            if bucket.is_none() {
+                tracing::debug!(
+                    bucket = b,
+                    "ignoring a malformed Auth0-Client-Quota-Limit bucket"
+                );
+            }
+            bucket
+        })
+        .collect()
+}
+
+/// The quota buckets an answer carried, if any.
+pub fn quota(headers: &HeaderMap) -> Vec<QuotaBucket> {
+    headers
+        .get_all("auth0-client-quota-limit")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(parse_quota)
+        .collect()
+}
+
 /// A token as the IdP issued it.
 #[derive(Debug, Clone)]
 pub struct TokenResponse {
@@ -112,12 +172,27 @@ impl TokenClient {
         })
     }
 
-    /// Asks `provider` for the token `key` describes, authenticating with `secret`.
+    /// Asks `provider` for the token `key` describes, authenticating with `secret`. Also returns
+    /// the IdP's quota buckets when the answer carried them.
     pub async fn fetch(
         &self,
         provider: &Provider,
         key: &TokenKey,
         secret: &Secret,
+    ) -> (Result<TokenResponse, FetchError>, Vec<QuotaBucket>) {
+        let mut quota_seen = Vec::new();
+        let result = self
+            .fetch_inner(provider, key, secret, &mut quota_seen)
+            .await;
+        (result, quota_seen)
+    }
+
+    async fn fetch_inner(
+        &self,
+        provider: &Provider,
+        key: &TokenKey,
+        secret: &Secret,
+        quota_seen: &mut Vec<QuotaBucket>,
     ) -> Result<TokenResponse, FetchError> {
         let params = request_params(provider, key, secret);
         let mut req = self
@@ -125,10 +200,15 @@ impl TokenClient {
             .post(provider.token_url.clone())
             .header(http::header::ACCEPT, "application/json");
         if provider.auth_method == AuthMethod::ClientSecretBasic {
-            req = req.header(
-                http::header::AUTHORIZATION,
-                basic_auth(&provider.client_id, secret),
-            );
+            let mut value = http::HeaderValue::from_str(&basic_auth(&provider.client_id, secret))
+                .map_err(|_| {
+                FetchError::new(
+                    ErrorClass::SecretUnreadable,
+                    "the client secret cannot be sent in a header",
+                )
+            })?;
+            value.set_sensitive(true);
+            req = req.header(http::header::AUTHORIZATION, value);
         }
         req = match provider.body {
             BodyEncoding::Form => req.form(&params),
@@ -146,6 +226,7 @@ impl TokenClient {
             .map_err(|e| FetchError::new(ErrorClass::IdpUnreachable, describe_reqwest_error(&e)))?;
         let status = resp.status();
         let headers = resp.headers().clone();
+        *quota_seen = quota(&headers);
         let mut body = Vec::new();
         loop {
             match resp.chunk().await {

@@ -5,7 +5,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -18,7 +17,6 @@ use crate::token::TokenKey;
 struct Entry {
     slot: Arc<TokenSlot>,
     source: Arc<ArcSwap<Source>>,
-    wake: Arc<Notify>,
     cancel: CancellationToken,
 }
 
@@ -73,13 +71,11 @@ impl TokenManager {
                     let entry = Entry {
                         slot: Arc::new(TokenSlot::new(key.clone())),
                         source: Arc::new(ArcSwap::from_pointee(source)),
-                        wake: Arc::new(Notify::new()),
                         cancel: CancellationToken::new(),
                     };
                     tokio::spawn(refresher::run(
                         entry.slot.clone(),
                         entry.source.clone(),
-                        entry.wake.clone(),
                         entry.cancel.clone(),
                     ));
                     entries.insert(key.clone(), entry);
@@ -97,7 +93,7 @@ impl TokenManager {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         for (key, entry) in entries.iter() {
             if key.provider == provider && entry.slot.status().consecutive_failures > 0 {
-                entry.wake.notify_one();
+                entry.slot.request_refresh();
             }
         }
     }

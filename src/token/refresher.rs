@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -24,14 +23,10 @@ pub struct Source {
     pub client: TokenClient,
 }
 
-/// Runs until `cancel` fires. `wake` makes it fetch at once (used on reload and by callers that
-/// know the token is bad).
-pub async fn run(
-    slot: Arc<TokenSlot>,
-    source: Arc<ArcSwap<Source>>,
-    wake: Arc<Notify>,
-    cancel: CancellationToken,
-) {
+/// Runs until `cancel` fires. [`TokenSlot::request_refresh`] makes it fetch at once (a revoked
+/// token, a changed secret file). It is the only fetcher of its key, so there is never more than
+/// one token request in flight per key.
+pub async fn run(slot: Arc<TokenSlot>, source: Arc<ArcSwap<Source>>, cancel: CancellationToken) {
     let mut failures: u32 = 0;
     let mut last_logged: Option<(ErrorClass, Option<String>)> = None;
     loop {
@@ -101,7 +96,7 @@ pub async fn run(
         };
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
-            _ = wake.notified() => {}
+            _ = slot.refresh_requested() => debug!(token = %slot.key, "refresh requested"),
             _ = cancel.cancelled() => return,
         }
     }
@@ -118,7 +113,12 @@ async fn fetch(src: &Source, slot: &TokenSlot) -> Result<TokenResponse, FetchErr
             ),
         )
     })?;
-    src.client.fetch(&src.provider, &slot.key, &secret).await
+    let (result, quota) = src.client.fetch(&src.provider, &slot.key, &secret).await;
+    if !quota.is_empty() {
+        metrics::idp_quota(&src.provider.name, &quota);
+        slot.update_status(|s| s.quota = quota);
+    }
+    result
 }
 
 /// Stores a fetched token and returns how long after `started` to refresh it.
