@@ -118,6 +118,12 @@ fn tokens(routes: &RouteTable) -> Value {
                 "next_refresh_at": status.next_refresh_at.map(time),
                 "consecutive_failures": status.consecutive_failures,
                 "last_error": status.last_error.as_ref().map(last_error),
+                "idp_quota": status.quota.iter().map(|b| json!({
+                    "bucket": b.bucket,
+                    "limit": b.limit,
+                    "remaining": b.remaining,
+                    "reset_in_s": b.reset_in,
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();

@@ -22,6 +22,9 @@ pub struct TokenProxy {
     pub routes: Arc<RouteTable>,
 }
 
+/// Requests whose header fields add up to more than this are refused with 431.
+const MAX_HEADER_BYTES: usize = 32 * 1024;
+
 /// The error type that carries "no token" out of `upstream_peer` to `fail_to_proxy`.
 const NO_TOKEN: ErrorType = ErrorType::Custom("token_unavailable");
 /// The error type that makes pingora send the request again, with a fresh token.
@@ -103,6 +106,53 @@ fn replayable(session: &mut Session, max_body: usize) -> bool {
     }
 }
 
+/// Whether the caller sent a Content-Length. pingora drops it from the parsed header when
+/// Transfer-Encoding is present, so look at the raw header (only done for chunked requests).
+fn sent_content_length(session: &Session) -> bool {
+    let Some(h1) = session.as_downstream().as_http1() else {
+        return false;
+    };
+    h1.get_headers_raw_bytes()
+        .split(|&b| b == b'\n')
+        .any(|line| line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
+}
+
+/// The authority of an absolute-form request target (`GET http://host:port/path`); `None` for
+/// the usual origin form (`GET /path`). pingora keeps the authority off the parsed URI.
+fn absolute_form_authority(target: &[u8]) -> Option<String> {
+    if target.first().is_none_or(|b| *b == b'/' || *b == b'*') {
+        return None;
+    }
+    let lower = String::from_utf8_lossy(target).to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"))
+        .unwrap_or(&lower);
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    Some(rest[..end].to_string())
+}
+
+/// Whether an absolute-form request's authority names this route: its upstream, or the listener
+/// itself.
+fn is_own_authority(authority: &str, route: &RouteState) -> bool {
+    let up = &route.target.upstream;
+    if authority.eq_ignore_ascii_case(&up.authority)
+        || authority.eq_ignore_ascii_case(&format!("{}:{}", up.authority, up.port))
+    {
+        return true;
+    }
+    let listen = route.route.listen;
+    let Some((host, port)) = authority.rsplit_once(':') else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    port.parse::<u16>().ok() == Some(listen.port())
+        && (host.eq_ignore_ascii_case("localhost")
+            || host.parse::<std::net::IpAddr>().is_ok_and(|ip| {
+                ip == listen.ip() || (ip.is_loopback() && listen.ip().is_loopback())
+            }))
+}
+
 #[async_trait]
 impl ProxyHttp for TokenProxy {
     type CTX = RequestCtx;
@@ -133,6 +183,44 @@ impl ProxyHttp for TokenProxy {
             respond_json(session, 503, json_error("route_not_configured", "", None)).await?;
             return Ok(true);
         };
+        if session
+            .req_header()
+            .headers
+            .contains_key(http::header::TRANSFER_ENCODING)
+            && sent_content_length(session)
+        {
+            // RFC 9112 §6.1 allows either rejecting this or ignoring Content-Length; it is the
+            // shape of a smuggling attempt, so refuse it.
+            ctx.local_status = Some(400);
+            let body = json_error("conflicting_framing", &route.route.name, None);
+            ctx.route = Some(route);
+            respond_json(session, 400, body).await?;
+            return Ok(true);
+        }
+        let header_bytes: usize = session
+            .req_header()
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len())
+            .sum();
+        if header_bytes > MAX_HEADER_BYTES {
+            ctx.local_status = Some(431);
+            let body = json_error("request_headers_too_large", &route.route.name, None);
+            ctx.route = Some(route);
+            respond_json(session, 431, body).await?;
+            return Ok(true);
+        }
+        if let Some(authority) = absolute_form_authority(session.req_header().raw_path()) {
+            if !is_own_authority(&authority, &route) {
+                // An absolute-form request for another host: sending it, with our token, to
+                // the configured upstream would surprise the caller; refuse it.
+                ctx.local_status = Some(421);
+                let body = json_error("misdirected_request", &route.route.name, None);
+                ctx.route = Some(route);
+                respond_json(session, 421, body).await?;
+                return Ok(true);
+            }
+        }
         let keep_callers = route.route.existing == Existing::Keep
             && session
                 .req_header()

@@ -367,7 +367,12 @@ routes:
     let c = client();
     // Until the first answer from the IdP the reason is that the token is still pending.
     let failed = common::wait_for(Duration::from_secs(10), || async {
-        common::metric(admin, r#"tokenproxy_token_fetches_total{provider="idp",audience="",outcome="error"}"#).await >= 1.0
+        common::metric(
+            admin,
+            r#"tokenproxy_token_fetches_total{provider="idp",audience="",outcome="error"}"#,
+        )
+        .await
+            >= 1.0
     })
     .await;
     assert!(failed);

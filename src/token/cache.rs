@@ -241,12 +241,14 @@ impl TokenSlot {
     }
 
     /// Why there is no token, as the `reason` of a 503: the last fetch error's class while
-    /// fetches fail, else that the token was revoked or is still being fetched.
+    /// fetches fail, else that the token was revoked, expired while its refresh is still under
+    /// way, or was never fetched yet.
     pub fn unavailable_reason(&self) -> &'static str {
         let status = lock(&self.status);
         match (&status.last_error, status.consecutive_failures) {
             (Some(e), n) if n > 0 => e.class.as_str(),
             _ if self.is_revoked() => "token_revoked",
+            _ if self.current.load().is_some() => "token_expired",
             _ => "token_pending",
         }
     }

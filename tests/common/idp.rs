@@ -30,6 +30,10 @@ pub enum Mode {
     NoAccessToken,
     /// Accept the request and never answer.
     Hang,
+    /// 429 with `Retry-After: <secs>`.
+    RateLimited { retry_after: u64 },
+    /// 200 with a JSON body of this many bytes.
+    Huge(usize),
 }
 
 #[derive(Clone, Debug)]
@@ -65,6 +69,8 @@ struct State {
     issued: Mutex<HashMap<String, Instant>>,
     /// When set, only this client secret is accepted (401 invalid_client otherwise).
     accepted_secret: Mutex<Option<String>>,
+    /// Sent as `Auth0-Client-Quota-Limit` on every answer when set.
+    quota_header: Mutex<Option<String>>,
     counter: AtomicU64,
 }
 
@@ -83,6 +89,7 @@ impl Idp {
             requests: Mutex::new(Vec::new()),
             issued: Mutex::new(HashMap::new()),
             accepted_secret: Mutex::new(None),
+            quota_header: Mutex::new(None),
             counter: AtomicU64::new(0),
         });
         let task = tokio::spawn(serve(listener, state.clone()));
@@ -103,6 +110,10 @@ impl Idp {
 
     pub fn accept_only_secret(&self, secret: &str) {
         *self.state.accepted_secret.lock().unwrap() = Some(secret.to_string());
+    }
+
+    pub fn set_quota_header(&self, value: &str) {
+        *self.state.quota_header.lock().unwrap() = Some(value.to_string());
     }
 
     /// Closes the listener: connections are refused until [`Idp::restart`].
@@ -192,6 +203,16 @@ fn json(status: u16, body: String) -> Response<Full<Bytes>> {
 }
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let quota = state.quota_header.lock().unwrap().clone();
+    let mut resp = answer(state, req).await;
+    if let Some(q) = quota {
+        resp.headers_mut()
+            .insert("auth0-client-quota-limit", q.parse().unwrap());
+    }
+    resp
+}
+
+async fn answer(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let header = |name: &str| {
         req.headers()
             .get(name)
@@ -279,6 +300,18 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
         Mode::Hang => {
             std::future::pending::<()>().await;
             unreachable!()
+        }
+        Mode::RateLimited { retry_after } => {
+            let mut r = json(429, r#"{"error":"too_many_requests"}"#.into());
+            r.headers_mut().insert("retry-after", retry_after.into());
+            r
+        }
+        Mode::Huge(n) => {
+            let pad = "x".repeat(n.saturating_sub(64));
+            json(
+                200,
+                format!(r#"{{"access_token":"huge","token_type":"Bearer","pad":"{pad}"}}"#),
+            )
         }
     }
 }

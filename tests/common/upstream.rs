@@ -30,11 +30,15 @@ pub struct Seen {
     pub body_sha256: String,
     /// Per the IdP: `Some(true)` valid, `Some(false)` expired, `None` unknown or no bearer.
     pub token_valid: Option<bool>,
+    pub version: http::Version,
+    pub method: String,
 }
 
 struct State {
     seen: Mutex<Vec<Seen>>,
     checker: Option<TokenChecker>,
+    /// Bearer tokens answered with 401.
+    revoked: Mutex<std::collections::HashSet<String>>,
 }
 
 pub struct Upstream {
@@ -59,10 +63,22 @@ impl Upstream {
         .await
     }
 
+    /// HTTPS that offers h2 and http/1.1 by ALPN.
+    pub async fn https_h2(checker: Option<TokenChecker>, ca: &TestCa) -> Self {
+        let mut config = (*ca.server_config).clone();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Self::start(
+            checker,
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+        )
+        .await
+    }
+
     async fn start(checker: Option<TokenChecker>, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let state = Arc::new(State {
             seen: Mutex::new(Vec::new()),
             checker,
+            revoked: Mutex::new(Default::default()),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -73,6 +89,11 @@ impl Upstream {
             }
         }
         Upstream { addr, state, tasks }
+    }
+
+    /// From now on, requests carrying `token` get 401.
+    pub fn revoke(&self, token: &str) {
+        self.state.revoked.lock().unwrap().insert(token.to_string());
     }
 
     pub fn seen(&self) -> Vec<Seen> {
@@ -123,7 +144,7 @@ where
         let sni = sni.clone();
         async move { Ok::<_, Infallible>(handle(state, sni, req).await) }
     });
-    let _ = hyper::server::conn::http1::Builder::new()
+    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
         .serve_connection(io, svc)
         .await;
 }
@@ -195,6 +216,8 @@ async fn handle(
         .map(|p| p.to_string())
         .unwrap_or_default();
     let path = req.uri().path().to_string();
+    let version = req.version();
+    let method = req.method().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let token_valid = match (
         &state.checker,
@@ -224,8 +247,21 @@ async fn handle(
         body_len,
         body_sha256: hex(&hasher.finalize()),
         token_valid,
+        version,
+        method,
     };
     state.seen.lock().unwrap().push(seen.clone());
+    let bearer = seen
+        .authorization
+        .first()
+        .and_then(|a| a.strip_prefix("Bearer "));
+    if bearer.is_some_and(|t| state.revoked.lock().unwrap().contains(t)) {
+        return Response::builder()
+            .status(401)
+            .header("www-authenticate", "Bearer error=\"invalid_token\"")
+            .body(Full::new(Bytes::from_static(b"{\"error\":\"invalid_token\"}")).boxed())
+            .unwrap();
+    }
 
     if path.ends_with("/hang") {
         std::future::pending::<()>().await;

@@ -161,3 +161,37 @@ fn request_params_follow_the_auth_method() {
         "Basic bXkraWQ6cyUyNmNyZXQlM0F4"
     );
 }
+
+#[test]
+fn auth0_quota_header_is_parsed_and_malformed_buckets_are_skipped() {
+    let q = parse_quota("b=per_hour;q=100;r=98;t=3600,b=per_day;q=1000;r=996;t=86400");
+    assert_eq!(
+        q,
+        vec![
+            QuotaBucket {
+                bucket: "per_hour".into(),
+                limit: 100,
+                remaining: 98,
+                reset_in: 3600
+            },
+            QuotaBucket {
+                bucket: "per_day".into(),
+                limit: 1000,
+                remaining: 996,
+                reset_in: 86400
+            },
+        ]
+    );
+    let q = parse_quota("b=per_hour;q=lots;r=98,garbage,,b=per_day;q=10;r=9");
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].bucket, "per_day");
+    assert_eq!(q[0].reset_in, 0);
+    assert!(parse_quota("").is_empty());
+    assert!(parse_quota(";;;=,=").is_empty());
+    let mut h = HeaderMap::new();
+    h.insert(
+        "auth0-client-quota-limit",
+        "b=per_hour;q=5;r=4;t=10".parse().unwrap(),
+    );
+    assert_eq!(quota(&h)[0].remaining, 4);
+}
