@@ -106,6 +106,48 @@ fn replayable(session: &mut Session, max_body: usize) -> bool {
     }
 }
 
+/// Answers the request here with a JSON error; returns `Ok(true)` (handled) for `request_filter`.
+async fn reject(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    route: Option<Arc<RouteState>>,
+    status: u16,
+    error: &str,
+    reason: Option<&str>,
+) -> Result<bool> {
+    let name = route.as_ref().map_or("", |r| r.route.name.as_str());
+    let body = json_error(error, name, reason);
+    ctx.local_status = Some(status);
+    ctx.route = route;
+    respond_json(session, status, body).await?;
+    Ok(true)
+}
+
+/// Requests refused before anything is forwarded, with the status and error to answer.
+fn refuse(session: &Session, route: &RouteState) -> Option<(u16, &'static str)> {
+    let req = session.req_header();
+    if req.headers.contains_key(http::header::TRANSFER_ENCODING) && sent_content_length(session) {
+        // RFC 9112 §6.1 allows either rejecting this or ignoring Content-Length; it is the
+        // shape of a smuggling attempt, so refuse it.
+        return Some((400, "conflicting_framing"));
+    }
+    let header_bytes: usize = req
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return Some((431, "request_headers_too_large"));
+    }
+    if let Some(authority) = absolute_form_authority(req.raw_path()) {
+        if !is_own_authority(&authority, route) {
+            // A request meant for another host must not reach this upstream with our token.
+            return Some((421, "misdirected_request"));
+        }
+    }
+    None
+}
+
 /// Whether the caller sent a Content-Length. pingora drops it from the parsed header when
 /// Transfer-Encoding is present, so look at the raw header (only done for chunked requests).
 fn sent_content_length(session: &Session) -> bool {
@@ -179,47 +221,10 @@ impl ProxyHttp for TokenProxy {
             .and_then(|a| a.as_inet())
             .copied();
         let Some(route) = local.and_then(|a| self.routes.lookup(&a)) else {
-            ctx.local_status = Some(503);
-            respond_json(session, 503, json_error("route_not_configured", "", None)).await?;
-            return Ok(true);
+            return reject(session, ctx, None, 503, "route_not_configured", None).await;
         };
-        if session
-            .req_header()
-            .headers
-            .contains_key(http::header::TRANSFER_ENCODING)
-            && sent_content_length(session)
-        {
-            // RFC 9112 §6.1 allows either rejecting this or ignoring Content-Length; it is the
-            // shape of a smuggling attempt, so refuse it.
-            ctx.local_status = Some(400);
-            let body = json_error("conflicting_framing", &route.route.name, None);
-            ctx.route = Some(route);
-            respond_json(session, 400, body).await?;
-            return Ok(true);
-        }
-        let header_bytes: usize = session
-            .req_header()
-            .headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len())
-            .sum();
-        if header_bytes > MAX_HEADER_BYTES {
-            ctx.local_status = Some(431);
-            let body = json_error("request_headers_too_large", &route.route.name, None);
-            ctx.route = Some(route);
-            respond_json(session, 431, body).await?;
-            return Ok(true);
-        }
-        if let Some(authority) = absolute_form_authority(session.req_header().raw_path()) {
-            if !is_own_authority(&authority, &route) {
-                // An absolute-form request for another host: sending it, with our token, to
-                // the configured upstream would surprise the caller; refuse it.
-                ctx.local_status = Some(421);
-                let body = json_error("misdirected_request", &route.route.name, None);
-                ctx.route = Some(route);
-                respond_json(session, 421, body).await?;
-                return Ok(true);
-            }
+        if let Some((status, error)) = refuse(session, &route) {
+            return reject(session, ctx, Some(route), status, error, None).await;
         }
         let keep_callers = route.route.existing == Existing::Keep
             && session
@@ -235,27 +240,24 @@ impl ProxyHttp for TokenProxy {
                     injection = slot.header_value(route.format_index, tokio::time::Instant::now());
                 }
             }
-            match injection {
-                Some(i) => {
-                    ctx.token = Some(i.value);
-                    ctx.generation = Some(i.generation);
-                }
-                None => {
-                    METRICS
-                        .token_unavailable
-                        .with_label_values(&[&route.route.name])
-                        .inc();
-                    ctx.local_status = Some(503);
-                    let body = json_error(
-                        "token_unavailable",
-                        &route.route.name,
-                        Some(slot.unavailable_reason()),
-                    );
-                    ctx.route = Some(route);
-                    respond_json(session, 503, body).await?;
-                    return Ok(true);
-                }
-            }
+            let Some(injection) = injection else {
+                METRICS
+                    .token_unavailable
+                    .with_label_values(&[&route.route.name])
+                    .inc();
+                let reason = slot.unavailable_reason();
+                return reject(
+                    session,
+                    ctx,
+                    Some(route),
+                    503,
+                    "token_unavailable",
+                    Some(reason),
+                )
+                .await;
+            };
+            ctx.token = Some(injection.value);
+            ctx.generation = Some(injection.generation);
         }
         ctx.route = Some(route);
         Ok(false)
