@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use common::config::Cfg;
 use common::idp::{Idp, Mode};
 use common::proxy::Proxy;
 use common::tls::TestCa;
@@ -17,39 +18,13 @@ use common::{client, free_port, metric, wait_for};
 
 const SECRET: &str = "fault-secret";
 
-fn route_config(idp: &Idp, admin: u16, routes: &str, provider_extra: &str) -> String {
-    route_config_with(idp, admin, routes, provider_extra, "400ms")
-}
-
-fn route_config_with(
-    idp: &Idp,
-    admin: u16,
-    routes: &str,
-    provider_extra: &str,
-    retry_max: &str,
-) -> String {
-    format!(
-        r#"
-admin: {{ listen: 127.0.0.1:{admin} }}
-providers:
-  idp:
-    token_url: "{url}"
-    client_id: cid
-    client_secret: "{SECRET}"
-    timeout: 1s
-    refresh: {{ retry_initial: 100ms, retry_max: {retry_max} }}
-{provider_extra}
-routes:
-{routes}
-"#,
-        url = idp.token_url()
-    )
-}
-
-fn route(name: &str, port: u16, upstream: &str, extra: &str) -> String {
-    format!(
-        "  - name: {name}\n    listen: 127.0.0.1:{port}\n    upstream: {upstream}\n    token: {{ provider: idp }}\n{extra}"
-    )
+/// Provider `idp` with a 1 s timeout and retries from 100 ms up to `retry_max`.
+fn cfg(idp: &Idp, admin: u16, retry_max: &str) -> Cfg {
+    Cfg::new(admin, &idp.token_url(), SECRET)
+        .provider("timeout: 1s")
+        .provider(&format!(
+            "refresh: {{ retry_initial: 100ms, retry_max: {retry_max} }}"
+        ))
 }
 
 #[tokio::test]
@@ -60,18 +35,11 @@ async fn a_revoked_token_is_replaced_once_for_fifty_concurrent_401s() {
     .await;
     let up = Upstream::http(Some(idp.checker())).await;
     let (admin, port, off) = (free_port(), free_port(), free_port());
-    let routes = route("api", port, &format!("http://{}", up.addr), "")
-        + &route(
-            "noreplay",
-            off,
-            &format!("http://{}", up.addr),
-            "    replay: false\n",
-        );
-    let mut proxy = Proxy::start(
-        &route_config(&idp, admin, &routes, ""),
-        admin,
-        &[("RUST_LOG", "info")],
-    );
+    let upstream = format!("http://{}", up.addr);
+    let config = cfg(&idp, admin, "400ms")
+        .route("api", port, &upstream, &[])
+        .route("noreplay", off, &upstream, &["replay: false"]);
+    let mut proxy = Proxy::start(&config.build(), admin, &[("RUST_LOG", "info")]);
     proxy.ready().await;
     let first = idp.issued_tokens()[0].clone();
     up.revoke(&first);
@@ -156,17 +124,13 @@ async fn a_body_over_the_replay_buffer_gets_the_401_back() {
     .await;
     let up = Upstream::http(Some(idp.checker())).await;
     let (admin, port) = (free_port(), free_port());
-    let routes = route(
+    let config = cfg(&idp, admin, "400ms").route(
         "api",
         port,
         &format!("http://{}", up.addr),
-        "    replay_buffer: 1024\n",
+        &["replay_buffer: 1024"],
     );
-    let mut proxy = Proxy::start(
-        &route_config(&idp, admin, &routes, ""),
-        admin,
-        &[("RUST_LOG", "info")],
-    );
+    let mut proxy = Proxy::start(&config.build(), admin, &[("RUST_LOG", "info")]);
     proxy.ready().await;
     up.revoke(&idp.issued_tokens()[0]);
     let r = client()
@@ -201,12 +165,9 @@ async fn idp_fault(mode: Mode, reason: &str, min_gap: Duration, retry_max: &str)
     let idp = Idp::start(Mode::Ok { lifetime }).await;
     let up = Upstream::http(Some(idp.checker())).await;
     let (admin, port) = (free_port(), free_port());
-    let routes = route("api", port, &format!("http://{}", up.addr), "");
-    let mut proxy = Proxy::start(
-        &route_config_with(&idp, admin, &routes, "", retry_max),
-        admin,
-        &[("RUST_LOG", "info")],
-    );
+    let config =
+        cfg(&idp, admin, retry_max).route("api", port, &format!("http://{}", up.addr), &[]);
+    let mut proxy = Proxy::start(&config.build(), admin, &[("RUST_LOG", "info")]);
     proxy.ready().await;
     let failing_since = Instant::now();
     idp.set_mode(mode);
@@ -320,8 +281,8 @@ async fn idp_quota_header_is_exported_and_shown() {
     idp.set_quota_header("b=per_hour;q=100;r=98;t=3600,b=per_day;q=1000;r=996;t=86400,b=broken");
     let up = Upstream::http(None).await;
     let (admin, port) = (free_port(), free_port());
-    let routes = route("api", port, &format!("http://{}", up.addr), "");
-    let mut proxy = Proxy::start(&route_config(&idp, admin, &routes, ""), admin, &[]);
+    let config = cfg(&idp, admin, "400ms").route("api", port, &format!("http://{}", up.addr), &[]);
+    let mut proxy = Proxy::start(&config.build(), admin, &[]);
     proxy.ready().await;
     assert_eq!(
         metric(
@@ -386,13 +347,10 @@ async fn upstream_resets_mid_response_and_the_proxy_keeps_serving() {
     let up = Upstream::http(None).await;
     let reset = resetting_upstream().await;
     let (admin, good, bad) = (free_port(), free_port(), free_port());
-    let routes = route("good", good, &format!("http://{}", up.addr), "")
-        + &route("reset", bad, &format!("http://{reset}"), "");
-    let mut proxy = Proxy::start(
-        &route_config(&idp, admin, &routes, ""),
-        admin,
-        &[("RUST_LOG", "info")],
-    );
+    let config = cfg(&idp, admin, "400ms")
+        .route("good", good, &format!("http://{}", up.addr), &[])
+        .route("reset", bad, &format!("http://{reset}"), &[]);
+    let mut proxy = Proxy::start(&config.build(), admin, &[("RUST_LOG", "info")]);
     proxy.ready().await;
     for _ in 0..5 {
         let body = match client()
@@ -426,12 +384,8 @@ async fn a_burst_of_2000_requests_over_200_connections_across_a_refresh() {
     let idp = Idp::start(Mode::Ok { lifetime }).await;
     let up = Upstream::http(Some(idp.checker())).await;
     let (admin, port) = (free_port(), free_port());
-    let routes = route("api", port, &format!("http://{}", up.addr), "");
-    let mut proxy = Proxy::start(
-        &route_config(&idp, admin, &routes, "    "),
-        admin,
-        &[("RUST_LOG", "warn")],
-    );
+    let config = cfg(&idp, admin, "400ms").route("api", port, &format!("http://{}", up.addr), &[]);
+    let mut proxy = Proxy::start(&config.build(), admin, &[("RUST_LOG", "warn")]);
     proxy.ready().await;
     let fetches_before = idp.request_count();
     let started = Instant::now();
@@ -515,12 +469,8 @@ async fn hostile_client_input_gets_a_4xx_and_goes_nowhere_else() {
     .await;
     let up = Upstream::http(Some(idp.checker())).await;
     let (admin, port) = (free_port(), free_port());
-    let routes = route("api", port, &format!("http://{}", up.addr), "");
-    let mut proxy = Proxy::start(
-        &route_config(&idp, admin, &routes, ""),
-        admin,
-        &[("RUST_LOG", "info")],
-    );
+    let config = cfg(&idp, admin, "400ms").route("api", port, &format!("http://{}", up.addr), &[]);
+    let mut proxy = Proxy::start(&config.build(), admin, &[("RUST_LOG", "info")]);
     proxy.ready().await;
     let big_header = format!(
         "GET /a HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
@@ -607,12 +557,8 @@ async fn websocket_upgrade_passes_through_with_the_token_on_the_handshake() {
         }
     });
     let (admin, port) = (free_port(), free_port());
-    let routes = route("ws", port, &format!("http://{ws_addr}"), "");
-    let mut proxy = Proxy::start(
-        &route_config(&idp, admin, &routes, ""),
-        admin,
-        &[("RUST_LOG", "info")],
-    );
+    let config = cfg(&idp, admin, "400ms").route("ws", port, &format!("http://{ws_addr}"), &[]);
+    let mut proxy = Proxy::start(&config.build(), admin, &[("RUST_LOG", "info")]);
     proxy.ready().await;
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     s.write_all(b"GET /socket HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").await.unwrap();
@@ -661,15 +607,11 @@ async fn http2_to_the_upstream_when_offered_and_not_when_off() {
     std::fs::write(&ca_file, &ca.ca_pem).unwrap();
     let (admin, auto, off) = (free_port(), free_port(), free_port());
     let upstream = format!("https://localhost:{}", up.addr.port());
-    let ca_line = format!("    ca_file: {}\n", ca_file.display());
-    let routes = route("auto", auto, &upstream, &ca_line)
-        + &route("off", off, &upstream, &format!("{ca_line}    http2: off\n"));
-    let mut proxy = Proxy::start_in(
-        dir,
-        &route_config(&idp, admin, &routes, ""),
-        admin,
-        &[("RUST_LOG", "info")],
-    );
+    let ca_line = format!("ca_file: {}", ca_file.display());
+    let config = cfg(&idp, admin, "400ms")
+        .route("auto", auto, &upstream, &[&ca_line])
+        .route("off", off, &upstream, &[&ca_line, "http2: off"]);
+    let mut proxy = Proxy::start_in(dir, &config.build(), admin, &[("RUST_LOG", "info")]);
     proxy.ready().await;
     let r = client()
         .post(format!("http://127.0.0.1:{auto}/h2"))

@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::config::Cfg;
 use common::idp::{Idp, Mode};
 use common::proxy::Proxy;
 use common::upstream::Upstream;
@@ -190,11 +191,9 @@ async fn access_log_is_off_by_default_and_text_format_is_plain() {
     .await;
     let up = Upstream::http(None).await;
     let (admin, port) = (free_port(), free_port());
-    let yaml = format!(
-        "admin: {{ listen: 127.0.0.1:{admin} }}\nproviders:\n  idp: {{ token_url: \"{}\", client_id: cid, client_secret: x }}\nroutes:\n  - name: api\n    listen: 127.0.0.1:{port}\n    upstream: http://{}\n    token: {{ provider: idp }}\n",
-        idp.token_url(),
-        up.addr
-    );
+    let yaml = Cfg::new(admin, &idp.token_url(), "x")
+        .route("api", port, &format!("http://{}", up.addr), &[])
+        .build();
     let mut proxy = Proxy::start(&yaml, admin, &[("RUST_LOG", "info")]);
     proxy.ready().await;
     client()

@@ -5,6 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::config::Cfg;
 use common::idp::{Idp, Mode};
 use common::proxy::Proxy;
 use common::upstream::Upstream;
@@ -29,24 +30,15 @@ async fn readyz_follows_the_tokens_and_tokens_shows_no_secret() {
     let idp = Idp::start(Mode::Status(503, "{}".into())).await;
     let up = Upstream::http(None).await;
     let (admin, port) = (free_port(), free_port());
-    let yaml = format!(
-        r#"
-admin: {{ listen: 127.0.0.1:{admin} }}
-providers:
-  idp:
-    token_url: "{url}"
-    client_id: cid
-    client_secret: "{SECRET}"
-    refresh: {{ retry_initial: 100ms, retry_max: 300ms }}
-routes:
-  - name: orders
-    listen: 127.0.0.1:{port}
-    upstream: http://{up}
-    token: {{ provider: idp, audience: "https://orders/", scope: "read" }}
-"#,
-        url = idp.token_url(),
-        up = up.addr
-    );
+    let yaml = Cfg::new(admin, &idp.token_url(), SECRET)
+        .provider("refresh: { retry_initial: 100ms, retry_max: 300ms }")
+        .route(
+            "orders",
+            port,
+            &format!("http://{}", up.addr),
+            &[r#"token: { provider: idp, audience: "https://orders/", scope: "read" }"#],
+        )
+        .build();
     let mut proxy = Proxy::start(&yaml, admin, &[]);
     proxy.listening().await;
 
@@ -112,20 +104,10 @@ routes:
 }
 
 fn reload_config(idp: &Idp, admin: u16, port: u16, upstream: &Upstream, audience: &str) -> String {
-    format!(
-        r#"
-admin: {{ listen: 127.0.0.1:{admin} }}
-providers:
-  idp: {{ token_url: "{url}", client_id: cid, client_secret: "{SECRET}" }}
-routes:
-  - name: api
-    listen: 127.0.0.1:{port}
-    upstream: http://{up}
-    token: {{ provider: idp, audience: "{audience}" }}
-"#,
-        url = idp.token_url(),
-        up = upstream.addr
-    )
+    let token = format!(r#"token: {{ provider: idp, audience: "{audience}" }}"#);
+    Cfg::new(admin, &idp.token_url(), SECRET)
+        .route("api", port, &format!("http://{}", upstream.addr), &[&token])
+        .build()
 }
 
 async fn reloads(admin: u16, outcome: &str) -> f64 {
@@ -304,21 +286,10 @@ routes:
 }
 
 fn shutdown_config(idp: &Idp, up: &Upstream, admin: u16, port: u16, grace: &str) -> String {
-    format!(
-        r#"
-admin: {{ listen: 127.0.0.1:{admin} }}
-shutdown_grace: {grace}
-providers:
-  idp: {{ token_url: "{url}", client_id: cid, client_secret: "{SECRET}" }}
-routes:
-  - name: api
-    listen: 127.0.0.1:{port}
-    upstream: http://{up}
-    token: {{ provider: idp }}
-"#,
-        url = idp.token_url(),
-        up = up.addr
-    )
+    Cfg::new(admin, &idp.token_url(), SECRET)
+        .top(&format!("shutdown_grace: {grace}"))
+        .route("api", port, &format!("http://{}", up.addr), &[])
+        .build()
 }
 
 #[tokio::test]

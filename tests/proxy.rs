@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::config::Cfg;
 use common::idp::{Idp, Mode};
 use common::proxy::Proxy;
 use common::tls::TestCa;
@@ -25,25 +26,12 @@ async fn injects_exactly_one_bearer_and_never_the_callers_own() {
     let idp = Idp::start(ok_mode()).await;
     let up = Upstream::http(Some(idp.checker())).await;
     let (admin, replace, keep) = (free_port(), free_port(), free_port());
-    let yaml = format!(
-        r#"
-admin: {{ listen: 127.0.0.1:{admin} }}
-providers:
-  idp: {{ token_url: "{url}", client_id: cid, client_secret: "{SECRET}" }}
-routes:
-  - name: replace
-    listen: 127.0.0.1:{replace}
-    upstream: http://{up}
-    token: {{ provider: idp, audience: https://api.example/ }}
-  - name: keep
-    listen: 127.0.0.1:{keep}
-    upstream: http://{up}
-    existing: keep
-    token: {{ provider: idp, audience: https://api.example/ }}
-"#,
-        url = idp.token_url(),
-        up = up.addr,
-    );
+    let upstream = format!("http://{}", up.addr);
+    let token = "token: { provider: idp, audience: https://api.example/ }";
+    let yaml = Cfg::new(admin, &idp.token_url(), SECRET)
+        .route("replace", replace, &upstream, &[token])
+        .route("keep", keep, &upstream, &["existing: keep", token])
+        .build();
     let mut proxy = Proxy::start(&yaml, admin, &[]);
     proxy.ready().await;
     let c = client();
@@ -163,26 +151,16 @@ async fn https_upstream_with_generated_ca_gets_sni_host_and_base_path() {
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, &ca.ca_pem).unwrap();
     let (admin, port, untrusted) = (free_port(), free_port(), free_port());
-    let yaml = format!(
-        r#"
-admin: {{ listen: 127.0.0.1:{admin} }}
-providers:
-  idp: {{ token_url: "{url}", client_id: cid, client_secret: "{SECRET}" }}
-routes:
-  - name: tls
-    listen: 127.0.0.1:{port}
-    upstream: https://localhost:{p}/api/v1/
-    ca_file: {ca}
-    token: {{ provider: idp }}
-  - name: untrusted
-    listen: 127.0.0.1:{untrusted}
-    upstream: https://localhost:{p}/api/v1/
-    token: {{ provider: idp }}
-"#,
-        url = idp.token_url(),
-        p = up.addr.port(),
-        ca = ca_file.display(),
-    );
+    let upstream = format!("https://localhost:{}/api/v1/", up.addr.port());
+    let yaml = Cfg::new(admin, &idp.token_url(), SECRET)
+        .route(
+            "tls",
+            port,
+            &upstream,
+            &[&format!("ca_file: {}", ca_file.display())],
+        )
+        .route("untrusted", untrusted, &upstream, &[])
+        .build();
     let mut proxy = Proxy::start_in(dir, &yaml, admin, &[]);
     proxy.ready().await;
     let c = client();
@@ -227,20 +205,9 @@ async fn ten_mib_bodies_stream_through_intact_both_ways() {
     let idp = Idp::start(ok_mode()).await;
     let up = Upstream::http(Some(idp.checker())).await;
     let (admin, port) = (free_port(), free_port());
-    let yaml = format!(
-        r#"
-admin: {{ listen: 127.0.0.1:{admin} }}
-providers:
-  idp: {{ token_url: "{url}", client_id: cid, client_secret: "{SECRET}" }}
-routes:
-  - name: big
-    listen: 127.0.0.1:{port}
-    upstream: http://{up}
-    token: {{ provider: idp }}
-"#,
-        url = idp.token_url(),
-        up = up.addr,
-    );
+    let yaml = Cfg::new(admin, &idp.token_url(), SECRET)
+        .route("big", port, &format!("http://{}", up.addr), &[])
+        .build();
     let mut proxy = Proxy::start(&yaml, admin, &[("RUST_LOG", "info")]);
     proxy.ready().await;
     let c = client();
@@ -279,26 +246,20 @@ async fn upstream_refused_is_502_and_timeout_is_504_with_json_naming_the_route()
     let up = Upstream::http(Some(idp.checker())).await;
     let closed = common::ClosedPort::new();
     let (admin, refused, slow) = (free_port(), free_port(), free_port());
-    let yaml = format!(
-        r#"
-admin: {{ listen: 127.0.0.1:{admin} }}
-providers:
-  idp: {{ token_url: "{url}", client_id: cid, client_secret: "{SECRET}" }}
-routes:
-  - name: refused
-    listen: 127.0.0.1:{refused}
-    upstream: http://127.0.0.1:{closed_port}
-    token: {{ provider: idp }}
-  - name: slow
-    listen: 127.0.0.1:{slow}
-    upstream: http://{up}
-    read_timeout: 300ms
-    token: {{ provider: idp }}
-"#,
-        closed_port = closed.port,
-        url = idp.token_url(),
-        up = up.addr,
-    );
+    let yaml = Cfg::new(admin, &idp.token_url(), SECRET)
+        .route(
+            "refused",
+            refused,
+            &format!("http://127.0.0.1:{}", closed.port),
+            &[],
+        )
+        .route(
+            "slow",
+            slow,
+            &format!("http://{}", up.addr),
+            &["read_timeout: 300ms"],
+        )
+        .build();
     let mut proxy = Proxy::start(&yaml, admin, &[]);
     proxy.ready().await;
     let c = client();
@@ -344,24 +305,10 @@ async fn without_a_token_nothing_is_forwarded_and_the_caller_gets_503() {
     .await;
     let up = Upstream::http(None).await;
     let (admin, port) = (free_port(), free_port());
-    let yaml = format!(
-        r#"
-admin: {{ listen: 127.0.0.1:{admin} }}
-providers:
-  idp:
-    token_url: "{url}"
-    client_id: cid
-    client_secret: "{SECRET}"
-    refresh: {{ retry_initial: 100ms, retry_max: 200ms }}
-routes:
-  - name: orders
-    listen: 127.0.0.1:{port}
-    upstream: http://{up}
-    token: {{ provider: idp }}
-"#,
-        url = idp.token_url(),
-        up = up.addr,
-    );
+    let yaml = Cfg::new(admin, &idp.token_url(), SECRET)
+        .provider("refresh: { retry_initial: 100ms, retry_max: 200ms }")
+        .route("orders", port, &format!("http://{}", up.addr), &[])
+        .build();
     let mut proxy = Proxy::start(&yaml, admin, &[]);
     proxy.listening().await;
     let c = client();

@@ -6,6 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::config::Cfg;
 use common::idp::{Idp, Mode};
 use common::proxy::Proxy;
 use common::upstream::Upstream;
@@ -14,25 +15,16 @@ use common::{free_port, wait_for};
 const SECRET: &str = "refresh-secret";
 
 fn config(idp: &Idp, up: &Upstream, admin: u16, port: u16) -> String {
-    format!(
-        r#"
-admin: {{ listen: 127.0.0.1:{admin} }}
-providers:
-  idp:
-    token_url: "{url}"
-    client_id: cid
-    client_secret: "{SECRET}"
-    timeout: 1s
-    refresh: {{ retry_initial: 100ms, retry_max: 400ms }}
-routes:
-  - name: api
-    listen: 127.0.0.1:{port}
-    upstream: http://{up}
-    token: {{ provider: idp, audience: https://api.example/ }}
-"#,
-        url = idp.token_url(),
-        up = up.addr,
-    )
+    Cfg::new(admin, &idp.token_url(), SECRET)
+        .provider("timeout: 1s")
+        .provider("refresh: { retry_initial: 100ms, retry_max: 400ms }")
+        .route(
+            "api",
+            port,
+            &format!("http://{}", up.addr),
+            &["token: { provider: idp, audience: https://api.example/ }"],
+        )
+        .build()
 }
 
 /// Sends requests from `workers` keep-alive loops for `duration`; returns (ok, other) counts.

@@ -2,6 +2,7 @@
 //! it (plain or TLS with a generated CA), and the real `tokenproxy` binary as a process.
 #![allow(dead_code)]
 
+pub mod config;
 pub mod idp;
 pub mod proxy;
 pub mod tls;
