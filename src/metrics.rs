@@ -1,12 +1,12 @@
 //! Every Prometheus metric tokenproxy exports, defined in one registry, with small recording
 //! functions called at the edges (proxy logging phase, refresher outcome, reload).
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::token::client::{ErrorClass, FetchError, QuotaBucket};
@@ -114,6 +114,55 @@ impl Metrics {
         // Encoding into a Vec cannot fail for well-formed metrics.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// A route's request metrics with their labels resolved once, so that the request path does no
+/// label lookup: the status counters are resolved the first time each status is seen.
+pub struct RouteMetrics {
+    route: String,
+    duration: Histogram,
+    unavailable: IntCounter,
+    /// Index `status - 100` for statuses 100..=599.
+    codes: Box<[OnceLock<IntCounter>]>,
+}
+
+impl RouteMetrics {
+    pub fn new(route: &str) -> Self {
+        let m = &*METRICS;
+        RouteMetrics {
+            route: route.to_string(),
+            duration: m.request_duration.with_label_values(&[route]),
+            unavailable: m.token_unavailable.with_label_values(&[route]),
+            codes: (100..600).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// Records a finished request: the status the caller got (0 when it got none) and how long
+    /// it took.
+    pub fn request(&self, status: u16, took: Duration) {
+        let mut buf = itoa::Buffer::new();
+        match status
+            .checked_sub(100)
+            .and_then(|i| self.codes.get(usize::from(i)))
+        {
+            Some(cell) => cell
+                .get_or_init(|| {
+                    METRICS
+                        .requests
+                        .with_label_values(&[&self.route, buf.format(status)])
+                })
+                .inc(),
+            None => METRICS
+                .requests
+                .with_label_values(&[&self.route, buf.format(status)])
+                .inc(),
+        }
+        self.duration.observe(took.as_secs_f64());
+    }
+
+    pub fn token_unavailable(&self) {
+        self.unavailable.inc();
     }
 }
 

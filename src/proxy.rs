@@ -233,7 +233,8 @@ impl ProxyHttp for TokenProxy {
                 .contains_key(&route.route.header);
         if !keep_callers {
             let slot = &route.slot;
-            let mut injection = slot.header_value(route.format_index, tokio::time::Instant::now());
+            let now = tokio::time::Instant::from_std(ctx.started);
+            let mut injection = slot.header_value(route.format_index, now);
             if injection.is_none() && slot.is_revoked() {
                 // The upstream just rejected the token and its replacement is on its way.
                 if slot.wait_usable(route.fetch_timeout).await {
@@ -241,10 +242,7 @@ impl ProxyHttp for TokenProxy {
                 }
             }
             let Some(injection) = injection else {
-                METRICS
-                    .token_unavailable
-                    .with_label_values(&[&route.route.name])
-                    .inc();
+                route.metrics.token_unavailable();
                 let reason = slot.unavailable_reason();
                 return reject(
                     session,
@@ -308,7 +306,7 @@ impl ProxyHttp for TokenProxy {
             return Error::e_explain(ErrorType::InternalError, "no route in context");
         };
         let up = &route.target.upstream;
-        req.insert_header(http::header::HOST, &up.authority)?;
+        req.insert_header(http::header::HOST, route.target.host_header.clone())?;
         // Only the path and query go upstream, whatever form the caller's request target had.
         let path_and_query = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         if !up.base_path.is_empty() || req.uri.scheme().is_some() || req.uri.authority().is_some() {
@@ -324,10 +322,9 @@ impl ProxyHttp for TokenProxy {
             req.set_uri(uri);
         }
         // Runs again for every retry and replay, each time with the token of that attempt.
+        // insert_header replaces every value the caller sent under that name.
         if let Some(value) = ctx.token.clone() {
-            let name = route.route.header.clone();
-            req.remove_header(&name);
-            req.insert_header(name, value)?;
+            req.insert_header(route.route.header.clone(), value)?;
         }
         Ok(())
     }
@@ -418,11 +415,10 @@ impl ProxyHttp for TokenProxy {
             .map(|r| r.route.name.as_str())
             .unwrap_or("");
         let code = if e.etype() == &NO_TOKEN {
-            let reason = ctx.route.as_ref().map(|r| r.slot.unavailable_reason());
-            METRICS
-                .token_unavailable
-                .with_label_values(&[route_name])
-                .inc();
+            let reason = ctx.route.as_ref().map(|r| {
+                r.metrics.token_unavailable();
+                r.slot.unavailable_reason()
+            });
             if session.response_written().is_none() {
                 let _ = respond_json(
                     session,
@@ -485,15 +481,7 @@ impl ProxyHttp for TokenProxy {
             .unwrap_or(0);
         let elapsed = ctx.started.elapsed();
         let name = route.route.name.as_str();
-        let mut code_buf = itoa::Buffer::new();
-        METRICS
-            .requests
-            .with_label_values(&[name, code_buf.format(status)])
-            .inc();
-        METRICS
-            .request_duration
-            .with_label_values(&[name])
-            .observe(elapsed.as_secs_f64());
+        route.metrics.request(status, elapsed);
         if let Some(outcome) = ctx.replay_outcome {
             METRICS
                 .upstream_replays

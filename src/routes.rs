@@ -9,6 +9,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 
 use crate::config::{Config, Route};
+use crate::metrics::RouteMetrics;
 use crate::token::cache::TokenSlot;
 use crate::token::TokenKey;
 use crate::upstream::UpstreamTarget;
@@ -21,6 +22,7 @@ pub struct RouteState {
     pub target: Arc<UpstreamTarget>,
     /// How long a request may wait for a token being fetched (the provider's timeout).
     pub fetch_timeout: std::time::Duration,
+    pub metrics: RouteMetrics,
 }
 
 /// Listen addresses are fixed for the process's life; what they serve is not.
@@ -70,6 +72,7 @@ impl RouteTable {
                 continue;
             };
             let state = RouteState {
+                metrics: RouteMetrics::new(&route.name),
                 fetch_timeout: provider.timeout,
                 format_index: slot.format_index(&route.format),
                 slot: slot.clone(),

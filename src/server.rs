@@ -51,13 +51,24 @@ impl App {
         Ok(unbound)
     }
 
-    /// Like [`App::apply`], for a reload: a route that moves to a new token waits (up to its
-    /// provider's timeout) for that token before taking over, so that the switch does not turn
-    /// into 503s while the first fetch is under way.
+    /// Like [`App::apply`], for a reload: a route that moves to a token not in force before
+    /// waits (up to its provider's timeout) for that token before taking over, so that the switch
+    /// does not turn into 503s while the first fetch is under way.
     pub async fn reload(&self, config: Config) -> Result<Vec<String>, ConfigError> {
+        let in_force: Vec<_> = self
+            .routes
+            .routes()
+            .into_iter()
+            .map(|r| r.slot.clone())
+            .collect();
         let slots = self.tokens.apply(&config)?;
+        // Only tokens new to this reload are waited for; a kept token that is failing does not
+        // hold the reload up.
         let waits = config.routes.iter().filter_map(|r| {
             let slot = slots.get(&r.token)?.clone();
+            if in_force.iter().any(|s| Arc::ptr_eq(s, &slot)) {
+                return None;
+            }
             let timeout = config.providers.get(&r.token.provider)?.timeout;
             Some(async move { slot.wait_usable(timeout).await })
         });

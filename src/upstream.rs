@@ -23,6 +23,8 @@ type CaList = Arc<[WrappedX509]>;
 
 pub struct UpstreamTarget {
     pub upstream: Upstream,
+    /// The `Host` header value, built once.
+    pub host_header: http::HeaderValue,
     addr: ArcSwapOption<SocketAddr>,
     /// System roots plus the route's `ca_file`, when it has one; `None` means pingora's default
     /// (the system roots).
@@ -42,7 +44,11 @@ impl UpstreamTarget {
     pub async fn new(route: &Route) -> Arc<Self> {
         let upstream = route.upstream.clone();
         let ip: Option<IpAddr> = upstream.host.parse().ok();
+        // The authority comes from a parsed URL, so it is a valid header value.
+        let host_header = http::HeaderValue::from_str(&upstream.authority)
+            .unwrap_or_else(|_| http::HeaderValue::from_static("invalid"));
         let target = Arc::new(UpstreamTarget {
+            host_header,
             addr: ArcSwapOption::from_pointee(ip.map(|ip| SocketAddr::new(ip, upstream.port))),
             ca: route.ca_file.as_deref().map(trust_roots),
             trust_group: route.ca_file.as_deref().map_or(0, trust_group),
