@@ -414,20 +414,13 @@ impl ProxyHttp for TokenProxy {
             .as_ref()
             .map(|r| r.route.name.as_str())
             .unwrap_or("");
-        let code = if e.etype() == &NO_TOKEN {
+        // The status and, when the caller can still be answered, the JSON error to send.
+        let (code, answer) = if e.etype() == &NO_TOKEN {
             let reason = ctx.route.as_ref().map(|r| {
                 r.metrics.token_unavailable();
                 r.slot.unavailable_reason()
             });
-            if session.response_written().is_none() {
-                let _ = respond_json(
-                    session,
-                    503,
-                    json_error("token_unavailable", route_name, reason),
-                )
-                .await;
-            }
-            503
+            (503, Some(("token_unavailable", reason)))
         } else {
             match e.esource() {
                 ErrorSource::Upstream => {
@@ -436,32 +429,24 @@ impl ProxyHttp for TokenProxy {
                         .upstream_errors
                         .with_label_values(&[route_name, kind])
                         .inc();
-                    if session.response_written().is_none() {
-                        let _ = respond_json(session, status, json_error(error, route_name, None))
-                            .await;
-                    }
-                    status
+                    (status, Some((error, None)))
                 }
                 ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
-                    _ => {
-                        let _ = session.respond_error(400).await;
-                        400
+                    // The caller is gone: nobody to answer.
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                        (0, None)
                     }
+                    _ => (400, Some(("bad_request", None))),
                 },
-                ErrorSource::Internal | ErrorSource::Unset => {
-                    if session.response_written().is_none() {
-                        let _ = respond_json(
-                            session,
-                            500,
-                            json_error("internal_error", route_name, None),
-                        )
-                        .await;
-                    }
-                    500
-                }
+                ErrorSource::Internal | ErrorSource::Unset => (500, Some(("internal_error", None))),
             }
         };
+        if let Some((error, reason)) = answer {
+            if session.response_written().is_none() {
+                let body = json_error(error, route_name, reason);
+                let _ = respond_json(session, code, body).await;
+            }
+        }
         if code != 0 {
             ctx.local_status = Some(code);
         }
