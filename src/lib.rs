@@ -7,6 +7,7 @@
 //! - [`upstream`]: upstream address resolution, trust roots and the pingora peer.
 //! - [`routes`]: the live route table, swapped atomically on reload.
 //! - [`proxy`]: the pingora `ProxyHttp` hook that injects the token.
+//! - [`h1`]: the lean HTTP/1.1 path that serves plain requests itself, in front of [`proxy`].
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/tokens`.
 //! - [`metrics`]: every Prometheus metric, in one registry.
 //! - [`reload`]: SIGHUP and file-change reload, secret file watching.
@@ -21,6 +22,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod h1;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;

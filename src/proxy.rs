@@ -47,7 +47,8 @@ pub struct RequestCtx {
     _in_flight: InFlight,
 }
 
-fn json_error(error: &str, route: &str, reason: Option<&str>) -> Bytes {
+/// The JSON body of an answer the proxy gives itself.
+pub(crate) fn json_error(error: &str, route: &str, reason: Option<&str>) -> Bytes {
     let mut v = serde_json::json!({ "error": error, "route": route });
     if let Some(r) = reason {
         v["reason"] = serde_json::Value::from(r);
@@ -464,28 +465,51 @@ impl ProxyHttp for TokenProxy {
             .local_status
             .or_else(|| session.response_written().map(|r| r.status.as_u16()))
             .unwrap_or(0);
-        let elapsed = ctx.started.elapsed();
-        let name = route.route.name.as_str();
-        route.metrics.request(status, elapsed);
-        if let Some(outcome) = ctx.replay_outcome {
-            METRICS
-                .upstream_replays
-                .with_label_values(&[name, outcome])
-                .inc();
-        }
-        if self.routes.access_log() {
+        let method_path = self.routes.access_log().then(|| {
             let req = session.req_header();
-            info!(
-                target: "tokenproxy::access",
-                route = name,
-                method = %req.method,
-                path = req.uri.path(),
-                status,
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
-                upstream = %route.target.upstream.authority,
-                replay = ctx.replay_outcome.unwrap_or(""),
-                "request"
-            );
-        }
+            (req.method.to_string(), req.uri.path().to_string())
+        });
+        let took = ctx.started.elapsed();
+        record(
+            &self.routes,
+            route,
+            method_path.as_ref(),
+            status,
+            took,
+            ctx.replay_outcome,
+        );
+    }
+}
+
+/// Records a finished request, from either path: metrics, and the access log line when it is on
+/// (`method_path` is `Some` exactly then).
+pub(crate) fn record(
+    routes: &RouteTable,
+    route: &RouteState,
+    method_path: Option<&(String, String)>,
+    status: u16,
+    took: std::time::Duration,
+    replay: Option<&'static str>,
+) {
+    let name = route.route.name.as_str();
+    route.metrics.request(status, took);
+    if let Some(outcome) = replay {
+        METRICS
+            .upstream_replays
+            .with_label_values(&[name, outcome])
+            .inc();
+    }
+    if let (true, Some((method, path))) = (routes.access_log(), method_path) {
+        info!(
+            target: "tokenproxy::access",
+            route = name,
+            method = method.as_str(),
+            path = path.as_str(),
+            status,
+            duration_ms = took.as_secs_f64() * 1000.0,
+            upstream = %route.target.upstream.authority,
+            replay = replay.unwrap_or(""),
+            "request"
+        );
     }
 }

@@ -29,6 +29,7 @@ pub struct RouteState {
 pub struct RouteTable {
     listeners: HashMap<SocketAddr, ArcSwapOption<RouteState>>,
     access_log: AtomicBool,
+    lean_path: AtomicBool,
     /// Set once every listener has been seen accepting connections.
     listening: AtomicBool,
 }
@@ -43,6 +44,7 @@ impl RouteTable {
                 .map(|r| (r.listen, ArcSwapOption::empty()))
                 .collect(),
             access_log: AtomicBool::new(config.log.access),
+            lean_path: AtomicBool::new(config.lean_path),
             listening: AtomicBool::new(false),
         }
     }
@@ -85,6 +87,7 @@ impl RouteTable {
             cell.store(states.remove(addr));
         }
         self.access_log.store(config.log.access, Ordering::Relaxed);
+        self.lean_path.store(config.lean_path, Ordering::Relaxed);
         unbound
     }
 
@@ -122,5 +125,10 @@ impl RouteTable {
 
     pub fn access_log(&self) -> bool {
         self.access_log.load(Ordering::Relaxed)
+    }
+
+    /// Whether plain requests take the lean path ([`crate::h1`]) rather than pingora's proxy.
+    pub fn lean_path(&self) -> bool {
+        self.lean_path.load(Ordering::Relaxed)
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
+use pingora::services::listening::Service;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -15,7 +16,7 @@ use crate::config::{is_loopback, Config, ConfigError};
 use crate::routes::RouteTable;
 use crate::shutdown::Signals;
 use crate::token::manager::TokenManager;
-use crate::{admin, metrics, proxy, reload};
+use crate::{admin, h1, metrics, proxy, reload};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -133,12 +134,15 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), StartErro
     conf.daemon = false;
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut service = pingora::proxy::http_proxy_service_with_name(
+    let pingora_proxy = pingora::proxy::http_proxy(
         &server.configuration,
         proxy::TokenProxy {
             routes: app.routes.clone(),
         },
-        "tokenproxy",
+    );
+    let mut service = Service::new(
+        "tokenproxy".to_string(),
+        h1::H1App::new(pingora_proxy, app.routes.clone()),
     );
     for addr in app.routes.listen_addrs() {
         service.add_tcp(&addr.to_string());

@@ -11,6 +11,7 @@ use pingora::utils::tls::WrappedX509;
 use tracing::{debug, warn};
 
 use crate::config::{CaFile, Route, Upstream};
+use crate::h1::pool::Pool;
 
 /// How often a host name is resolved again.
 const RESOLVE_EVERY: Duration = Duration::from_secs(30);
@@ -36,6 +37,8 @@ pub struct UpstreamTarget {
     read_timeout: Duration,
     /// Offer h2 in the TLS handshake (HTTP/1.1 stays the fallback).
     http2: bool,
+    /// Idle connections of the lean path ([`crate::h1`]); pingora's proxy keeps its own pool.
+    pub pool: Pool,
 }
 
 impl UpstreamTarget {
@@ -55,8 +58,12 @@ impl UpstreamTarget {
             connect_timeout: route.connect_timeout,
             read_timeout: route.read_timeout,
             http2: route.http2 && upstream.tls,
+            pool: Pool::new(POOL_IDLE),
             upstream,
         });
+        if !target.upstream.tls {
+            tokio::spawn(keep_swept(Arc::downgrade(&target)));
+        }
         if ip.is_none() {
             let _ = tokio::time::timeout(FIRST_RESOLVE_WAIT, target.resolve()).await;
             tokio::spawn(keep_resolved(Arc::downgrade(&target)));
@@ -80,6 +87,20 @@ impl UpstreamTarget {
                 warn!(host = %self.upstream.host, error = %e, "cannot resolve upstream host; keeping the last address")
             }
         }
+    }
+
+    /// The address to connect to, or `None` while the host has never resolved.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.addr.load().as_deref().copied()
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// The longest wait for the upstream to accept or send bytes.
+    pub fn read_timeout(&self) -> Duration {
+        self.read_timeout
     }
 
     /// The peer to send a request to, or `None` while the host has never resolved.
@@ -111,6 +132,16 @@ async fn keep_resolved(target: Weak<UpstreamTarget>) {
         tokio::time::sleep(RESOLVE_EVERY).await;
         let Some(t) = target.upgrade() else { return };
         t.resolve().await;
+    }
+}
+
+/// Closes the lean path's idle connections that timed out or that the upstream closed, so that
+/// an idle sidecar does not hold them.
+async fn keep_swept(target: Weak<UpstreamTarget>) {
+    loop {
+        tokio::time::sleep(POOL_IDLE / 3).await;
+        let Some(t) = target.upgrade() else { return };
+        t.pool.sweep(std::time::Instant::now());
     }
 }
 

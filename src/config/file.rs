@@ -13,6 +13,7 @@ pub struct FileConfig {
     pub log: FileLog,
     pub shutdown_grace: Option<String>,
     pub threads: Option<usize>,
+    pub lean_path: Option<bool>,
     #[serde(default)]
     pub providers: BTreeMap<String, FileProvider>,
     #[serde(default)]

@@ -66,6 +66,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Worker threads of the proxy.
     pub threads: usize,
+    /// Serve plain HTTP/1.1 requests to plain-HTTP upstreams on the lean path ([`crate::h1`]).
+    pub lean_path: bool,
     pub providers: BTreeMap<String, Arc<Provider>>,
     pub routes: Vec<Route>,
 }
@@ -375,6 +377,7 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
         log,
         shutdown_grace,
         threads,
+        lean_path: raw.lean_path.unwrap_or(true),
         providers,
         routes,
     })

@@ -1,0 +1,653 @@
+//! The lean HTTP/1.1 path: for each connection, serves the common request (HTTP/1.1, origin
+//! form, no body or a small `Content-Length` one, a usable token, a plain-HTTP upstream) itself,
+//! relaying the upstream's response bytes as they come; hands any other request to pingora's
+//! proxy ([`crate::proxy`]), which has the same semantics with the general machinery.
+//!
+//! pingora spends most of its per-request CPU on what a sidecar does not need (a task pair and
+//! channels per request, header maps rebuilt and re-serialized, a boxed future per phase); this
+//! path does one parse, one write upstream, one write downstream per small request.
+
+pub mod pool;
+pub mod wire;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Buf, BytesMut};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::Stream;
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use crate::config::Existing;
+use crate::metrics::METRICS;
+use crate::proxy::{json_error, record, TokenProxy};
+use crate::routes::{RouteState, RouteTable};
+use crate::shutdown::InFlight;
+use wire::{Framing, Parsed, ResponseHead, Rewrite, WireError};
+
+/// How long a connection may sit between requests (pingora's default keep-alive).
+const KEEPALIVE: Duration = Duration::from_secs(60);
+const READ_BUF: usize = 8 * 1024;
+const RELAY_BUF: usize = 32 * 1024;
+
+/// pingora's service application: the lean path in front of pingora's proxy.
+pub struct H1App {
+    proxy: Arc<HttpProxy<TokenProxy>>,
+    routes: Arc<RouteTable>,
+}
+
+impl H1App {
+    pub fn new(proxy: HttpProxy<TokenProxy>, routes: Arc<RouteTable>) -> Self {
+        H1App {
+            proxy: Arc::new(proxy),
+            routes,
+        }
+    }
+}
+
+/// One caller connection and the buffers reused by each of its requests.
+struct Conn {
+    io: Stream,
+    /// Bytes read from the caller and not yet consumed.
+    buf: BytesMut,
+    /// The request as it goes upstream: head, then body.
+    out: Vec<u8>,
+    /// Where the token header line starts in `out`, to put a fresh one in for a replay.
+    token_at: Option<usize>,
+    /// The upstream's response bytes, read `relay_len` at a time.
+    relay: Vec<u8>,
+}
+
+/// What the connection does after a request.
+enum Next {
+    KeepAlive,
+    Close,
+    /// This request (still in `buf`) is for pingora.
+    Pingora,
+}
+
+/// Why no upstream response arrived; decides the caller's status and the error metric.
+#[derive(Debug, thiserror::Error)]
+enum UpstreamFailure {
+    #[error("the upstream host has not resolved yet")]
+    NotResolved,
+    #[error("cannot connect: {0}")]
+    Connect(#[source] io::Error),
+    #[error("connect timed out")]
+    ConnectTimeout,
+    #[error("timed out waiting for the upstream")]
+    ReadTimeout,
+    #[error("{0}")]
+    Io(#[source] io::Error),
+    #[error("the upstream closed the connection before answering")]
+    Closed,
+    #[error("{0}")]
+    Wire(#[source] WireError),
+    #[error("no fresh token for the replay")]
+    NoFreshToken,
+}
+
+impl UpstreamFailure {
+    /// (status, metric kind, JSON error); `None` kind for a failure that is not the upstream's.
+    fn answer(&self) -> (u16, Option<&'static str>, &'static str) {
+        match self {
+            UpstreamFailure::NotResolved | UpstreamFailure::Connect(_) => {
+                (502, Some("connect"), "upstream_connect_failed")
+            }
+            UpstreamFailure::ConnectTimeout | UpstreamFailure::ReadTimeout => {
+                (504, Some("timeout"), "upstream_timeout")
+            }
+            UpstreamFailure::Io(_) | UpstreamFailure::Closed | UpstreamFailure::Wire(_) => {
+                (502, Some("other"), "upstream_error")
+            }
+            UpstreamFailure::NoFreshToken => (503, None, "token_unavailable"),
+        }
+    }
+}
+
+/// A request the lean path took, from its parsed head.
+struct Exchange {
+    started: Instant,
+    idempotent: bool,
+    is_head: bool,
+    close: bool,
+    /// The token generation injected, `None` when the caller's own header was kept.
+    generation: Option<u64>,
+    body_len: usize,
+    /// Method and path, kept only when the access log is on.
+    method_path: Option<(String, String)>,
+    replayed: bool,
+    replay_outcome: Option<&'static str>,
+}
+
+#[async_trait]
+impl ServerApp for H1App {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let local = stream
+            .get_socket_digest()
+            .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied());
+        let mut conn = Conn {
+            io: stream,
+            buf: BytesMut::with_capacity(READ_BUF),
+            out: Vec::new(),
+            token_at: None,
+            relay: Vec::new(),
+        };
+        let mut shutdown = shutdown.clone();
+        loop {
+            let next = match local {
+                Some(local) => self.serve(&mut conn, local, &mut shutdown).await,
+                None => Next::Pingora,
+            };
+            match next {
+                Next::KeepAlive => {}
+                Next::Close => return None,
+                Next::Pingora => conn = self.to_pingora(conn, &shutdown).await?,
+            }
+        }
+    }
+
+    async fn cleanup(&self) {
+        ServerApp::cleanup(&*self.proxy).await;
+    }
+}
+
+impl H1App {
+    /// Reads a request and serves it, or leaves it in `conn.buf` for pingora.
+    async fn serve(
+        &self,
+        conn: &mut Conn,
+        local: SocketAddr,
+        shutdown: &mut ShutdownWatch,
+    ) -> Next {
+        // Wait for a whole head, or for something that is not for this path.
+        let (head, route) = loop {
+            if !conn.buf.is_empty() {
+                let Some(route) = self.routes.lookup(&local) else {
+                    return Next::Pingora;
+                };
+                let parsed = if !self.routes.lean_path() {
+                    Parsed::Unsupported("disabled")
+                } else if route.target.upstream.tls {
+                    Parsed::Unsupported("tls_upstream")
+                } else {
+                    prepare(conn, &route, self.routes.access_log())
+                };
+                match parsed {
+                    Parsed::Done(head) => break (head, route),
+                    Parsed::Unsupported(reason) => {
+                        let name = route.route.name.as_str();
+                        debug!(route = name, reason, "request handed to pingora");
+                        METRICS
+                            .pingora_handoffs
+                            .with_label_values(&[name, reason])
+                            .inc();
+                        return Next::Pingora;
+                    }
+                    Parsed::Partial => {}
+                }
+            }
+            match read_more(conn, shutdown).await {
+                Ok(true) => {}
+                _ => return Next::Close,
+            }
+        };
+        let _in_flight = InFlight::start();
+        let mut ex = head;
+        // The body comes whole before anything goes upstream, so that it can be sent again.
+        conn.buf.reserve(ex.body_len.saturating_sub(conn.buf.len()));
+        while conn.buf.len() < ex.body_len {
+            match tokio::time::timeout(KEEPALIVE, conn.io.read_buf(&mut conn.buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => {
+                    record(
+                        &self.routes,
+                        &route,
+                        ex.method_path.as_ref(),
+                        0,
+                        ex.started.elapsed(),
+                        None,
+                    );
+                    return Next::Close;
+                }
+            }
+        }
+        conn.out.extend_from_slice(&conn.buf[..ex.body_len]);
+        conn.buf.advance(ex.body_len);
+
+        let (status, next) = match self.exchange(conn, &route, &mut ex).await {
+            Ok((upstream, resp)) => {
+                let keep = !ex.close && resp.framing != Framing::Close && !*shutdown.borrow();
+                match relay(conn, upstream, &resp, keep, &route).await {
+                    Ok(()) if keep => (resp.status, Next::KeepAlive),
+                    _ => (resp.status, Next::Close),
+                }
+            }
+            Err(failure) => {
+                let (status, kind, error) = failure.answer();
+                let name = route.route.name.as_str();
+                let reason = match failure {
+                    UpstreamFailure::NoFreshToken => {
+                        route.metrics.token_unavailable();
+                        Some(route.slot.unavailable_reason())
+                    }
+                    _ => None,
+                };
+                if let Some(kind) = kind {
+                    debug!(route = name, error = %failure, "upstream request failed");
+                    METRICS
+                        .upstream_errors
+                        .with_label_values(&[name, kind])
+                        .inc();
+                }
+                let _ = answer(&mut conn.io, status, &json_error(error, name, reason)).await;
+                (status, Next::Close)
+            }
+        };
+        let took = ex.started.elapsed();
+        record(
+            &self.routes,
+            &route,
+            ex.method_path.as_ref(),
+            status,
+            took,
+            ex.replay_outcome,
+        );
+        next
+    }
+
+    /// Sends the request upstream and reads the response head, reconnecting once for a stale
+    /// pooled connection or a failed connect (for requests that are safe to repeat), and sending
+    /// it again once with a fresh token if the upstream rejects the token.
+    async fn exchange(
+        &self,
+        conn: &mut Conn,
+        route: &RouteState,
+        ex: &mut Exchange,
+    ) -> Result<(TcpStream, ResponseHead), UpstreamFailure> {
+        let target = &route.target;
+        let addr = target.addr().ok_or(UpstreamFailure::NotResolved)?;
+        let mut connect_retried = false;
+        let mut reuse_retried = false;
+        loop {
+            let pooled = target.pool.take(Instant::now());
+            let reused = pooled.is_some();
+            let mut up = match pooled {
+                Some(c) => c,
+                None => match connect(addr, target.connect_timeout()).await {
+                    Ok(c) => c,
+                    Err(_) if !connect_retried && ex.idempotent => {
+                        connect_retried = true;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            let resp = match send(&mut up, conn, ex.is_head, target.read_timeout()).await {
+                Ok(resp) => resp,
+                // A pooled connection the upstream closed meanwhile: nothing was processed.
+                Err(UpstreamFailure::Closed | UpstreamFailure::Io(_))
+                    if reused && !reuse_retried && ex.idempotent =>
+                {
+                    reuse_retried = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(replay) = route.route.replay.as_ref() {
+                if replay.on_status.contains(&resp.status) {
+                    if ex.replayed {
+                        ex.replay_outcome = Some("rejected_again");
+                    } else if let Some(generation) = ex.generation {
+                        if ex.body_len > replay.max_body {
+                            ex.replay_outcome = Some("not_replayable");
+                        } else {
+                            // The rejected response is dropped with its connection.
+                            drop(up);
+                            ex.replayed = true;
+                            route.slot.invalidate(generation);
+                            let fresh = route
+                                .slot
+                                .wait_newer(generation, route.format_index, route.fetch_timeout)
+                                .await;
+                            let Some(fresh) = fresh else {
+                                ex.replay_outcome = Some("no_token");
+                                return Err(UpstreamFailure::NoFreshToken);
+                            };
+                            debug!(route = %route.route.name, "replaying with a fresh token");
+                            ex.generation = Some(fresh.generation);
+                            replace_token(conn, route, fresh.value.as_bytes(), ex.body_len);
+                            continue;
+                        }
+                    }
+                } else if ex.replayed {
+                    ex.replay_outcome = Some("success");
+                }
+            }
+            return Ok((up, resp));
+        }
+    }
+
+    /// Hands the connection to pingora's proxy for the request in `conn.buf`; returns it if
+    /// pingora keeps it open.
+    async fn to_pingora(&self, conn: Conn, shutdown: &ShutdownWatch) -> Option<Conn> {
+        let Conn {
+            io,
+            buf,
+            out,
+            relay,
+            ..
+        } = conn;
+        let mut session = ServerSession::new_http1(io);
+        session.set_keepalive((!*shutdown.borrow()).then_some(KEEPALIVE.as_secs()));
+        if !buf.is_empty() {
+            let mut settings = HttpPersistentSettings::for_session(&session);
+            settings.set_pipelined_prefix(buf);
+            settings.apply_to_session(&mut session);
+        }
+        let reused = self.proxy.process_new_http(session, shutdown).await?;
+        let (io, _) = reused.consume();
+        Some(Conn {
+            io,
+            buf: BytesMut::with_capacity(READ_BUF),
+            out,
+            token_at: None,
+            relay,
+        })
+    }
+}
+
+/// Parses the head in `conn.buf` and, when this path takes it, writes the upstream head into
+/// `conn.out` and consumes the head from `conn.buf` (the body stays).
+fn prepare(conn: &mut Conn, route: &RouteState, access_log: bool) -> Parsed<Exchange> {
+    let started = Instant::now();
+    let mut headers = [httparse::EMPTY_HEADER; wire::MAX_HEADERS];
+    let (parsed, req) = wire::parse_request(&conn.buf, &mut headers);
+    let (head, req) = match (parsed, req) {
+        (Parsed::Done(head), Some(req)) => (head, req),
+        (Parsed::Done(_), None) => return Parsed::Unsupported("internal"),
+        (Parsed::Partial, _) => return Parsed::Partial,
+        (Parsed::Unsupported(why), _) => return Parsed::Unsupported(why),
+    };
+    let r = &route.route;
+    let keep_callers = r.existing == Existing::Keep && wire::has_header(&req, &r.header);
+    let injection = if keep_callers {
+        None
+    } else {
+        let now = tokio::time::Instant::from_std(started);
+        match route.slot.header_value(route.format_index, now) {
+            Some(i) => Some(i),
+            // pingora's path waits for a token being replaced, or answers 503.
+            None => return Parsed::Unsupported("no_token"),
+        }
+    };
+    let up = &route.target.upstream;
+    let rewrite = Rewrite {
+        host: route.target.host_header.as_bytes(),
+        base_path: up.base_path.as_bytes(),
+        inject: injection.as_ref().map(|i| (&r.header, i.value.as_bytes())),
+    };
+    wire::write_upstream_head(&req, &rewrite, &mut conn.out);
+    conn.token_at = injection.as_ref().map(|i| {
+        // The token line is the last one before the blank line.
+        conn.out.len() - 2 - (r.header.as_str().len() + 2 + i.value.len() + 2)
+    });
+    let method_path = access_log.then(|| {
+        let path = req.path.unwrap_or("/");
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        (req.method.unwrap_or("").to_string(), path.to_string())
+    });
+    let exchange = Exchange {
+        started,
+        idempotent: head.idempotent,
+        is_head: head.is_head,
+        close: head.close,
+        generation: injection.as_ref().map(|i| i.generation),
+        body_len: head.content_length,
+        method_path,
+        replayed: false,
+        replay_outcome: None,
+    };
+    conn.buf.advance(head.head_len);
+    Parsed::Done(exchange)
+}
+
+/// Puts a fresh token in place of the one in `conn.out`, keeping the body after the head.
+fn replace_token(conn: &mut Conn, route: &RouteState, value: &[u8], body_len: usize) {
+    let Some(at) = conn.token_at else { return };
+    let body_start = conn.out.len() - body_len;
+    let body = conn.out.split_off(body_start);
+    conn.out.truncate(at);
+    conn.out
+        .extend_from_slice(route.route.header.as_str().as_bytes());
+    conn.out.extend_from_slice(b": ");
+    conn.out.extend_from_slice(value);
+    conn.out.extend_from_slice(b"\r\n\r\n");
+    conn.out.extend_from_slice(&body);
+}
+
+/// Reads more of the caller's bytes. `Ok(false)`: the caller closed, the connection idled out
+/// between requests, or the server is shutting down while it was idle.
+async fn read_more(conn: &mut Conn, shutdown: &mut ShutdownWatch) -> io::Result<bool> {
+    let idle = conn.buf.is_empty();
+    if idle && *shutdown.borrow() {
+        return Ok(false);
+    }
+    conn.buf.reserve(READ_BUF / 2);
+    let read = tokio::time::timeout(KEEPALIVE, conn.io.read_buf(&mut conn.buf));
+    let n = if idle {
+        tokio::select! {
+            r = read => r,
+            _ = shutdown.changed() => return Ok(false),
+        }
+    } else {
+        read.await
+    };
+    match n {
+        Ok(Ok(n)) => Ok(n > 0),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Ok(false),
+    }
+}
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, UpstreamFailure> {
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(e)) => Err(UpstreamFailure::Connect(e)),
+        Err(_) => Err(UpstreamFailure::ConnectTimeout),
+    }
+}
+
+/// Writes `conn.out` to the upstream and reads the response head into `conn.relay` (skipping
+/// interim 1xx responses); the head and whatever body bytes came with it stay there.
+async fn send(
+    up: &mut TcpStream,
+    conn: &mut Conn,
+    is_head: bool,
+    timeout: Duration,
+) -> Result<ResponseHead, UpstreamFailure> {
+    match tokio::time::timeout(timeout, up.write_all(&conn.out)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(UpstreamFailure::Io(e)),
+        Err(_) => return Err(UpstreamFailure::ReadTimeout),
+    }
+    conn.relay.clear();
+    loop {
+        if conn.relay.capacity() - conn.relay.len() < 1024 {
+            conn.relay.reserve(RELAY_BUF);
+        }
+        match tokio::time::timeout(timeout, up.read_buf(&mut conn.relay)).await {
+            Ok(Ok(0)) => return Err(UpstreamFailure::Closed),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(UpstreamFailure::Io(e)),
+            Err(_) => return Err(UpstreamFailure::ReadTimeout),
+        }
+        loop {
+            match wire::parse_response(&conn.relay, is_head) {
+                Ok(Some(head)) if (100..200).contains(&head.status) => {
+                    // Interim responses are not relayed: the caller did not ask for them.
+                    conn.relay.drain(..head.head_len);
+                }
+                Ok(Some(head)) => return Ok(head),
+                Ok(None) => break,
+                Err(e) => return Err(UpstreamFailure::Wire(e)),
+            }
+        }
+    }
+}
+
+/// Relays the response whose head is in `conn.relay`, then returns the upstream connection to
+/// the pool if it can carry another request. An error means the caller got an incomplete
+/// response and its connection must close.
+async fn relay(
+    conn: &mut Conn,
+    mut up: TcpStream,
+    resp: &ResponseHead,
+    keep_caller: bool,
+    route: &RouteState,
+) -> io::Result<()> {
+    let Conn { io, relay, .. } = conn;
+    let head_len = resp.head_len;
+    // The head and the first body bytes go out in one write.
+    let mut body = BodyEnd::new(resp.framing);
+    let first = body.accept(&relay[head_len..]).map_err(invalid)?;
+    if keep_caller || resp.has_connection || !relay[..head_len].ends_with(b"\r\n\r\n") {
+        io.write_all(&relay[..head_len + first]).await?;
+    } else {
+        io.write_all(&relay[..head_len - 2]).await?;
+        io.write_all(b"Connection: close\r\n\r\n").await?;
+        io.write_all(&relay[head_len..head_len + first]).await?;
+    }
+    io.flush().await?;
+    let mut clean = head_len + first == relay.len();
+    let timeout = route.target.read_timeout();
+    while !body.done() {
+        relay.clear();
+        relay.reserve(RELAY_BUF);
+        let n = match tokio::time::timeout(timeout, up.read_buf(relay)).await {
+            Ok(Ok(0)) if body.framing == Framing::Close => break,
+            Ok(Ok(0)) => {
+                return Err(upstream_error(
+                    route,
+                    "other",
+                    io::ErrorKind::UnexpectedEof.into(),
+                ))
+            }
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return Err(upstream_error(route, "other", e)),
+            Err(_) => {
+                return Err(upstream_error(
+                    route,
+                    "timeout",
+                    io::ErrorKind::TimedOut.into(),
+                ))
+            }
+        };
+        let used = body
+            .accept(&relay[..n])
+            .map_err(|e| upstream_error(route, "other", invalid(e)))?;
+        clean = used == n;
+        io.write_all(&relay[..used]).await?;
+        io.flush().await?;
+    }
+    if clean && resp.reusable {
+        route.target.pool.put(up, Instant::now());
+    }
+    Ok(())
+}
+
+fn invalid(e: WireError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+fn upstream_error(route: &RouteState, kind: &str, e: io::Error) -> io::Error {
+    let name = route.route.name.as_str();
+    debug!(route = name, error = %e, "upstream failed while relaying the body");
+    METRICS
+        .upstream_errors
+        .with_label_values(&[name, kind])
+        .inc();
+    e
+}
+
+/// Tracks how much of a response body is still to come.
+struct BodyEnd {
+    framing: Framing,
+    left: u64,
+    chunked: wire::ChunkedScanner,
+    finished: bool,
+}
+
+impl BodyEnd {
+    fn new(framing: Framing) -> Self {
+        BodyEnd {
+            framing,
+            left: match framing {
+                Framing::Length(n) => n,
+                _ => 0,
+            },
+            chunked: wire::ChunkedScanner::default(),
+            finished: matches!(framing, Framing::Empty | Framing::Length(0)),
+        }
+    }
+
+    /// Takes the body bytes at the start of `data`; returns how many belong to this body.
+    fn accept(&mut self, data: &[u8]) -> Result<usize, WireError> {
+        if self.finished {
+            return Ok(0);
+        }
+        let used = match self.framing {
+            Framing::Empty => 0,
+            Framing::Length(_) => {
+                let n = data
+                    .len()
+                    .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+                self.left -= n as u64;
+                self.finished = self.left == 0;
+                n
+            }
+            Framing::Chunked => {
+                let n = self.chunked.scan(data)?;
+                self.finished = self.chunked.done();
+                n
+            }
+            Framing::Close => data.len(),
+        };
+        Ok(used)
+    }
+
+    fn done(&self) -> bool {
+        self.finished
+    }
+}
+
+/// Answers the caller with a JSON error; the connection closes after it.
+async fn answer(io: &mut Stream, status: u16, body: &[u8]) -> io::Result<()> {
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         cache-control: no-store\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    io.write_all(head.as_bytes()).await?;
+    io.write_all(body).await?;
+    io.flush().await
+}
