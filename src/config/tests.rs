@@ -35,6 +35,7 @@ fn minimal_config_gets_the_documented_defaults() {
     assert_eq!(c.admin_listen, "127.0.0.1:9901".parse().unwrap());
     assert_eq!(c.shutdown_grace, Duration::from_secs(10));
     assert_eq!(c.threads, 1);
+    assert!(c.lean_path);
     let p = &c.providers["auth0"];
     assert_eq!(p.auth_method, AuthMethod::ClientSecretPost);
     assert_eq!(p.body, BodyEncoding::Form);
@@ -280,4 +281,15 @@ fn header_format_renders_prefix_and_suffix() {
     assert_eq!(f.render(&Secret::new("abc")).unwrap(), "Token abc; v=1");
     assert!(HeaderFormat::parse("{token}{token}").is_err());
     assert!(HeaderFormat::parse("Bearer\n{token}").is_err());
+}
+
+#[test]
+fn lean_path_is_a_boolean() {
+    assert!(
+        !load(&format!("lean_path: false\n{BASE}"))
+            .unwrap()
+            .lean_path
+    );
+    let e = err(&format!("lean_path: sometimes\n{BASE}"));
+    assert!(e.contains("lean_path"), "{e}");
 }
