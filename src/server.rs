@@ -126,6 +126,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), StartErro
 
     let mut conf = ServerConf {
         threads,
+        // One current-thread runtime per worker thread: no cross-thread queues or atomics on the
+        // request path, which a 1-thread sidecar pays for with nothing in return.
+        work_stealing: false,
         // pingora sleeps the whole grace period; the drain watch in `shutdown` exits earlier.
         grace_period_seconds: Some(grace.as_secs() + u64::from(grace.subsec_nanos() > 0)),
         graceful_shutdown_timeout_seconds: Some(1),

@@ -64,7 +64,7 @@ pub fn parse_request<'h, 'b>(
         return (Parsed::Unsupported("http_version"), None);
     }
     let method = req.method.unwrap_or("");
-    if method == "connect_method" {
+    if method == "CONNECT" {
         return (Parsed::Unsupported("connect_method"), None);
     }
     if !req.path.is_some_and(|p| p.starts_with('/')) {
