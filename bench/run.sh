@@ -3,8 +3,9 @@
 #
 #   direct        wrk -> upstream nginx                      (the harness's ceiling)
 #   nginx         wrk -> nginx proxy_set_header -> upstream  (what people use today)
-#   tokenproxy    wrk -> tokenproxy (real token) -> upstream
-#   bare-pingora  wrk -> examples/bare_pingora -> upstream   (the framework's floor)
+#   tokenproxy    wrk -> tokenproxy (real token) -> upstream   (its lean HTTP/1.1 path)
+#   bare-pingora  wrk -> examples/bare_pingora -> upstream   (pingora's general proxy, alone)
+#   tokenproxy-pingora  as tokenproxy with lean_path: false  (every request through pingora)
 #
 # Scenarios: a small body at 64 connections and at 1 connection; 4 KiB and 1 MiB bodies; the
 # same load while tokens refresh every ~1.6 s. Prints a table, the proxy's memory, and PASS/FAIL
@@ -61,6 +62,8 @@ P_ISSUER_SHORT=$((BASE + 4))
 P_ADMIN=$((BASE + 5))
 P_ADMIN_REFRESH=$((BASE + 6))
 P_REFRESH=$((BASE + 7))
+P_ADMIN_PINGORA=$((BASE + 8))
+P_PINGORA=$((BASE + 9))
 P_ROUTE0=$((BASE + 100)) # routes r0..r49 listen on P_ROUTE0 + i; the load goes to r0
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -182,6 +185,12 @@ reset_hwm() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null || true; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 # Sum of tokenproxy_token_fetches_total (all outcomes, or the one given) on an admin port.
+# handoffs ADMIN_PORT: requests the lean path left to pingora's proxy, all routes and reasons.
+handoffs() {
+  curl -fsS --max-time 2 "http://127.0.0.1:$1/metrics" |
+    awk '/^tokenproxy_pingora_handoffs_total[{ ]/ { s += $NF } END { printf "%d", s }'
+}
+
 fetches() { # ADMIN_PORT [OUTCOME]
   curl -fsS --max-time 2 "http://127.0.0.1:$1/metrics" |
     awk -v want="${2:-}" '/^tokenproxy_token_fetches_total[{ ]/ {
@@ -193,7 +202,7 @@ fetches() { # ADMIN_PORT [OUTCOME]
 # Set-up
 
 for p in "$P_UPSTREAM" "$P_NGINX" "$P_BARE" "$P_ISSUER" "$P_ISSUER_SHORT" "$P_ADMIN" \
-  "$P_ADMIN_REFRESH" "$P_REFRESH" $(seq "$P_ROUTE0" $((P_ROUTE0 + ROUTES - 1))); do
+  "$P_ADMIN_REFRESH" "$P_REFRESH" "$P_ADMIN_PINGORA" "$P_PINGORA" $(seq "$P_ROUTE0" $((P_ROUTE0 + ROUTES - 1))); do
   port_free "$p" || die "port $p on 127.0.0.1 is taken; set BENCH_PORT_BASE to move the bench's ports"
 done
 
@@ -226,9 +235,10 @@ start bare "$PROXY_CPU" "$BARE" --listen "127.0.0.1:$P_BARE" --upstream "127.0.0
 BARE_PID=$STARTED_PID
 
 # tokenproxy with 50 routes, each with its own audience (50 tokens to fetch and keep).
-tp_config() { # FILE ADMIN_PORT ISSUER_PORT ROUTES FIRST_PORT
+tp_config() { # FILE ADMIN_PORT ISSUER_PORT ROUTES FIRST_PORT [TOP-LEVEL-LINE]
   {
     printf 'admin: { listen: 127.0.0.1:%s }\nthreads: %s\nlog: { level: warn }\n' "$2" "$THREADS"
+    [[ -z ${6:-} ]] || printf '%s\n' "$6"
     printf 'providers:\n  demo:\n    token_url: http://127.0.0.1:%s/oauth/token\n' "$3"
     printf '    client_id: demo-client\n    client_secret: demo-secret\n    body: json\n'
     printf 'routes:\n'
@@ -242,10 +252,15 @@ tp_config() { # FILE ADMIN_PORT ISSUER_PORT ROUTES FIRST_PORT
 tp_config "$WORK/tokenproxy.yaml" "$P_ADMIN" "$P_ISSUER" "$ROUTES" "$P_ROUTE0"
 start tokenproxy "$PROXY_CPU" "$TP" run --config "$WORK/tokenproxy.yaml"
 TP_PID=$STARTED_PID
+# The same proxy with the lean path off: every request through pingora's general proxy.
+tp_config "$WORK/tokenproxy-pingora.yaml" "$P_ADMIN_PINGORA" "$P_ISSUER" 1 "$P_PINGORA" "lean_path: false"
+start tokenproxy-pingora "$PROXY_CPU" "$TP" run --config "$WORK/tokenproxy-pingora.yaml"
+TPP_PID=$STARTED_PID
 
 wait_http "http://127.0.0.1:$P_NGINX/" 10 nginx
 wait_http "http://127.0.0.1:$P_BARE/" 10 bare
 wait_http "http://127.0.0.1:$P_ADMIN/readyz" 30 tokenproxy
+wait_http "http://127.0.0.1:$P_ADMIN_PINGORA/readyz" 30 tokenproxy-pingora
 
 declare -A URL=(
   [direct]=http://127.0.0.1:$P_UPSTREAM
@@ -253,12 +268,14 @@ declare -A URL=(
   [tokenproxy]=http://127.0.0.1:$P_ROUTE0
   [bare-pingora]=http://127.0.0.1:$P_BARE
   [tokenproxy-refresh]=http://127.0.0.1:$P_REFRESH
+  [tokenproxy-pingora]=http://127.0.0.1:$P_PINGORA
 )
 # The process whose CPU time and memory a row reports: the proxy, or the upstream for direct.
-declare -A ROW_PID=([direct]=$UPSTREAM_PID [nginx]=$NGINX_PID [tokenproxy]=$TP_PID [bare-pingora]=$BARE_PID)
+declare -A ROW_PID=([direct]=$UPSTREAM_PID [nginx]=$NGINX_PID [tokenproxy]=$TP_PID [bare-pingora]=$BARE_PID
+  [tokenproxy-pingora]=$TPP_PID)
 
 # Every proxy row must forward a bearer token before its figures mean anything.
-for row in nginx tokenproxy bare-pingora; do
+for row in nginx tokenproxy bare-pingora tokenproxy-pingora; do
   seen=$(curl -fsS --max-time 2 "${URL[$row]}/bench/authorization" || true)
   [[ $seen == "Bearer ey"* ]] || die "$row forwarded Authorization \"${seen:0:40}\", not a bearer JWT"
 done
@@ -341,7 +358,7 @@ row_set() {
   done
 }
 
-ROWS=(direct nginx tokenproxy bare-pingora)
+ROWS=(direct nginx tokenproxy bare-pingora tokenproxy-pingora)
 
 # Anything else running on the machine shows up in every figure: measure it before starting.
 read -r -a b0 <<<"$(cpu_ticks)"
@@ -399,6 +416,8 @@ done
 stop "$REFRESH_PID"
 
 TP_AFTER_KIB=$(vm_kib "$TP_PID" VmRSS)
+TP_HANDOFFS=$(handoffs "$P_ADMIN")
+TPP_HANDOFFS=$(handoffs "$P_ADMIN_PINGORA")
 
 # ---------------------------------------------------------------------------------------------
 # Report
@@ -479,12 +498,18 @@ REPORT=$WORK/report.txt
   tp_us=$(get small-64 tokenproxy us_req)
   printf 'ratios (cpu/req): tokenproxy/nginx %s  tokenproxy/bare-pingora %s\n' \
     "$(ratio "$tp_us" "$(get small-64 nginx us_req)")" "$(ratio "$tp_us" "$(get small-64 bare-pingora us_req)")"
+  cap() { awk -v u="$1" 'BEGIN { c = 0; if (u > 0) c = 1e6 / u; printf "%.0f", c }'; }
+  printf 'capacity (req/s per second of proxy CPU, 1e6 / cpu/req): tokenproxy %s  nginx %s  bare-pingora %s  tokenproxy-pingora %s\n' \
+    "$(cap "$tp_us")" "$(cap "$(get small-64 nginx us_req)")" "$(cap "$(get small-64 bare-pingora us_req)")" \
+    "$(cap "$(get small-64 tokenproxy-pingora us_req)")"
+  printf 'handoffs to pingora (tokenproxy_pingora_handoffs_total, whole run): tokenproxy %s; tokenproxy-pingora %s (lean_path: false)\n' \
+    "$TP_HANDOFFS" "$TPP_HANDOFFS"
 
   printf '\n2. small body, 1 connection\n'
   table small-1 "${ROWS[@]}"
   d50=$(get small-1 direct p50)
   printf 'p50 added over direct:'
-  for row in nginx tokenproxy bare-pingora; do printf '  %s +%s µs' "$row" $(($(get small-1 "$row" p50) - d50)); done
+  for row in nginx tokenproxy bare-pingora tokenproxy-pingora; do printf '  %s +%s µs' "$row" $(($(get small-1 "$row" p50) - d50)); done
   printf '\n'
 
   printf '\n3. response bodies, %s connections\n' "$CONNS"
@@ -534,6 +559,9 @@ REPORT=$WORK/report.txt
   refresh_p99=$(get refresh tokenproxy-refresh p99)
   check "req/s within 5% of bare pingora (64 conns)" "$(ratio "$tp" "$bare_rps")" 'v >= 0.95' "$(ratio "$tp" "$bare_rps") × bare"
   check "req/s >= 1.1 × nginx (64 conns)" "$(ratio "$tp" "$nginx_rps")" 'v >= 1.1' "$(ratio "$tp" "$nginx_rps") × nginx"
+  nginx_us=$(get small-64 nginx us_req)
+  check "capacity >= 1.1 × nginx (req/s per proxy CPU)" "$(ratio "$nginx_us" "$tp_us")" 'v >= 1.1' \
+    "$(ratio "$nginx_us" "$tp_us") × nginx ($tp_us vs $nginx_us µs cpu/req)"
   check "p99 <= nginx p99 (64 conns)" "$tp_p99" "v <= $nginx_p99" "$tp_p99 µs vs $nginx_p99 µs"
   check "p50 added over direct <= 100 µs (1 conn)" "$added" 'v <= 100' "+$added µs"
   check "zero errors (every tokenproxy run)" "$tp_errors" 'v == 0' "$tp_errors"
