@@ -5,6 +5,7 @@
 pub mod config;
 pub mod idp;
 pub mod proxy;
+pub mod rawup;
 pub mod tls;
 pub mod upstream;
 
