@@ -1,6 +1,7 @@
 //! Wiring of a running proxy: the control runtime (refreshers, admin, reload), the route table,
 //! and the pingora server that carries the traffic.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -190,12 +191,68 @@ async fn mark_listening(routes: Arc<RouteTable>) {
         } else {
             addr
         };
-        while tokio::net::TcpStream::connect(target).await.is_err() {
+        // Another process may have taken the port since the bind check: pingora then retries
+        // its bind, and the connection would reach the other process. Only our socket counts.
+        while tokio::net::TcpStream::connect(target).await.is_err() || !owns_listener(&addr) {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
     routes.set_listening();
     info!("proxy listeners up");
+}
+
+/// Whether this process holds a listening TCP socket bound to `addr`: the socket inodes among
+/// `/proc/self/fd` against the LISTEN entries of `/proc/self/net/tcp` (or `tcp6`). Where `/proc`
+/// cannot be read, assume so.
+fn owns_listener(addr: &SocketAddr) -> bool {
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+        return true;
+    };
+    let sockets: HashSet<u64> = fds
+        .filter_map(|e| {
+            let link = std::fs::read_link(e.ok()?.path()).ok()?;
+            let inode = link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?;
+            inode.parse().ok()
+        })
+        .collect();
+    let table = if addr.is_ipv4() {
+        "/proc/self/net/tcp"
+    } else {
+        "/proc/self/net/tcp6"
+    };
+    let Ok(text) = std::fs::read_to_string(table) else {
+        return true;
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(listening_entry)
+        .any(|(a, inode)| a == *addr && sockets.contains(&inode))
+}
+
+/// The address and socket inode of a LISTEN line of `/proc/net/tcp` or `tcp6`, where addresses
+/// are hex words in host byte order and the port is hex.
+fn listening_entry(line: &str) -> Option<(SocketAddr, u64)> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    if *fields.get(3)? != "0A" {
+        return None;
+    }
+    let (ip, port) = fields.get(1)?.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let words = (0..ip.len() / 8)
+        .map(|i| u32::from_str_radix(ip.get(i * 8..i * 8 + 8)?, 16).ok())
+        .collect::<Option<Vec<u32>>>()?;
+    let ip = match words.as_slice() {
+        [w] => IpAddr::from(w.to_ne_bytes()),
+        [a, b, c, d] => {
+            let mut bytes = [0u8; 16];
+            for (i, w) in [a, b, c, d].into_iter().enumerate() {
+                bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+            }
+            IpAddr::from(bytes)
+        }
+        _ => return None,
+    };
+    Some((SocketAddr::new(ip, port), fields.get(9)?.parse().ok()?))
 }
 
 fn bind(addr: &SocketAddr, key: &str) -> Result<std::net::TcpListener, StartError> {
@@ -210,4 +267,32 @@ fn bind(addr: &SocketAddr, key: &str) -> Result<std::net::TcpListener, StartErro
         source,
     })?;
     Ok(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_listen_entries_of_proc_net_tcp() {
+        let v4 = "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0";
+        assert_eq!(
+            listening_entry(v4),
+            Some(("127.0.0.1:8080".parse().unwrap(), 4242))
+        );
+        let established = v4.replace(" 0A ", " 01 ");
+        assert_eq!(listening_entry(&established), None);
+        let v6 = "   0: 00000000000000000000000001000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 77 1 0000000000000000 100 0 0 10 0";
+        assert_eq!(listening_entry(v6), Some(("[::1]:80".parse().unwrap(), 77)));
+        assert_eq!(listening_entry("garbage"), None);
+    }
+
+    #[test]
+    fn a_listener_counts_only_while_this_process_holds_it() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        assert!(owns_listener(&addr));
+        drop(l);
+        assert!(!owns_listener(&addr));
+    }
 }
