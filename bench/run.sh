@@ -41,9 +41,9 @@ done
 
 # The 64-connection set decides most targets and this machine class is noisy: one more round.
 if [[ $MODE == full ]]; then
-  DURATION=10 WARMUP=2 ROUNDS=2 MAIN_ROUNDS=3
+  DURATION=10 WARMUP=2 ROUNDS=2 MAIN_ROUNDS=3 REFRESH_ROUNDS=4
 else
-  DURATION=1 WARMUP=1 ROUNDS=1 MAIN_ROUNDS=1
+  DURATION=1 WARMUP=1 ROUNDS=1 MAIN_ROUNDS=1 REFRESH_ROUNDS=1
 fi
 CONNS=64
 THREADS=1
@@ -402,7 +402,7 @@ log "refresh: tokenproxy with 1 h tokens vs tokenproxy-refresh with ${REFRESH_LI
 warm tokenproxy "$CONNS" /
 warm tokenproxy-refresh "$CONNS" /
 REFRESH_SECS=$((DURATION < 3 ? 3 : DURATION)) # a refresh every ~1.6 s needs a few seconds to show
-for ((round = 1; round <= ROUNDS; round++)); do
+for ((round = 1; round <= REFRESH_ROUNDS; round++)); do
   before=$(fetches "$P_ADMIN")
   wrk_run refresh tokenproxy "$CONNS" "$REFRESH_SECS" / "$round"
   STEADY_FETCHES=$((STEADY_FETCHES + $(fetches "$P_ADMIN") - before))
@@ -424,10 +424,17 @@ TPP_HANDOFFS=$(handoffs "$P_ADMIN_PINGORA")
 
 # Per set and row: requests/s over all rounds, mean p50/p99, max of max, summed errors, MiB/s,
 # mean busy shares, the rounds' requests/s, and the largest mid-run RSS.
-awk -F'\t' '{
+awk -F'\t' '
+  # The median of space-separated numbers (mawk has no asort: insertion sort, a few values).
+  function median(list,    v, n, i, j, t) {
+    n = split(list, v, " ")
+    for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+    return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+  }
+  {
     k = $1 SUBSEP $2
     if (!(k in req)) order[++n] = k
-    req[k] += $5; dur[k] += $6; bytes[k] += $7; p50[k] += $8; p99[k] += $9
+    req[k] += $5; dur[k] += $6; bytes[k] += $7; p50[k] = p50[k] " " $8; p99[k] = p99[k] " " $9
     if ($10 > mx[k]) mx[k] = $10
     err[k] += $11; cp[k] += $12; cl[k] += $13; runs[k]++
     if ($14 > rss[k]) rss[k] = $14
@@ -438,7 +445,7 @@ awk -F'\t' '{
     for (i = 1; i <= n; i++) {
       k = order[i]; split(k, p, SUBSEP)
       printf "%s\t%s\t%.0f\t%.0f\t%.0f\t%d\t%d\t%.1f\t%.0f\t%.0f\t%s\t%d\t%d\t%.1f\t%.0f\n", p[1], p[2],
-        req[k] * 1e6 / dur[k], p50[k] / runs[k], p99[k] / runs[k], mx[k], err[k],
+        req[k] * 1e6 / dur[k], median(p50[k]), median(p99[k]), mx[k], err[k],
         bytes[k] * 1e6 / dur[k] / 1048576, cp[k] / runs[k], cl[k] / runs[k], each[k], rss[k], req[k],
         pus[k] / req[k], 100 * pus[k] / dur[k]
     }
@@ -470,8 +477,8 @@ REPORT=$WORK/report.txt
   printf 'idle:      cpu%s %s%%, cpu%s %s%% busy in the 2 s before the load (all started, nothing loaded)\n' \
     "$PROXY_CPU" "$BG_P" "$LOAD_CPU" "$BG_L"
   printf 'load:      wrk -t1 --latency, %s s per run after a %s s warm-up per row, rows alternating,\n' "$DURATION" "$WARMUP"
-  printf '           %s rounds in set 1, %s in the others\n' "$MAIN_ROUNDS" "$ROUNDS"
-  printf 'columns:   req/s over all rounds; p50, p99 (mean of the rounds) and max latency in µs;\n'
+  printf '           %s rounds in set 1, %s in the refresh set, %s in the others\n' "$MAIN_ROUNDS" "$REFRESH_ROUNDS" "$ROUNDS"
+  printf 'columns:   req/s over all rounds; p50, p99 (median of the rounds) and max latency in µs;\n'
   printf '           errors summed; cpu/req: µs of CPU per request used by the process under test (the\n'
   printf '           proxy, or the upstream for direct); proc%%: its CPU as %% of one core; cpu%s%%/cpu%s%%: how\n' "$PROXY_CPU" "$LOAD_CPU"
   printf '           busy each core was, whoever used it\n'
@@ -530,7 +537,7 @@ REPORT=$WORK/report.txt
   printf 'tokenproxy (1 h tokens):         %s token fetches during %s requests\n' "$STEADY_FETCHES" "$(get refresh tokenproxy requests)"
   printf 'tokenproxy-refresh (%s s tokens): %s token fetches (%s failed) during %s requests; ~%s expected from the schedule\n' \
     "$REFRESH_LIFETIME" "$REFRESH_FETCHES" "$REFRESH_FAILED" "$(get refresh tokenproxy-refresh requests)" \
-    "$(awk -v s="$REFRESH_SECS" -v r="$ROUNDS" -v l="$REFRESH_LIFETIME" 'BEGIN { printf "%.0f", s * r / (l * 0.775) }')"
+    "$(awk -v s="$REFRESH_SECS" -v r="$REFRESH_ROUNDS" -v l="$REFRESH_LIFETIME" 'BEGIN { printf "%.0f", s * r / (l * 0.775) }')"
 
   printf '\n5. memory (VmRSS; peaks are VmHWM, reset before the scenario where the kernel allows)\n'
   printf 'tokenproxy, %s routes: idle %s MiB; mid-run at %s conns %s MiB; peak %s MiB; peak with 4 KiB/1 MiB bodies %s MiB; idle after all load %s MiB\n' \
@@ -570,7 +577,7 @@ REPORT=$WORK/report.txt
   check "p99 while refreshing within 10% of steady p99" "$(ratio "$refresh_p99" "$steady_p99")" 'v <= 1.10' \
     "$refresh_p99 µs vs $steady_p99 µs ($(ratio "$refresh_p99" "$steady_p99") ×)"
   check "token fetches follow refreshes, not requests" "$REFRESH_FETCHES" \
-    "v >= 1 && v <= $REFRESH_SECS * $ROUNDS && $STEADY_FETCHES == 0" "$REFRESH_FETCHES fetches, $STEADY_FETCHES on the 1 h proxy"
+    "v >= 1 && v <= $REFRESH_SECS * $REFRESH_ROUNDS && $STEADY_FETCHES == 0" "$REFRESH_FETCHES fetches, $STEADY_FETCHES on the 1 h proxy"
 
   # A row whose load core was saturated measured the harness, not the proxy; a proxy core much
   # busier than the proxy itself was shared with something else.
