@@ -37,6 +37,9 @@ use wire::{Framing, Parsed, ResponseHead, Rewrite, WireError};
 const KEEPALIVE: Duration = Duration::from_secs(60);
 const READ_BUF: usize = 8 * 1024;
 const RELAY_BUF: usize = 32 * 1024;
+/// A body that keeps filling the relay buffer gets a bigger one, up to this: fewer, larger writes
+/// for the caller to read. Given back after the response.
+const RELAY_BUF_MAX: usize = 256 * 1024;
 
 /// pingora's service application: the lean path in front of pingora's proxy.
 pub struct H1App {
@@ -536,9 +539,10 @@ async fn relay(
     io.flush().await?;
     let mut clean = head_len + first == relay.len();
     let timeout = route.target.read_timeout();
+    let mut want = RELAY_BUF;
     while !body.done() {
         relay.clear();
-        relay.reserve(RELAY_BUF);
+        relay.reserve(want);
         let n = match tokio::time::timeout(timeout, up.read_buf(relay)).await {
             Ok(Ok(0)) if body.framing == Framing::Close => break,
             Ok(Ok(0)) => {
@@ -564,6 +568,13 @@ async fn relay(
         clean = used == n;
         io.write_all(&relay[..used]).await?;
         io.flush().await?;
+        if n == relay.capacity() && want < RELAY_BUF_MAX {
+            want *= 2;
+        }
+    }
+    if relay.capacity() > RELAY_BUF {
+        relay.clear();
+        relay.shrink_to(RELAY_BUF);
     }
     if clean && resp.reusable {
         route.target.pool.put(up, Instant::now());
