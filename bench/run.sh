@@ -39,9 +39,9 @@ for arg in "$@"; do
   esac
 done
 
-# The 64-connection set decides most targets and this machine class is noisy: one more round.
+# The 64-connection set decides most targets and this machine class is noisy: more rounds.
 if [[ $MODE == full ]]; then
-  DURATION=10 WARMUP=2 ROUNDS=2 MAIN_ROUNDS=3 REFRESH_ROUNDS=4
+  DURATION=10 WARMUP=2 ROUNDS=2 MAIN_ROUNDS=5 REFRESH_ROUNDS=4
 else
   DURATION=1 WARMUP=1 ROUNDS=1 MAIN_ROUNDS=1 REFRESH_ROUNDS=1
 fi
