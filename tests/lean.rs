@@ -213,6 +213,53 @@ async fn lean_path_false_sends_every_request_through_pingora() {
 }
 
 #[tokio::test]
+async fn lean_path_can_be_turned_off_and_on_by_reload() {
+    let idp = Idp::start(ok_mode()).await;
+    let up = Upstream::http(Some(idp.checker())).await;
+    let (admin, port) = (free_port(), free_port());
+    let config = |lean: bool| {
+        Cfg::new(admin, &idp.token_url(), SECRET)
+            .top(&format!("lean_path: {lean}"))
+            .route("api", port, &format!("http://{}", up.addr), &[])
+            .build()
+    };
+    let mut proxy = Proxy::start(&config(true), admin, &[]);
+    proxy.ready().await;
+    // A keep-alive client: a connection the lean path handed to pingora comes back to it, and
+    // the switch applies from the next request on, on whatever connection carries it.
+    let c = reqwest::Client::new();
+    let get = || async {
+        let r = c
+            .get(format!("http://127.0.0.1:{port}/x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    };
+    get().await;
+    assert_eq!(all_handoffs(admin, "api").await, 0.0);
+
+    for (lean, reloads, disabled) in [(false, 1.0, 1.0), (true, 2.0, 1.0)] {
+        std::fs::write(&proxy.config_path, config(lean)).unwrap();
+        proxy.signal(libc::SIGHUP);
+        let reloaded = common::wait_for(Duration::from_secs(10), || async {
+            metric(
+                admin,
+                r#"tokenproxy_config_reloads_total{outcome="success"}"#,
+            )
+            .await
+                >= reloads
+        })
+        .await;
+        assert!(reloaded, "reload to lean_path: {lean}");
+        get().await;
+        assert_eq!(handoffs(admin, "api", "disabled").await, disabled);
+    }
+    assert_eq!(up.seen().len(), 3);
+    assert!(up.seen().iter().all(|s| s.token_valid == Some(true)));
+}
+
+#[tokio::test]
 async fn without_a_token_the_request_goes_to_pingora_which_answers_503() {
     let idp = Idp::start(Mode::Status(500, r#"{"error":"server_error"}"#.into())).await;
     let up = Upstream::http(None).await;
