@@ -65,23 +65,67 @@ async fn respond_json(session: &mut Session, status: u16, body: Bytes) -> Result
     session.write_response_body(Some(body), true).await
 }
 
-/// The upstream error kind for metrics and the JSON error, with the status the caller gets.
-fn classify(e: &Error) -> (u16, &'static str, &'static str) {
+/// How an exchange with the upstream failed, whichever path saw it: one table for the caller's
+/// status, the `kind` label of `tokenproxy_upstream_errors_total` and the JSON `error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UpstreamError {
+    Connect,
+    Timeout,
+    Tls,
+    Other,
+}
+
+impl UpstreamError {
+    pub(crate) fn status(self) -> u16 {
+        match self {
+            UpstreamError::Timeout => 504,
+            _ => 502,
+        }
+    }
+
+    pub(crate) fn kind(self) -> &'static str {
+        match self {
+            UpstreamError::Connect => "connect",
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::Tls => "tls",
+            UpstreamError::Other => "other",
+        }
+    }
+
+    pub(crate) fn error(self) -> &'static str {
+        match self {
+            UpstreamError::Connect => "upstream_connect_failed",
+            UpstreamError::Timeout => "upstream_timeout",
+            UpstreamError::Tls => "upstream_tls_failed",
+            UpstreamError::Other => "upstream_error",
+        }
+    }
+
+    /// Counts the failure in `tokenproxy_upstream_errors_total`.
+    pub(crate) fn count(self, route: &str) {
+        METRICS
+            .upstream_errors
+            .with_label_values(&[route, self.kind()])
+            .inc();
+    }
+}
+
+fn classify(e: &Error) -> UpstreamError {
     match e.etype() {
         ErrorType::ConnectTimedout
         | ErrorType::ReadTimedout
         | ErrorType::WriteTimedout
-        | ErrorType::TLSHandshakeTimedout => (504, "timeout", "upstream_timeout"),
+        | ErrorType::TLSHandshakeTimedout => UpstreamError::Timeout,
         ErrorType::ConnectRefused
         | ErrorType::ConnectNoRoute
         | ErrorType::ConnectError
         | ErrorType::SocketError
-        | ErrorType::BindError => (502, "connect", "upstream_connect_failed"),
+        | ErrorType::BindError => UpstreamError::Connect,
         ErrorType::TLSHandshakeFailure
         | ErrorType::TLSWantX509Lookup
         | ErrorType::InvalidCert
-        | ErrorType::HandshakeError => (502, "tls", "upstream_tls_failed"),
-        _ => (502, "other", "upstream_error"),
+        | ErrorType::HandshakeError => UpstreamError::Tls,
+        _ => UpstreamError::Other,
     }
 }
 
@@ -425,12 +469,9 @@ impl ProxyHttp for TokenProxy {
         } else {
             match e.esource() {
                 ErrorSource::Upstream => {
-                    let (status, kind, error) = classify(e);
-                    METRICS
-                        .upstream_errors
-                        .with_label_values(&[route_name, kind])
-                        .inc();
-                    (status, Some((error, None)))
+                    let failure = classify(e);
+                    failure.count(route_name);
+                    (failure.status(), Some((failure.error(), None)))
                 }
                 ErrorSource::Downstream => match e.etype() {
                     // The caller is gone: nobody to answer.

@@ -32,12 +32,7 @@ async fn handoffs(admin: u16, route: &str, reason: &str) -> f64 {
 
 /// The sum of every handoff sample of `route`, whatever the reason.
 async fn all_handoffs(admin: u16, route: &str) -> f64 {
-    let text = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::metrics_text(admin).await;
     let prefix = "tokenproxy_pingora_handoffs_total{";
     text.lines()
         .filter(|l| l.starts_with(prefix) && l.contains(&format!(r#"route="{route}""#)))

@@ -28,7 +28,7 @@ use tracing::debug;
 
 use crate::config::Existing;
 use crate::metrics::METRICS;
-use crate::proxy::{json_error, record, TokenProxy};
+use crate::proxy::{json_error, record, TokenProxy, UpstreamError};
 use crate::routes::{RouteState, RouteTable};
 use crate::shutdown::InFlight;
 use wire::{Framing, Parsed, ResponseHead, Rewrite, WireError};
@@ -99,19 +99,19 @@ enum UpstreamFailure {
 }
 
 impl UpstreamFailure {
-    /// (status, metric kind, JSON error); `None` kind for a failure that is not the upstream's.
-    fn answer(&self) -> (u16, Option<&'static str>, &'static str) {
+    /// The upstream's part in it; `None` for a failure that is not the upstream's.
+    fn upstream(&self) -> Option<UpstreamError> {
         match self {
             UpstreamFailure::NotResolved | UpstreamFailure::Connect(_) => {
-                (502, Some("connect"), "upstream_connect_failed")
+                Some(UpstreamError::Connect)
             }
             UpstreamFailure::ConnectTimeout | UpstreamFailure::ReadTimeout => {
-                (504, Some("timeout"), "upstream_timeout")
+                Some(UpstreamError::Timeout)
             }
             UpstreamFailure::Io(_) | UpstreamFailure::Closed | UpstreamFailure::Wire(_) => {
-                (502, Some("other"), "upstream_error")
+                Some(UpstreamError::Other)
             }
-            UpstreamFailure::NoFreshToken => (503, None, "token_unavailable"),
+            UpstreamFailure::NoFreshToken => None,
         }
     }
 }
@@ -239,22 +239,22 @@ impl H1App {
                 }
             }
             Err(failure) => {
-                let (status, kind, error) = failure.answer();
                 let name = route.route.name.as_str();
-                let reason = match failure {
-                    UpstreamFailure::NoFreshToken => {
-                        route.metrics.token_unavailable();
-                        Some(route.slot.unavailable_reason())
+                let (status, error, reason) = match failure.upstream() {
+                    Some(up) => {
+                        debug!(route = name, error = %failure, "upstream request failed");
+                        up.count(name);
+                        (up.status(), up.error(), None)
                     }
-                    _ => None,
+                    None => {
+                        route.metrics.token_unavailable();
+                        (
+                            503,
+                            "token_unavailable",
+                            Some(route.slot.unavailable_reason()),
+                        )
+                    }
                 };
-                if let Some(kind) = kind {
-                    debug!(route = name, error = %failure, "upstream request failed");
-                    METRICS
-                        .upstream_errors
-                        .with_label_values(&[name, kind])
-                        .inc();
-                }
                 let _ = answer(&mut conn.io, status, &json_error(error, name, reason)).await;
                 (status, Next::Close)
             }
@@ -375,7 +375,6 @@ impl H1App {
 /// Parses the head in `conn.buf` and, when this path takes it, writes the upstream head into
 /// `conn.out` and consumes the head from `conn.buf` (the body stays).
 fn prepare(conn: &mut Conn, route: &RouteState, access_log: bool) -> Parsed<Exchange> {
-    let started = Instant::now();
     let mut headers = [httparse::EMPTY_HEADER; wire::MAX_HEADERS];
     let (parsed, req) = wire::parse_request(&conn.buf, &mut headers);
     let (head, req) = match (parsed, req) {
@@ -384,6 +383,7 @@ fn prepare(conn: &mut Conn, route: &RouteState, access_log: bool) -> Parsed<Exch
         (Parsed::Partial, _) => return Parsed::Partial,
         (Parsed::Unsupported(why), _) => return Parsed::Unsupported(why),
     };
+    let started = Instant::now();
     let r = &route.route;
     let keep_callers = r.existing == Existing::Keep && wire::has_header(&req, &r.header);
     let injection = if keep_callers {
@@ -548,23 +548,23 @@ async fn relay(
             Ok(Ok(0)) => {
                 return Err(upstream_error(
                     route,
-                    "other",
+                    UpstreamError::Other,
                     io::ErrorKind::UnexpectedEof.into(),
                 ))
             }
             Ok(Ok(n)) => n,
-            Ok(Err(e)) => return Err(upstream_error(route, "other", e)),
+            Ok(Err(e)) => return Err(upstream_error(route, UpstreamError::Other, e)),
             Err(_) => {
                 return Err(upstream_error(
                     route,
-                    "timeout",
+                    UpstreamError::Timeout,
                     io::ErrorKind::TimedOut.into(),
                 ))
             }
         };
         let used = body
             .accept(&relay[..n])
-            .map_err(|e| upstream_error(route, "other", invalid(e)))?;
+            .map_err(|e| upstream_error(route, UpstreamError::Other, invalid(e)))?;
         clean = used == n;
         io.write_all(&relay[..used]).await?;
         io.flush().await?;
@@ -586,13 +586,10 @@ fn invalid(e: WireError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-fn upstream_error(route: &RouteState, kind: &str, e: io::Error) -> io::Error {
+fn upstream_error(route: &RouteState, kind: UpstreamError, e: io::Error) -> io::Error {
     let name = route.route.name.as_str();
     debug!(route = name, error = %e, "upstream failed while relaying the body");
-    METRICS
-        .upstream_errors
-        .with_label_values(&[name, kind])
-        .inc();
+    kind.count(name);
     e
 }
 

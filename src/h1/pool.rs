@@ -26,7 +26,7 @@ impl Pool {
     pub fn take(&self, now: Instant) -> Option<TcpStream> {
         loop {
             let (conn, since) = self.lock().pop()?;
-            if now.saturating_duration_since(since) < self.max_idle_time && still_open(&conn) {
+            if self.reusable(&conn, since, now) {
                 return Some(conn);
             }
         }
@@ -42,13 +42,13 @@ impl Pool {
 
     /// Closes the connections that timed out or that the upstream closed.
     pub fn sweep(&self, now: Instant) {
-        self.lock().retain(|(conn, since)| {
-            now.saturating_duration_since(*since) < self.max_idle_time && still_open(conn)
-        });
+        self.lock()
+            .retain(|(conn, since)| self.reusable(conn, *since, now));
     }
 
-    pub fn idle(&self) -> usize {
-        self.lock().len()
+    /// Idle for less than the limit, and not closed by the upstream meanwhile.
+    fn reusable(&self, conn: &TcpStream, since: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(since) < self.max_idle_time && still_open(conn)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(TcpStream, Instant)>> {

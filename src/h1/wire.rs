@@ -138,12 +138,17 @@ pub fn write_upstream_head(req: &httparse::Request<'_, '_>, rw: &Rewrite<'_>, ou
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     out.extend_from_slice(rw.host);
     out.extend_from_slice(b"\r\n");
-    let connection: Vec<&[u8]> = req
-        .headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .map(|h| h.value)
-        .collect();
+    // Fields the caller's `Connection` names are hop-by-hop too (RFC 9110 §7.6.1). Most
+    // requests have no `Connection` field: one pass to know, none to look things up in it.
+    let is_connection = |h: &httparse::Header<'_>| h.name.eq_ignore_ascii_case("connection");
+    let has_connection = req.headers.iter().any(is_connection);
+    let named_by_connection = |name: &[u8]| {
+        has_connection
+            && req
+                .headers
+                .iter()
+                .any(|c| is_connection(c) && has_token(c.value, name))
+    };
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         let drop = name.eq_ignore_ascii_case(b"host")
@@ -154,7 +159,7 @@ pub fn write_upstream_head(req: &httparse::Request<'_, '_>, rw: &Rewrite<'_>, ou
             || rw
                 .inject
                 .is_some_and(|(n, _)| name.eq_ignore_ascii_case(n.as_str().as_bytes()))
-            || connection.iter().any(|v| has_token(v, name));
+            || named_by_connection(name);
         if drop {
             continue;
         }

@@ -80,15 +80,19 @@ pub fn sample(exposition: &str, series: &str) -> Option<f64> {
         })
 }
 
-/// Fetches `/metrics` from the admin port and reads one sample (0 when absent).
-pub async fn metric(admin: u16, series: &str) -> f64 {
-    let text = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+/// The Prometheus exposition from the admin port's `/metrics`.
+pub async fn metrics_text(admin: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    sample(&text, series).unwrap_or(0.0)
+        .unwrap()
+}
+
+/// Fetches `/metrics` from the admin port and reads one sample (0 when absent).
+pub async fn metric(admin: u16, series: &str) -> f64 {
+    sample(&metrics_text(admin).await, series).unwrap_or(0.0)
 }
 
 /// A loopback port that refuses connections for as long as the guard lives: bound (so nothing
