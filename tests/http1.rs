@@ -3,8 +3,8 @@
 //! header against the caller's own, header order and duplicates, request bodies by length and
 //! chunked, every response framing (length, chunked with extensions and trailers, close-delimited,
 //! 204/304, HEAD), stale pooled upstream connections, `Connection: close`, pipelining, a slowly
-//! read 1 MiB body, HTTP/1.0, interim 1xx answers, header name case, and an upstream that dies
-//! mid-body.
+//! read 1 MiB body, HTTP/1.0, interim 1xx answers, header name case, an upstream that dies
+//! mid-body, and one that never answers.
 
 mod common;
 
@@ -46,6 +46,14 @@ async fn rig<F>(handler: F) -> Rig
 where
     F: Fn(&Received) -> Reply + Send + Sync + 'static,
 {
+    rig_with(handler, &[]).await
+}
+
+/// [`rig`] with more settings (`key: value` lines) on the route.
+async fn rig_with<F>(handler: F, route_settings: &[&str]) -> Rig
+where
+    F: Fn(&Received) -> Reply + Send + Sync + 'static,
+{
     let up = RawUpstream::start(handler).await;
     // A port can be taken between `free_port` and the proxy's bind, by any socket on the host
     // (tests in other processes too): then everything but the upstream starts again on other
@@ -57,7 +65,7 @@ where
         .await;
         let (admin, port) = (fresh_port(), fresh_port());
         let yaml = Cfg::new(admin, &idp.token_url(), SECRET)
-            .route("raw", port, &up.url(), &[])
+            .route("raw", port, &up.url(), route_settings)
             .build();
         let mut proxy = Proxy::start(&yaml, admin, &[("RUST_LOG", "info")]);
         if !became_ready(&mut proxy, &[admin, port]).await {
@@ -662,4 +670,51 @@ async fn an_error_answer_keeps_the_connection_it_advertises() {
     } else {
         still_usable(&mut c, "/after-502").await;
     }
+}
+
+/// Waits for the upstream are timed per request, also on a caller connection and an upstream
+/// connection that earlier requests used and left idle: the request the upstream never answers
+/// gets its 504 once `read_timeout` has passed, neither before nor long after.
+#[tokio::test]
+async fn an_unanswered_request_times_out_after_read_timeout_on_reused_connections() {
+    const READ_TIMEOUT: Duration = Duration::from_millis(400);
+    let rig = rig_with(
+        |req| {
+            if req.target == "/hang" {
+                // No answer; the connection stays open.
+                Reply {
+                    parts: Vec::new(),
+                    then: Then::KeepAlive,
+                }
+            } else {
+                echo(req)
+            }
+        },
+        &["read_timeout: 400ms"],
+    )
+    .await;
+    let mut c = rig.client().await;
+    for path in ["/a", "/b", "/c"] {
+        still_usable(&mut c, path).await;
+    }
+    // Idle for longer than the timeout, so that the timers armed above fire meanwhile.
+    tokio::time::sleep(READ_TIMEOUT * 2).await;
+    still_usable(&mut c, "/d").await;
+    assert_eq!(rig.up.accepts(), 1, "one upstream connection, reused");
+
+    let started = std::time::Instant::now();
+    c.send(get("/hang").as_bytes()).await;
+    let r = c.response(false).await.expect("an answer to /hang");
+    let took = started.elapsed();
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.text().contains("upstream_timeout"), "{}", r.text());
+    assert!(took >= READ_TIMEOUT, "answered after {took:?}");
+    assert!(took < READ_TIMEOUT * 5, "answered after {took:?}");
+    let hangs = rig
+        .up
+        .received()
+        .iter()
+        .filter(|r| r.target == "/hang")
+        .count();
+    assert_eq!(hangs, 1, "a timed-out request is not sent again");
 }

@@ -8,11 +8,15 @@
 //! path does one parse, one write upstream, one write downstream per small request.
 
 pub mod pool;
+mod timer;
 pub mod wire;
 
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -31,6 +35,7 @@ use crate::metrics::METRICS;
 use crate::proxy::{json_error, record, TokenProxy, UpstreamError};
 use crate::routes::{RouteState, RouteTable};
 use crate::shutdown::InFlight;
+use timer::LazyTimer;
 use wire::{Framing, Parsed, ResponseHead, Rewrite, WireError};
 
 /// How long a connection may sit between requests (pingora's default keep-alive).
@@ -67,6 +72,47 @@ struct Conn {
     token_at: Option<usize>,
     /// The upstream's response bytes, read `relay_len` at a time.
     relay: Vec<u8>,
+    /// When the caller's connection last became idle: the keep-alive time counts from here.
+    idle_since: Instant,
+    /// Times out waits for the caller.
+    caller_timer: LazyTimer,
+    /// Times out waits for the upstream.
+    upstream_timer: LazyTimer,
+    shutdown: Shutdown,
+}
+
+/// The server's shutdown signal, with one future per connection rather than one per wait.
+struct Shutdown {
+    watch: ShutdownWatch,
+    /// Done once the signal came; `None` after that.
+    signal: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl Shutdown {
+    fn new(watch: &ShutdownWatch) -> Self {
+        let mut changes = watch.clone();
+        Shutdown {
+            watch: watch.clone(),
+            signal: Some(Box::pin(async move {
+                // A closed channel means the server is gone: shut down as well.
+                let _ = changes.changed().await;
+            })),
+        }
+    }
+
+    fn is_set(&self) -> bool {
+        *self.watch.borrow()
+    }
+
+    fn poll_signal(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(signal) = self.signal.as_mut() {
+            if signal.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.signal = None;
+        }
+        Poll::Ready(())
+    }
 }
 
 /// What the connection does after a request.
@@ -119,6 +165,8 @@ impl UpstreamFailure {
 /// A request the lean path took, from its parsed head.
 struct Exchange {
     started: Instant,
+    /// When the request could go upstream: `started`, or when the last body bytes came.
+    sent_at: Instant,
     idempotent: bool,
     is_head: bool,
     close: bool,
@@ -141,23 +189,28 @@ impl ServerApp for H1App {
         let local = stream
             .get_socket_digest()
             .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied());
+        let now = Instant::now();
+        let far = tokio::time::Instant::from_std(now) + KEEPALIVE;
         let mut conn = Conn {
             io: stream,
             buf: BytesMut::with_capacity(READ_BUF),
             out: Vec::new(),
             token_at: None,
             relay: Vec::new(),
+            idle_since: now,
+            caller_timer: LazyTimer::new(far),
+            upstream_timer: LazyTimer::new(far),
+            shutdown: Shutdown::new(shutdown),
         };
-        let mut shutdown = shutdown.clone();
         loop {
             let next = match local {
-                Some(local) => self.serve(&mut conn, local, &mut shutdown).await,
+                Some(local) => self.serve(&mut conn, local).await,
                 None => Next::Pingora,
             };
             match next {
                 Next::KeepAlive => {}
                 Next::Close => return None,
-                Next::Pingora => conn = self.to_pingora(conn, &shutdown).await?,
+                Next::Pingora => conn = self.to_pingora(conn, shutdown).await?,
             }
         }
     }
@@ -169,12 +222,7 @@ impl ServerApp for H1App {
 
 impl H1App {
     /// Reads a request and serves it, or leaves it in `conn.buf` for pingora.
-    async fn serve(
-        &self,
-        conn: &mut Conn,
-        local: SocketAddr,
-        shutdown: &mut ShutdownWatch,
-    ) -> Next {
+    async fn serve(&self, conn: &mut Conn, local: SocketAddr) -> Next {
         // Wait for a whole head, or for something that is not for this path.
         let (head, route) = loop {
             if !conn.buf.is_empty() {
@@ -202,7 +250,7 @@ impl H1App {
                     Parsed::Partial => {}
                 }
             }
-            match read_more(conn, shutdown).await {
+            match read_more(conn).await {
                 Ok(true) => {}
                 _ => return Next::Close,
             }
@@ -211,9 +259,18 @@ impl H1App {
         let mut ex = head;
         // The body comes whole before anything goes upstream, so that it can be sent again.
         conn.buf.reserve(ex.body_len.saturating_sub(conn.buf.len()));
+        let mut waited = false;
         while conn.buf.len() < ex.body_len {
-            match tokio::time::timeout(KEEPALIVE, conn.io.read_buf(&mut conn.buf)).await {
-                Ok(Ok(n)) if n > 0 => {}
+            let Conn {
+                io,
+                buf,
+                caller_timer,
+                ..
+            } = conn;
+            let deadline = tokio::time::Instant::now() + KEEPALIVE;
+            waited = true;
+            match caller_timer.run(deadline, io.read_buf(buf)).await {
+                Some(Ok(n)) if n > 0 => {}
                 _ => {
                     record(
                         &self.routes,
@@ -227,13 +284,17 @@ impl H1App {
                 }
             }
         }
+        if waited {
+            // The upstream's time counts from when the whole request can go.
+            ex.sent_at = Instant::now();
+        }
         conn.out.extend_from_slice(&conn.buf[..ex.body_len]);
         conn.buf.advance(ex.body_len);
 
         let (status, next) = match self.exchange(conn, &route, &mut ex).await {
             Ok((upstream, resp)) => {
-                let keep = !ex.close && resp.framing != Framing::Close && !*shutdown.borrow();
-                match relay(conn, upstream, &resp, keep, &route).await {
+                let keep = !ex.close && resp.framing != Framing::Close && !conn.shutdown.is_set();
+                match relay(conn, upstream, &resp, keep, &route, ex.started).await {
                     Ok(()) if keep => (resp.status, Next::KeepAlive),
                     _ => (resp.status, Next::Close),
                 }
@@ -259,7 +320,9 @@ impl H1App {
                 (status, Next::Close)
             }
         };
-        let took = ex.started.elapsed();
+        let done = Instant::now();
+        conn.idle_since = done;
+        let took = done.saturating_duration_since(ex.started);
         record(
             &self.routes,
             &route,
@@ -285,7 +348,7 @@ impl H1App {
         let mut connect_retried = false;
         let mut reuse_retried = false;
         loop {
-            let pooled = target.pool.take(Instant::now());
+            let pooled = target.pool.take(ex.started);
             let reused = pooled.is_some();
             let mut up = match pooled {
                 Some(c) => c,
@@ -298,7 +361,11 @@ impl H1App {
                     Err(e) => return Err(e),
                 },
             };
-            let resp = match send(&mut up, conn, ex.is_head, target.read_timeout()).await {
+            // A new connection may have taken a while: the upstream's time starts after it.
+            let sent_at = if reused { ex.sent_at } else { Instant::now() };
+            let timeout = target.read_timeout();
+            let deadline = tokio::time::Instant::from_std(sent_at) + timeout;
+            let resp = match send(&mut up, conn, ex.is_head, deadline, timeout).await {
                 Ok(resp) => resp,
                 // A pooled connection the upstream closed meanwhile: nothing was processed.
                 Err(UpstreamFailure::Closed | UpstreamFailure::Io(_))
@@ -331,6 +398,7 @@ impl H1App {
                             };
                             debug!(route = %route.route.name, "replaying with a fresh token");
                             ex.generation = Some(fresh.generation);
+                            ex.sent_at = Instant::now();
                             replace_token(conn, route, fresh.value.as_bytes(), ex.body_len);
                             continue;
                         }
@@ -351,6 +419,9 @@ impl H1App {
             buf,
             out,
             relay,
+            caller_timer,
+            upstream_timer,
+            shutdown: signal,
             ..
         } = conn;
         let mut session = ServerSession::new_http1(io);
@@ -368,6 +439,10 @@ impl H1App {
             out,
             token_at: None,
             relay,
+            idle_since: Instant::now(),
+            caller_timer,
+            upstream_timer,
+            shutdown: signal,
         })
     }
 }
@@ -414,6 +489,7 @@ fn prepare(conn: &mut Conn, route: &RouteState, access_log: bool) -> Parsed<Exch
     });
     let exchange = Exchange {
         started,
+        sent_at: started,
         idempotent: head.idempotent,
         is_head: head.is_head,
         close: head.close,
@@ -443,26 +519,37 @@ fn replace_token(conn: &mut Conn, route: &RouteState, value: &[u8], body_len: us
 
 /// Reads more of the caller's bytes. `Ok(false)`: the caller closed, the connection idled out
 /// between requests, or the server is shutting down while it was idle.
-async fn read_more(conn: &mut Conn, shutdown: &mut ShutdownWatch) -> io::Result<bool> {
+async fn read_more(conn: &mut Conn) -> io::Result<bool> {
     let idle = conn.buf.is_empty();
-    if idle && *shutdown.borrow() {
+    if idle && conn.shutdown.is_set() {
         return Ok(false);
     }
     conn.buf.reserve(READ_BUF / 2);
-    let read = tokio::time::timeout(KEEPALIVE, conn.io.read_buf(&mut conn.buf));
-    let n = if idle {
-        tokio::select! {
-            r = read => r,
-            _ = shutdown.changed() => return Ok(false),
-        }
+    let Conn {
+        io,
+        buf,
+        idle_since,
+        caller_timer,
+        shutdown,
+        ..
+    } = conn;
+    caller_timer.set(if idle {
+        tokio::time::Instant::from_std(*idle_since) + KEEPALIVE
     } else {
-        read.await
-    };
-    match n {
-        Ok(Ok(n)) => Ok(n > 0),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Ok(false),
-    }
+        // The rest of a head: each read gets the whole keep-alive time.
+        tokio::time::Instant::now() + KEEPALIVE
+    });
+    let mut read = pin!(io.read_buf(buf));
+    poll_fn(|cx| {
+        if let Poll::Ready(read) = read.as_mut().poll(cx) {
+            return Poll::Ready(read.map(|n| n > 0));
+        }
+        if idle && shutdown.poll_signal(cx).is_ready() {
+            return Poll::Ready(Ok(false));
+        }
+        caller_timer.poll_expired(cx).map(|()| Ok(false))
+    })
+    .await
 }
 
 async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, UpstreamFailure> {
@@ -478,33 +565,44 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Upstr
 
 /// Writes `conn.out` to the upstream and reads the response head into `conn.relay` (skipping
 /// interim 1xx responses); the head and whatever body bytes came with it stay there.
+///
+/// The write and the first read end by `deadline`; each further read gets `timeout` of its own.
 async fn send(
     up: &mut TcpStream,
     conn: &mut Conn,
     is_head: bool,
+    deadline: tokio::time::Instant,
     timeout: Duration,
 ) -> Result<ResponseHead, UpstreamFailure> {
-    match tokio::time::timeout(timeout, up.write_all(&conn.out)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(UpstreamFailure::Io(e)),
-        Err(_) => return Err(UpstreamFailure::ReadTimeout),
+    let Conn {
+        out,
+        relay,
+        upstream_timer: timer,
+        ..
+    } = conn;
+    match timer.run(deadline, up.write_all(out)).await {
+        Some(Ok(())) => {}
+        Some(Err(e)) => return Err(UpstreamFailure::Io(e)),
+        None => return Err(UpstreamFailure::ReadTimeout),
     }
-    conn.relay.clear();
+    relay.clear();
+    let mut deadline = deadline;
     loop {
-        if conn.relay.capacity() - conn.relay.len() < 1024 {
-            conn.relay.reserve(RELAY_BUF);
+        if relay.capacity() - relay.len() < 1024 {
+            relay.reserve(RELAY_BUF);
         }
-        match tokio::time::timeout(timeout, up.read_buf(&mut conn.relay)).await {
-            Ok(Ok(0)) => return Err(UpstreamFailure::Closed),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(UpstreamFailure::Io(e)),
-            Err(_) => return Err(UpstreamFailure::ReadTimeout),
+        match timer.run(deadline, up.read_buf(relay)).await {
+            Some(Ok(0)) => return Err(UpstreamFailure::Closed),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(UpstreamFailure::Io(e)),
+            None => return Err(UpstreamFailure::ReadTimeout),
         }
+        deadline = tokio::time::Instant::now() + timeout;
         loop {
-            match wire::parse_response(&conn.relay, is_head) {
+            match wire::parse_response(relay, is_head) {
                 Ok(Some(head)) if (100..200).contains(&head.status) => {
                     // Interim responses are not relayed: the caller did not ask for them.
-                    conn.relay.drain(..head.head_len);
+                    relay.drain(..head.head_len);
                 }
                 Ok(Some(head)) => return Ok(head),
                 Ok(None) => break,
@@ -523,8 +621,14 @@ async fn relay(
     resp: &ResponseHead,
     keep_caller: bool,
     route: &RouteState,
+    started: Instant,
 ) -> io::Result<()> {
-    let Conn { io, relay, .. } = conn;
+    let Conn {
+        io,
+        relay,
+        upstream_timer: timer,
+        ..
+    } = conn;
     let head_len = resp.head_len;
     // The head and the first body bytes go out in one write.
     let mut body = BodyEnd::new(resp.framing);
@@ -543,18 +647,19 @@ async fn relay(
     while !body.done() {
         relay.clear();
         relay.reserve(want);
-        let n = match tokio::time::timeout(timeout, up.read_buf(relay)).await {
-            Ok(Ok(0)) if body.framing == Framing::Close => break,
-            Ok(Ok(0)) => {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let n = match timer.run(deadline, up.read_buf(relay)).await {
+            Some(Ok(0)) if body.framing == Framing::Close => break,
+            Some(Ok(0)) => {
                 return Err(upstream_error(
                     route,
                     UpstreamError::Other,
                     io::ErrorKind::UnexpectedEof.into(),
                 ))
             }
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => return Err(upstream_error(route, UpstreamError::Other, e)),
-            Err(_) => {
+            Some(Ok(n)) => n,
+            Some(Err(e)) => return Err(upstream_error(route, UpstreamError::Other, e)),
+            None => {
                 return Err(upstream_error(
                     route,
                     UpstreamError::Timeout,
@@ -577,7 +682,8 @@ async fn relay(
         relay.shrink_to(RELAY_BUF);
     }
     if clean && resp.reusable {
-        route.target.pool.put(up, Instant::now());
+        // Idle since the request began, for the pool's age limit: a little early, never late.
+        route.target.pool.put(up, started);
     }
     Ok(())
 }
