@@ -78,7 +78,7 @@ impl RouteTable {
                 fetch_timeout: provider.timeout,
                 format_index: slot.format_index(&route.format),
                 slot: slot.clone(),
-                target: UpstreamTarget::new(route).await,
+                target: UpstreamTarget::new(route, config.threads).await,
                 route: route.clone(),
             };
             states.insert(route.listen, Arc::new(state));

@@ -44,7 +44,8 @@ pub struct UpstreamTarget {
 impl UpstreamTarget {
     /// Builds the target for `route`, resolving its host (for at most a short wait) and keeping
     /// it resolved in the background for as long as the target lives. Call inside a tokio runtime.
-    pub async fn new(route: &Route) -> Arc<Self> {
+    /// `workers` is the number of proxy worker threads, one pool shard each.
+    pub async fn new(route: &Route, workers: usize) -> Arc<Self> {
         let upstream = route.upstream.clone();
         let ip: Option<IpAddr> = upstream.host.parse().ok();
         // The authority comes from a parsed URL, so it is a valid header value.
@@ -58,7 +59,7 @@ impl UpstreamTarget {
             connect_timeout: route.connect_timeout,
             read_timeout: route.read_timeout,
             http2: route.http2 && upstream.tls,
-            pool: Pool::new(POOL_IDLE),
+            pool: Pool::new(POOL_IDLE, workers),
             upstream,
         });
         if !target.upstream.tls {
