@@ -8,8 +8,9 @@
 #   tokenproxy-pingora  as tokenproxy with lean_path: false  (every request through pingora)
 #
 # Scenarios: a small body at 64 connections and at 1 connection; 4 KiB and 1 MiB bodies; the
-# same load while tokens refresh every ~1.6 s. Prints a table, the proxy's memory, and PASS/FAIL
-# per target (the exit status does not depend on the targets). See bench/README.md.
+# same load while tokens refresh every ~1.6 s; and each proxy held to half a CPU by a cgroup
+# quota, as a sidecar's CPU limit would. Prints a table, the proxy's memory, and PASS/FAIL per
+# target (the exit status does not depend on the targets). See bench/README.md.
 #
 # Usage: bench/run.sh [--quick] [--update-readme] [--keep]
 #   --quick          smoke mode: 1 s runs, one round, a few seconds of load in all
@@ -49,6 +50,10 @@ CONNS=64
 THREADS=1
 ROUTES=50
 REFRESH_LIFETIME=2
+# The CPU-limited set: a CFS quota of LIMIT_QUOTA_US per LIMIT_PERIOD_US, Kubernetes' period,
+# i.e. `resources.limits.cpu: 500m`, the limit deploy/ sets.
+LIMIT_QUOTA_US=50000
+LIMIT_PERIOD_US=100000
 SMALL_BODY="hello from the bench upstream"
 
 PROXY_CPU=${BENCH_PROXY_CPU:-0}
@@ -124,10 +129,14 @@ WORK=$(mktemp -d /tmp/tokenproxy-bench.XXXXXX)
 chmod 755 "$WORK" # the nginx workers run as nobody and read www/ and their configs
 PIDS=()
 
+CGROUPS=()
+
 cleanup() {
-  local pid
+  local pid cg
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # A cgroup can go once its processes have exited.
+  for cg in "${CGROUPS[@]}"; do rmdir "$cg" 2>/dev/null || true; done
   if ((KEEP)); then log "work directory kept: $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -196,6 +205,32 @@ fetches() { # ADMIN_PORT [OUTCOME]
     awk -v want="${2:-}" '/^tokenproxy_token_fetches_total[{ ]/ {
         if (want == "" || index($0, "outcome=\"" want "\"")) s += $NF
       } END { printf "%d", s }'
+}
+
+# cpu_limit NAME PID...: puts the processes (all their threads) into a new cgroup whose CPU
+# quota is LIMIT_QUOTA_US per LIMIT_PERIOD_US; cgroup v2 or the v1 cpu controller. Fails (status
+# 1, with a reason on stderr) where neither can be written, without root for one.
+cpu_limit() {
+  local name=$1 dir pid
+  shift
+  if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
+    grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null ||
+      echo +cpu >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null ||
+      { log "cannot enable the cpu controller in /sys/fs/cgroup"; return 1; }
+    dir=/sys/fs/cgroup/tokenproxy-bench-$$-$name
+    mkdir "$dir" 2>/dev/null || { log "cannot create $dir"; return 1; }
+    CGROUPS+=("$dir")
+    echo "$LIMIT_QUOTA_US $LIMIT_PERIOD_US" >"$dir/cpu.max" || return 1
+  elif [[ -w /sys/fs/cgroup/cpu ]]; then
+    dir=/sys/fs/cgroup/cpu/tokenproxy-bench-$$-$name
+    mkdir "$dir" 2>/dev/null || { log "cannot create $dir"; return 1; }
+    CGROUPS+=("$dir")
+    echo "$LIMIT_PERIOD_US" >"$dir/cpu.cfs_period_us" && echo "$LIMIT_QUOTA_US" >"$dir/cpu.cfs_quota_us" || return 1
+  else
+    log "no writable cgroup cpu controller under /sys/fs/cgroup"
+    return 1
+  fi
+  for pid in "$@"; do echo "$pid" >"$dir/cgroup.procs" || return 1; done
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -415,6 +450,18 @@ for ((round = 1; round <= REFRESH_ROUNDS; round++)); do
 done
 stop "$REFRESH_PID"
 
+# Last, because the quota stays until the processes exit: nginx and tokenproxy held to half a
+# CPU each. Their core has room to spare, and so has the load core, so the proxy's own CPU per
+# request sets its requests/s here, not wrk and the upstream.
+LIMITED=0
+if cpu_limit nginx "$NGINX_PID" $(cat "/proc/$NGINX_PID/task/"*/children 2>/dev/null) &&
+  cpu_limit tokenproxy "$TP_PID"; then
+  LIMITED=1
+  row_set limited "$CONNS" / "$ROUNDS" nginx tokenproxy
+else
+  log "limited: skipped (no cgroup to set a CPU quota in; run as root on Linux)"
+fi
+
 TP_AFTER_KIB=$(vm_kib "$TP_PID" VmRSS)
 TP_HANDOFFS=$(handoffs "$P_ADMIN")
 TPP_HANDOFFS=$(handoffs "$P_ADMIN_PINGORA")
@@ -539,7 +586,18 @@ REPORT=$WORK/report.txt
     "$REFRESH_LIFETIME" "$REFRESH_FETCHES" "$REFRESH_FAILED" "$(get refresh tokenproxy-refresh requests)" \
     "$(awk -v s="$REFRESH_SECS" -v r="$REFRESH_ROUNDS" -v l="$REFRESH_LIFETIME" 'BEGIN { printf "%.0f", s * r / (l * 0.775) }')"
 
-  printf '\n5. memory (VmRSS; peaks are VmHWM, reset before the scenario where the kernel allows)\n'
+  if ((LIMITED)); then
+    printf '\n5. each proxy held to %s CPU (cgroup quota %s ms per %s ms, like limits.cpu: %sm), %s connections\n' \
+      "$(awk -v q="$LIMIT_QUOTA_US" -v p="$LIMIT_PERIOD_US" 'BEGIN { print q / p }')" $((LIMIT_QUOTA_US / 1000)) \
+      $((LIMIT_PERIOD_US / 1000)) $((LIMIT_QUOTA_US * 1000 / LIMIT_PERIOD_US)) "$CONNS"
+    table limited nginx tokenproxy
+    printf 'ratio (req/s): tokenproxy/nginx %s (latency here is mostly the quota: a throttled proxy waits for its next period)\n' \
+      "$(ratio "$(get limited tokenproxy rps)" "$(get limited nginx rps)")"
+  else
+    printf '\n5. each proxy held to half a CPU: skipped (no writable cgroup cpu controller)\n'
+  fi
+
+  printf '\n6. memory (VmRSS; peaks are VmHWM, reset before the scenario where the kernel allows)\n'
   printf 'tokenproxy, %s routes: idle %s MiB; mid-run at %s conns %s MiB; peak %s MiB; peak with 4 KiB/1 MiB bodies %s MiB; idle after all load %s MiB\n' \
     "$ROUTES" "$(mib "$TP_IDLE_KIB")" "$CONNS" "$(mib "$(get small-64 tokenproxy rss)")" "$(mib "$TP_LOAD_HWM_KIB")" \
     "$(mib "$TP_BODY_HWM_KIB")" "$(mib "$TP_AFTER_KIB")"
@@ -558,7 +616,7 @@ REPORT=$WORK/report.txt
   nginx_p99=$(get small-64 nginx p99)
   added=$(($(get small-1 tokenproxy p50) - d50))
   tp_errors=0
-  for set in small-64 small-1 4k 1m refresh; do
+  for set in small-64 small-1 4k 1m refresh limited; do
     tp_errors=$((tp_errors + $(get "$set" tokenproxy errors)))
   done
   tp_errors=$((tp_errors + $(get refresh tokenproxy-refresh errors)))
@@ -574,6 +632,10 @@ REPORT=$WORK/report.txt
     printf '      out of reach on this machine: direct, the ceiling of every proxy row, was %s × nginx
 ' \
       "$(ratio "$direct_rps" "$nginx_rps")"
+  fi
+  if ((LIMITED)); then
+    lim=$(ratio "$(get limited tokenproxy rps)" "$(get limited nginx rps)")
+    check "req/s >= 1.1 × nginx, each held to half a CPU" "$lim" 'v >= 1.1' "$lim × nginx"
   fi
   nginx_us=$(get small-64 nginx us_req)
   check "capacity >= 1.1 × nginx (req/s per proxy CPU)" "$(ratio "$nginx_us" "$tp_us")" 'v >= 1.1' \
