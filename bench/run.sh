@@ -322,11 +322,12 @@ BARE_IDLE_KIB=$(vm_kib "$BARE_PID" VmRSS)
 # ---------------------------------------------------------------------------------------------
 # Load
 
-# Busy share of the proxy's and the load's core from /proc/stat: "total idle" pairs.
+# The proxy's and the load's core from /proc/stat: "total idle" for each, then the steal of
+# each (time the hypervisor ran something else while the core had work). Steal counts as busy.
 cpu_ticks() {
   awk -v a="cpu$PROXY_CPU" -v b="cpu$LOAD_CPU" '$1 == a || $1 == b {
-      t = 0; for (i = 2; i <= 9; i++) t += $i; r[$1] = t " " ($5 + $6)
-    } END { print r[a], r[b] }' /proc/stat
+      t = 0; for (i = 2; i <= 9; i++) t += $i; r[$1] = t " " ($5 + $6); s[$1] = $9
+    } END { print r[a], r[b], s[a], s[b] }' /proc/stat
 }
 # CPU time of a process (all threads) and its children (nginx's worker), in clock ticks.
 proc_ticks() {
@@ -341,6 +342,9 @@ CLK_TCK=$(getconf CLK_TCK)
 
 busy() { awk -v t0="$1" -v i0="$2" -v t1="$3" -v i1="$4" 'BEGIN {
     dt = t1 - t0; b = 0; if (dt > 0) b = 100 * (dt - (i1 - i0)) / dt; printf "%d", b + 0.5 }'; }
+# stolen TOTAL0 STEAL0 TOTAL1 STEAL1: the share of the time the hypervisor took, in percent.
+stolen() { awk -v t0="$1" -v s0="$2" -v t1="$3" -v s1="$4" 'BEGIN {
+    dt = t1 - t0; s = 0; if (dt > 0) s = 100 * (s1 - s0) / dt; printf "%.1f", s }'; }
 
 RUNS=$WORK/runs.tsv
 : >"$RUNS"
@@ -365,16 +369,18 @@ wrk_run() {
   local requests duration_us bytes p50_us p99_us max_us err_status err_connect err_read err_write err_timeout
   eval "local $line" # the report.lua line is key=integer pairs
   local errors=$((err_status + err_connect + err_read + err_write + err_timeout))
-  local cpu_p cpu_l proc_us=$(((t1 - t0) * 1000000 / CLK_TCK))
+  local cpu_p cpu_l st_p st_l proc_us=$(((t1 - t0) * 1000000 / CLK_TCK))
   cpu_p=$(busy "${c0[0]}" "${c0[1]}" "${c1[0]}" "${c1[1]}")
   cpu_l=$(busy "${c0[2]}" "${c0[3]}" "${c1[2]}" "${c1[3]}")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$set" "$row" "$conns" "$round" \
+  st_p=$(stolen "${c0[0]}" "${c0[4]}" "${c1[0]}" "${c1[4]}")
+  st_l=$(stolen "${c0[2]}" "${c0[5]}" "${c1[2]}" "${c1[5]}")
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$set" "$row" "$conns" "$round" \
     "$requests" "$duration_us" "$bytes" "$p50_us" "$p99_us" "$max_us" "$errors" "$cpu_p" "$cpu_l" "$rss" \
-    "$proc_us" >>"$RUNS"
-  printf '    %-8s round %s  %-19s %7.0f req/s  p50 %6s µs  p99 %6s µs  errors %s  %5.1f µs cpu/req  cpu%s %3s%%  cpu%s %3s%%\n' \
+    "$proc_us" "$st_p" "$st_l" >>"$RUNS"
+  printf '    %-8s round %s  %-19s %7.0f req/s  p50 %6s µs  p99 %6s µs  errors %s  %5.1f µs cpu/req  cpu%s %3s%%  cpu%s %3s%%  steal %s/%s%%\n' \
     "$set" "$round" "$row" "$(awk -v r="$requests" -v d="$duration_us" 'BEGIN { print r * 1e6 / d }')" \
     "$p50_us" "$p99_us" "$errors" "$(awk -v u="$proc_us" -v r="$requests" 'BEGIN { print r ? u / r : 0 }')" \
-    "$PROXY_CPU" "$cpu_p" "$LOAD_CPU" "$cpu_l" >&2
+    "$PROXY_CPU" "$cpu_p" "$LOAD_CPU" "$cpu_l" "$st_p" "$st_l" >&2
 }
 
 warm() { # ROW CONNS PATH
@@ -405,6 +411,7 @@ if ((BG_P > 10 || BG_L > 10)); then
   log "warning: before any load, cpu$PROXY_CPU was $BG_P% and cpu$LOAD_CPU $BG_L% busy: something else is running"
 fi
 
+read -r -a LOAD0 <<<"$(cpu_ticks)"
 reset_hwm "$TP_PID"
 reset_hwm "$BARE_PID"
 row_set small-64 "$CONNS" / "$MAIN_ROUNDS" "${ROWS[@]}"
@@ -462,6 +469,9 @@ else
   log "limited: skipped (no cgroup to set a CPU quota in; run as root on Linux)"
 fi
 
+read -r -a LOAD1 <<<"$(cpu_ticks)"
+STEAL_P=$(stolen "${LOAD0[0]}" "${LOAD0[4]}" "${LOAD1[0]}" "${LOAD1[4]}")
+STEAL_L=$(stolen "${LOAD0[2]}" "${LOAD0[5]}" "${LOAD1[2]}" "${LOAD1[5]}")
 TP_AFTER_KIB=$(vm_kib "$TP_PID" VmRSS)
 TP_HANDOFFS=$(handoffs "$P_ADMIN")
 TPP_HANDOFFS=$(handoffs "$P_ADMIN_PINGORA")
@@ -469,8 +479,8 @@ TPP_HANDOFFS=$(handoffs "$P_ADMIN_PINGORA")
 # ---------------------------------------------------------------------------------------------
 # Report
 
-# Per set and row: requests/s over all rounds, mean p50/p99, max of max, summed errors, MiB/s,
-# mean busy shares, the rounds' requests/s, and the largest mid-run RSS.
+# Per set and row: requests/s over all rounds, median p50/p99, max of max, summed errors, MiB/s,
+# mean busy shares, the rounds' requests/s, the largest mid-run RSS, and mean steal shares.
 awk -F'\t' '
   # The median of space-separated numbers (mawk has no asort: insertion sort, a few values).
   function median(list,    v, n, i, j, t) {
@@ -485,23 +495,23 @@ awk -F'\t' '
     if ($10 > mx[k]) mx[k] = $10
     err[k] += $11; cp[k] += $12; cl[k] += $13; runs[k]++
     if ($14 > rss[k]) rss[k] = $14
-    pus[k] += $15
+    pus[k] += $15; stp[k] += $16; stl[k] += $17
     r = sprintf("%.0f", $5 * 1e6 / $6)
     if (runs[k] == 1) each[k] = r; else each[k] = each[k] " " r
   } END {
     for (i = 1; i <= n; i++) {
       k = order[i]; split(k, p, SUBSEP)
-      printf "%s\t%s\t%.0f\t%.0f\t%.0f\t%d\t%d\t%.1f\t%.0f\t%.0f\t%s\t%d\t%d\t%.1f\t%.0f\n", p[1], p[2],
+      printf "%s\t%s\t%.0f\t%.0f\t%.0f\t%d\t%d\t%.1f\t%.0f\t%.0f\t%s\t%d\t%d\t%.1f\t%.0f\t%.1f\t%.1f\n", p[1], p[2],
         req[k] * 1e6 / dur[k], median(p50[k]), median(p99[k]), mx[k], err[k],
         bytes[k] * 1e6 / dur[k] / 1048576, cp[k] / runs[k], cl[k] / runs[k], each[k], rss[k], req[k],
-        pus[k] / req[k], 100 * pus[k] / dur[k]
+        pus[k] / req[k], 100 * pus[k] / dur[k], stp[k] / runs[k], stl[k] / runs[k]
     }
   }' "$RUNS" >"$WORK/agg.tsv"
 
 # get SET ROW FIELD
 get() {
   awk -F'\t' -v s="$1" -v r="$2" -v f="$3" 'BEGIN {
-      split("set row rps p50 p99 max errors mibs cpu_p cpu_l each rss requests us_req proc_pct", names, " ")
+      split("set row rps p50 p99 max errors mibs cpu_p cpu_l each rss requests us_req proc_pct st_p st_l", names, " ")
       for (i in names) col[names[i]] = i
     } $1 == s && $2 == r { print $col[f]; found = 1 } END { if (!found) print 0 }' "$WORK/agg.tsv"
 }
@@ -528,18 +538,22 @@ REPORT=$WORK/report.txt
   printf 'columns:   req/s over all rounds; p50, p99 (median of the rounds) and max latency in µs;\n'
   printf '           errors summed; cpu/req: µs of CPU per request used by the process under test (the\n'
   printf '           proxy, or the upstream for direct); proc%%: its CPU as %% of one core; cpu%s%%/cpu%s%%: how\n' "$PROXY_CPU" "$LOAD_CPU"
-  printf '           busy each core was, whoever used it\n'
+  printf '           busy each core was, whoever used it (steal included); steal%%: the share of the run\n'
+  printf '           the hypervisor held cpu%s/cpu%s back while it had work (mean of the rounds)\n' "$PROXY_CPU" "$LOAD_CPU"
+  printf 'steal:     cpu%s %s%%, cpu%s %s%% over all the load\n' "$PROXY_CPU" "$STEAL_P" "$LOAD_CPU" "$STEAL_L"
 
+  steal_cell() { printf '%s/%s' "$(get "$1" "$2" st_p)" "$(get "$1" "$2" st_l)"; }
   table() { # SET ROW...
     local set=$1 row
     shift
-    printf '%-19s %7s %6s %6s %6s %6s %7s %6s %6s %6s  %s\n' row req/s p50 p99 max errors cpu/req proc% \
-      "cpu$PROXY_CPU%" "cpu$LOAD_CPU%" "req/s per round"
+    printf '%-19s %7s %6s %6s %6s %6s %7s %6s %6s %6s %9s  %s\n' row req/s p50 p99 max errors cpu/req proc% \
+      "cpu$PROXY_CPU%" "cpu$LOAD_CPU%" steal% "req/s per round"
     for row in "$@"; do
-      printf '%-19s %7s %6s %6s %6s %6s %7s %6s %6s %6s  %s\n' "$row" "$(get "$set" "$row" rps)" \
+      printf '%-19s %7s %6s %6s %6s %6s %7s %6s %6s %6s %9s  %s\n' "$row" "$(get "$set" "$row" rps)" \
         "$(get "$set" "$row" p50)" "$(get "$set" "$row" p99)" "$(get "$set" "$row" max)" \
         "$(get "$set" "$row" errors)" "$(get "$set" "$row" us_req)" "$(get "$set" "$row" proc_pct)" \
-        "$(get "$set" "$row" cpu_p)" "$(get "$set" "$row" cpu_l)" "$(get "$set" "$row" each)"
+        "$(get "$set" "$row" cpu_p)" "$(get "$set" "$row" cpu_l)" "$(steal_cell "$set" "$row")" \
+        "$(get "$set" "$row" each)"
     done
   }
 
@@ -567,14 +581,14 @@ REPORT=$WORK/report.txt
   printf '\n'
 
   printf '\n3. response bodies, %s connections\n' "$CONNS"
-  printf '%-19s %4s %7s %7s %6s %6s %6s %7s %6s %6s %6s\n' row body MiB/s req/s p50 p99 errors cpu/req proc% \
-    "cpu$PROXY_CPU%" "cpu$LOAD_CPU%"
+  printf '%-19s %4s %7s %7s %6s %6s %6s %7s %6s %6s %6s %9s\n' row body MiB/s req/s p50 p99 errors cpu/req proc% \
+    "cpu$PROXY_CPU%" "cpu$LOAD_CPU%" steal%
   for set in 4k 1m; do
     for row in direct nginx tokenproxy; do
-      printf '%-19s %4s %7s %7s %6s %6s %6s %7s %6s %6s %6s\n' "$row" "$set" "$(get "$set" "$row" mibs)" \
+      printf '%-19s %4s %7s %7s %6s %6s %6s %7s %6s %6s %6s %9s\n' "$row" "$set" "$(get "$set" "$row" mibs)" \
         "$(get "$set" "$row" rps)" "$(get "$set" "$row" p50)" "$(get "$set" "$row" p99)" \
         "$(get "$set" "$row" errors)" "$(get "$set" "$row" us_req)" "$(get "$set" "$row" proc_pct)" \
-        "$(get "$set" "$row" cpu_p)" "$(get "$set" "$row" cpu_l)"
+        "$(get "$set" "$row" cpu_p)" "$(get "$set" "$row" cpu_l)" "$(steal_cell "$set" "$row")"
     done
   done
   printf '(MiB/s counts response bytes as wrk read them, headers included)\n'
@@ -654,7 +668,16 @@ REPORT=$WORK/report.txt
   # busier than the proxy itself was shared with something else.
   awk -F'\t' -v c="$LOAD_CPU" -v pc="$PROXY_CPU" '$2 != "direct" {
       if ($10 >= 97) printf "note: %s/%s: cpu%s (load) was %d%% busy: the row may be limited by wrk and the upstream\n", $1, $2, c, $10
-      if ($1 != "small-1" && $9 - $15 > 15) printf "note: %s/%s: cpu%s was %d%% busy but the proxy used %d%%: something else ran there\n", $1, $2, pc, $9, $15
+      if ($1 != "small-1" && $9 - $15 - $16 > 15) printf "note: %s/%s: cpu%s was %d%% busy but the proxy used %d%%: something else ran there\n", $1, $2, pc, $9, $15
+    }
+    # One line per set for the rows that lost 3% or more of a core to the hypervisor.
+    $16 >= 3 || $17 >= 3 {
+      if (!($1 in stolen)) sets[++n] = $1
+      stolen[$1] = stolen[$1] sprintf(" %s %.1f/%.1f", $2, $16, $17)
+    }
+    END {
+      for (i = 1; i <= n; i++)
+        printf "note: %s: steal of 3%% or more (cpu%s/cpu%s %%):%s; those rows measured the host too\n", sets[i], pc, c, stolen[sets[i]]
     }' "$WORK/agg.tsv"
 } >"$REPORT"
 
