@@ -1,5 +1,6 @@
 //! The demo token issuer: `POST /oauth/token` for the client-credentials grant, in JSON or form
-//! encoding, with `client_secret_post` or `client_secret_basic`, issuing HS256 JWTs.
+//! encoding, with `client_secret_post` or `client_secret_basic`, issuing HS256 JWTs; `GET /stats`
+//! counts the token requests it answered, so that a benchmark can check who asked how often.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,6 +25,8 @@ pub struct Issuer {
     pub lifetime: Duration,
     /// The `iss` claim.
     pub issuer: String,
+    /// Token requests answered, whatever the outcome.
+    requests: AtomicU64,
     issued: AtomicU64,
 }
 
@@ -41,6 +44,7 @@ impl Issuer {
             signing_key,
             lifetime,
             issuer,
+            requests: AtomicU64::new(0),
             issued: AtomicU64::new(0),
         }
     }
@@ -53,7 +57,17 @@ impl Issuer {
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/healthz") => serve::json(200, &json!({ "status": "ok" })),
-            (&Method::POST, "/oauth/token") => self.token(req).await,
+            (&Method::GET, "/stats") => serve::json(
+                200,
+                &json!({
+                    "token_requests": self.requests.load(Ordering::Relaxed),
+                    "tokens_issued": self.issued(),
+                }),
+            ),
+            (&Method::POST, "/oauth/token") => {
+                self.requests.fetch_add(1, Ordering::Relaxed);
+                self.token(req).await
+            }
             _ => serve::json(404, &json!({ "error": "not_found" })),
         }
     }
