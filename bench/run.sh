@@ -17,7 +17,8 @@
 #   --update-readme  put the report into bench/README.md (full runs only)
 #   --keep           keep the work directory (configs, logs, raw wrk output)
 # Environment: BENCH_PROXY_CPU (0), BENCH_LOAD_CPU (1), BENCH_PORT_BASE (18080),
-#              CARGO_TARGET_DIR.
+#              BENCH_MAX_STEAL (5: a run that lost more than 5% of a core to the hypervisor is
+#              measured again), BENCH_STEAL_RETRIES (2; 0 with --quick), CARGO_TARGET_DIR.
 #
 # Installs nginx and wrk with apt when they are missing (needs root on Debian/Ubuntu). All
 # traffic stays on 127.0.0.1.
@@ -43,9 +44,14 @@ done
 # The 64-connection set decides most targets and this machine class is noisy: more rounds.
 if [[ $MODE == full ]]; then
   DURATION=10 WARMUP=2 ROUNDS=2 MAIN_ROUNDS=5 REFRESH_ROUNDS=4
+  STEAL_RETRIES=${BENCH_STEAL_RETRIES:-2}
 else
   DURATION=1 WARMUP=1 ROUNDS=1 MAIN_ROUNDS=1 REFRESH_ROUNDS=1
+  STEAL_RETRIES=${BENCH_STEAL_RETRIES:-0}
 fi
+MAX_STEAL=${BENCH_MAX_STEAL:-5}
+[[ $MAX_STEAL =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "run.sh: BENCH_MAX_STEAL must be a percentage, not '$MAX_STEAL'" >&2; exit 2; }
+[[ $STEAL_RETRIES =~ ^[0-9]+$ ]] || { echo "run.sh: BENCH_STEAL_RETRIES must be a whole number, not '$STEAL_RETRIES'" >&2; exit 2; }
 CONNS=64
 THREADS=1
 ROUTES=50
@@ -353,12 +359,15 @@ stolen() { awk -v t0="$1" -v s0="$2" -v t1="$3" -v s1="$4" 'BEGIN {
     dt = t1 - t0; s = 0; if (dt > 0) s = 100 * (s1 - s0) / dt; printf "%.1f", s }'; }
 
 RUNS=$WORK/runs.tsv
+DISCARDED=$WORK/discarded.tsv
 : >"$RUNS"
+: >"$DISCARDED"
 
-# wrk_run SET ROW CONNS SECONDS PATH ROUND: one measured run, appended to runs.tsv.
-wrk_run() {
-  local set=$1 row=$2 conns=$3 secs=$4 path=$5 round=$6
-  local out=$WORK/wrk-$set-$row-r$round.txt pid=${ROW_PID[$row]} rss c0 c1 wpid t0 t1
+# measure SET ROW CONNS SECONDS PATH ROUND ATTEMPT: one wrk run; sets MEASURED (its runs.tsv
+# line) and MEASURED_STEAL (the larger steal share of the two cores).
+measure() {
+  local set=$1 row=$2 conns=$3 secs=$4 path=$5 round=$6 attempt=$7
+  local out=$WORK/wrk-$set-$row-r$round-a$attempt.txt pid=${ROW_PID[$row]} rss c0 c1 wpid t0 t1
   read -r -a c0 <<<"$(cpu_ticks)"
   t0=$(proc_ticks "$pid")
   taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s --latency \
@@ -380,13 +389,35 @@ wrk_run() {
   cpu_l=$(busy "${c0[2]}" "${c0[3]}" "${c1[2]}" "${c1[3]}")
   st_p=$(stolen "${c0[0]}" "${c0[4]}" "${c1[0]}" "${c1[4]}")
   st_l=$(stolen "${c0[2]}" "${c0[5]}" "${c1[2]}" "${c1[5]}")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$set" "$row" "$conns" "$round" \
+  MEASURED=$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$set" "$row" "$conns" "$round" \
     "$requests" "$duration_us" "$bytes" "$p50_us" "$p99_us" "$max_us" "$errors" "$cpu_p" "$cpu_l" "$rss" \
-    "$proc_us" "$st_p" "$st_l" >>"$RUNS"
+    "$proc_us" "$st_p" "$st_l")
+  MEASURED_STEAL=$(awk -v a="$st_p" -v b="$st_l" 'BEGIN { print (a > b ? a : b) }')
   printf '    %-8s round %s  %-19s %7.0f req/s  p50 %6s µs  p99 %6s µs  errors %s  %5.1f µs cpu/req  cpu%s %3s%%  cpu%s %3s%%  steal %s/%s%%\n' \
     "$set" "$round" "$row" "$(awk -v r="$requests" -v d="$duration_us" 'BEGIN { print r * 1e6 / d }')" \
     "$p50_us" "$p99_us" "$errors" "$(awk -v u="$proc_us" -v r="$requests" 'BEGIN { print r ? u / r : 0 }')" \
     "$PROXY_CPU" "$cpu_p" "$LOAD_CPU" "$cpu_l" "$st_p" "$st_l" >&2
+}
+
+# wrk_run SET ROW CONNS SECONDS PATH ROUND: one measured run, appended to runs.tsv. A run during
+# which the hypervisor took more than MAX_STEAL % of either core measured the host, not the
+# proxy: it is measured again, at most STEAL_RETRIES times, and the attempt kept is the first
+# under the limit or else the one with the least steal. Which attempt is kept depends on steal
+# alone, never on the figures; the others go to discarded.tsv, whose errors still count.
+wrk_run() {
+  local attempt kept="" kept_steal=""
+  for ((attempt = 1; attempt <= STEAL_RETRIES + 1; attempt++)); do
+    measure "$@" "$attempt"
+    if [[ -z $kept ]] || awk -v a="$MEASURED_STEAL" -v b="$kept_steal" 'BEGIN { exit !(a < b) }'; then
+      [[ -z $kept ]] || printf '%s\n' "$kept" >>"$DISCARDED"
+      kept=$MEASURED kept_steal=$MEASURED_STEAL
+    else
+      printf '%s\n' "$MEASURED" >>"$DISCARDED"
+    fi
+    awk -v s="$kept_steal" -v m="$MAX_STEAL" 'BEGIN { exit !(s > m) }' || break
+    ((attempt > STEAL_RETRIES)) || log "steal ${MEASURED_STEAL}% > ${MAX_STEAL}%: measuring $2 again"
+  done
+  printf '%s\n' "$kept" >>"$RUNS"
 }
 
 warm() { # ROW CONNS PATH
@@ -448,6 +479,7 @@ REFRESH_FETCHES=0
 REFRESH_FAILED=0
 STEADY_FETCHES=0
 REFRESH_ISSUED=0 # token requests the 2 s issuer answered during the refresh runs
+REFRESH_ELAPSED=0 # seconds those runs took, attempts measured again for steal included
 log "refresh: tokenproxy with 1 h tokens vs tokenproxy-refresh with ${REFRESH_LIFETIME} s tokens, $CONNS connections"
 warm tokenproxy "$CONNS" /
 warm tokenproxy-refresh "$CONNS" /
@@ -459,7 +491,9 @@ for ((round = 1; round <= REFRESH_ROUNDS; round++)); do
   before=$(fetches "$P_ADMIN_REFRESH")
   ok_before=$(fetches "$P_ADMIN_REFRESH" success)
   issuer_before=$(issuer_requests "$P_ISSUER_SHORT")
+  t_start=$(date +%s.%N)
   wrk_run refresh tokenproxy-refresh "$CONNS" "$REFRESH_SECS" / "$round"
+  REFRESH_ELAPSED=$(awk -v e="$REFRESH_ELAPSED" -v a="$t_start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", e + b - a }')
   REFRESH_ISSUED=$((REFRESH_ISSUED + $(issuer_requests "$P_ISSUER_SHORT") - issuer_before))
   all=$(($(fetches "$P_ADMIN_REFRESH") - before))
   REFRESH_FETCHES=$((REFRESH_FETCHES + all))
@@ -554,7 +588,10 @@ REPORT=$WORK/report.txt
   printf '           proxy, or the upstream for direct); proc%%: its CPU as %% of one core; cpu%s%%/cpu%s%%: how\n' "$PROXY_CPU" "$LOAD_CPU"
   printf '           busy each core was, whoever used it (steal included); steal%%: the share of the run\n'
   printf '           the hypervisor held cpu%s/cpu%s back while it had work (mean of the rounds)\n' "$PROXY_CPU" "$LOAD_CPU"
-  printf 'steal:     cpu%s %s%%, cpu%s %s%% over all the load\n' "$PROXY_CPU" "$STEAL_P" "$LOAD_CPU" "$STEAL_L"
+  printf 'steal:     cpu%s %s%%, cpu%s %s%% over all the load; %s run(s) measured again for steal over %s%%\n' \
+    "$PROXY_CPU" "$STEAL_P" "$LOAD_CPU" "$STEAL_L" "$(wc -l <"$DISCARDED")" "$MAX_STEAL"
+  printf '           (at most %s more time(s) each), %s kept over it for want of a better attempt\n' "$STEAL_RETRIES" \
+    "$(awk -F'\t' -v m="$MAX_STEAL" '$16 > m || $17 > m { n++ } END { printf "%d", n }' "$RUNS")"
 
   steal_cell() { printf '%s/%s' "$(get "$1" "$2" st_p)" "$(get "$1" "$2" st_l)"; }
   table() { # SET ROW...
@@ -610,12 +647,12 @@ REPORT=$WORK/report.txt
   printf '\n4. token refresh, %s connections, %s s per run\n' "$CONNS" "$REFRESH_SECS"
   table refresh tokenproxy tokenproxy-refresh
   printf 'tokenproxy (1 h tokens):         %s token fetches during %s requests\n' "$STEADY_FETCHES" "$(get refresh tokenproxy requests)"
-  printf 'issuers (their /stats):          the 2 s issuer answered %s token requests during the refresh runs;\n' "$REFRESH_ISSUED"
+  printf 'tokenproxy-refresh (%s s tokens): %s token fetches (%s failed) in %s s of its runs; ~%s expected from the schedule\n' \
+    "$REFRESH_LIFETIME" "$REFRESH_FETCHES" "$REFRESH_FAILED" "$REFRESH_ELAPSED" \
+    "$(awk -v s="$REFRESH_ELAPSED" -v l="$REFRESH_LIFETIME" 'BEGIN { printf "%.0f", s / (l * 0.775) }')"
+  printf 'issuers (their /stats):          the 2 s issuer answered %s token requests in those %s s;\n' "$REFRESH_ISSUED" "$REFRESH_ELAPSED"
   printf '                                 the 1 h issuer answered %s during all the load (%s requests through tokenproxy rows)\n' \
     "$LONG_ISSUED" "$LOAD_REQUESTS"
-  printf 'tokenproxy-refresh (%s s tokens): %s token fetches (%s failed) during %s requests; ~%s expected from the schedule\n' \
-    "$REFRESH_LIFETIME" "$REFRESH_FETCHES" "$REFRESH_FAILED" "$(get refresh tokenproxy-refresh requests)" \
-    "$(awk -v s="$REFRESH_SECS" -v r="$REFRESH_ROUNDS" -v l="$REFRESH_LIFETIME" 'BEGIN { printf "%.0f", s * r / (l * 0.775) }')"
 
   if ((LIMITED)); then
     printf '\n5. each proxy held to %s CPU (cgroup quota %s ms per %s ms, like limits.cpu: %sm), %s connections\n' \
@@ -647,8 +684,8 @@ REPORT=$WORK/report.txt
   nginx_p99=$(get small-64 nginx p99)
   added=$(($(get small-1 tokenproxy p50) - d50))
   # Errors of every run of every row: a row with errors measured something other than the rest.
-  all_errors=$(awk -F'\t' '{ s += $11 } END { printf "%d", s }' "$RUNS")
-  tp_errors=$(awk -F'\t' '$2 ~ /^tokenproxy/ { s += $11 } END { printf "%d", s }' "$RUNS")
+  all_errors=$(awk -F'\t' '{ s += $11 } END { printf "%d", s }' "$RUNS" "$DISCARDED")
+  tp_errors=$(awk -F'\t' '$2 ~ /^tokenproxy/ { s += $11 } END { printf "%d", s }' "$RUNS" "$DISCARDED")
   steady_p99=$(get refresh tokenproxy p99)
   refresh_p99=$(get refresh tokenproxy-refresh p99)
   check "req/s within 5% of bare pingora (64 conns)" "$(ratio "$tp" "$bare_rps")" 'v >= 0.95' "$(ratio "$tp" "$bare_rps") × bare"
@@ -679,7 +716,7 @@ REPORT=$WORK/report.txt
   # Counted at the issuers: a token request on the request path would show up in the 1 h issuer's
   # count (one per request) and push the 2 s one far past one per second.
   check "token requests follow refreshes, not requests" "$REFRESH_ISSUED" \
-    "v >= 1 && v <= $REFRESH_SECS * $REFRESH_ROUNDS && $LONG_ISSUED == 0" \
+    "v >= 1 && v <= $REFRESH_ELAPSED && $LONG_ISSUED == 0" \
     "$REFRESH_ISSUED at the 2 s issuer, $LONG_ISSUED at the 1 h one"
 
   # A row whose load core was saturated measured the harness, not the proxy; a proxy core much
