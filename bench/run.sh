@@ -18,7 +18,9 @@
 #   --keep           keep the work directory (configs, logs, raw wrk output)
 # Environment: BENCH_PROXY_CPU (0), BENCH_LOAD_CPU (1), BENCH_PORT_BASE (18080),
 #              BENCH_MAX_STEAL (5: a run that lost more than 5% of a core to the hypervisor is
-#              measured again), BENCH_STEAL_RETRIES (2; 0 with --quick), CARGO_TARGET_DIR.
+#              measured again), BENCH_STEAL_RETRIES (2; 0 with --quick), BENCH_PROFILE
+#              (release; debug builds faster and is only good for checking the script, as CI
+#              does with --quick), CARGO_TARGET_DIR.
 #
 # Installs nginx and wrk with apt when they are missing (needs root on Debian/Ubuntu). All
 # traffic stays on 127.0.0.1.
@@ -80,8 +82,10 @@ P_ROUTE0=$((BASE + 100)) # routes r0..r49 listen on P_ROUTE0 + i; the load goes 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
 
-if [[ $UPDATE_README == 1 && $MODE != full ]]; then
-  die "--update-readme records full runs only"
+PROFILE=${BENCH_PROFILE:-release}
+[[ $PROFILE == release || $PROFILE == debug ]] || die "BENCH_PROFILE must be release or debug, not '$PROFILE'"
+if [[ $UPDATE_README == 1 && ($MODE != full || $PROFILE != release) ]]; then
+  die "--update-readme records full runs of release builds only"
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -94,18 +98,21 @@ install_missing() {
   command -v curl >/dev/null || missing+=(curl)
   command -v taskset >/dev/null || missing+=(util-linux)
   ((${#missing[@]} == 0)) && return
-  [[ $(id -u) == 0 ]] || die "missing ${missing[*]}; install them or run as root"
+  local sudo=()
+  if [[ $(id -u) != 0 ]]; then
+    command -v sudo >/dev/null || die "missing ${missing[*]}; install them or run as root"
+    sudo=(sudo)
+  fi
   command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install them"
   log "installing ${missing[*]}"
   # Keep the package's own nginx service from starting on port 80.
   local guard=/usr/sbin/policy-rc.d added_guard=0
   if [[ ! -e $guard ]]; then
-    printf '#!/bin/sh\nexit 101\n' >"$guard" && chmod 755 "$guard" && added_guard=1
+    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$guard" >/dev/null && "${sudo[@]}" chmod 755 "$guard" && added_guard=1
   fi
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  ((added_guard)) && rm -f "$guard"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  ((added_guard)) && "${sudo[@]}" rm -f "$guard"
   return 0
 }
 
@@ -121,12 +128,16 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Build
 
-log "building tokenproxy and examples/bare_pingora (release)"
-(cd "$ROOT" && cargo build --release --quiet --bin tokenproxy --example bare_pingora)
+log "building tokenproxy and examples/bare_pingora ($PROFILE)"
+if [[ $PROFILE == release ]]; then
+  (cd "$ROOT" && cargo build --release --quiet --bin tokenproxy --example bare_pingora)
+else
+  (cd "$ROOT" && cargo build --quiet --bin tokenproxy --example bare_pingora)
+fi
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-TP=$TARGET/release/tokenproxy
-BARE=$TARGET/release/examples/bare_pingora
-[[ -x $TP && -x $BARE ]] || die "build outputs not found under $TARGET/release"
+TP=$TARGET/$PROFILE/tokenproxy
+BARE=$TARGET/$PROFILE/examples/bare_pingora
+[[ -x $TP && -x $BARE ]] || die "build outputs not found under $TARGET/$PROFILE"
 
 # ---------------------------------------------------------------------------------------------
 # Processes: everything started here is stopped by PID on exit.
@@ -575,6 +586,7 @@ REPORT=$WORK/report.txt
   printf 'tokenproxy bench, %s mode, %s\n' "$MODE" "$(date -u '+%Y-%m-%d %H:%M UTC')"
   printf 'command:   %s\n' "$COMMAND_LINE"
   printf 'machine:   %s cores, %s, Linux %s\n' "$CPUS" "${cpu_model:-unknown CPU}" "$(uname -r)"
+  [[ $PROFILE == release ]] || commit="$commit ($PROFILE build: figures not comparable)"
   printf 'software:  tokenproxy %s; %s; %s; %s\n' "$commit" "$(nginx -v 2>&1 | sed 's/^nginx version: //')" \
     "$(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }' || true)" "$(rustc --version 2>/dev/null | awk '{ print $1, $2 }')"
   printf 'placement: proxy under test on cpu %s; wrk, upstream nginx and token issuers on cpu %s,\n' "$PROXY_CPU" "$LOAD_CPU"
