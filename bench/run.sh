@@ -537,15 +537,18 @@ TPP_HANDOFFS=$(handoffs "$P_ADMIN_PINGORA")
 # ---------------------------------------------------------------------------------------------
 # Report
 
+# The median of space-separated numbers, for the awk programs below (mawk has no asort:
+# insertion sort, a few values).
+AWK_MEDIAN='function median(list,    v, n, i, j, t) {
+  n = split(list, v, " ")
+  for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+  return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+}
+'
+
 # Per set and row: requests/s over all rounds, median p50/p99, max of max, summed errors, MiB/s,
 # mean busy shares, the rounds' requests/s, the largest mid-run RSS, and mean steal shares.
-awk -F'\t' '
-  # The median of space-separated numbers (mawk has no asort: insertion sort, a few values).
-  function median(list,    v, n, i, j, t) {
-    n = split(list, v, " ")
-    for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
-    return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-  }
+awk -F'\t' "$AWK_MEDIAN"'
   {
     k = $1 SUBSEP $2
     if (!(k in req)) order[++n] = k
@@ -578,12 +581,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { r = 0; if (b > 0) r = a / b; printf "
 # time), then "MEDIAN RATIO1 RATIO2 ...". The host's speed drifts between rounds (see the req/s
 # per round); a ratio of neighbours cancels most of that, where a ratio of two medians does not.
 paired() {
-  awk -F'\t' -v s="$1" -v a="$2" -v b="$3" '
-    function median(list,    v, n, i, j, t) {
-      n = split(list, v, " ")
-      for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
-      return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-    }
+  awk -F'\t' -v s="$1" -v a="$2" -v b="$3" "$AWK_MEDIAN"'
     $1 == s && $2 == a { pa[$4] = $9 } $1 == s && $2 == b { pb[$4] = $9 }
     END {
       for (r = 1; r in pa; r++) if (r in pb && pb[r] > 0) list = list sprintf(" %.2f", pa[r] / pb[r])
