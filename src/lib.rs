@@ -6,6 +6,8 @@
 //! - [`token`]: token keys, the token client, the cache, the schedule rules and the refreshers.
 //! - [`upstream`]: upstream address resolution, trust roots and the pingora peer.
 //! - [`routes`]: the live route table, swapped atomically on reload.
+//! - [`forward`]: the request and response policy both request paths apply, and the table of
+//!   answers the proxy gives itself.
 //! - [`proxy`]: the pingora `ProxyHttp` hook that injects the token.
 //! - [`h1`]: the lean HTTP/1.1 path that serves plain requests itself, in front of [`proxy`].
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/tokens`.
@@ -22,6 +24,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod forward;
 pub mod h1;
 pub mod logging;
 pub mod metrics;

@@ -7,13 +7,13 @@ use std::time::Instant as StdInstant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{HeaderValue, Uri};
+use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use tracing::{debug, info};
 
-use crate::config::Existing;
+use crate::forward::{self, Answer};
 use crate::metrics::METRICS;
 use crate::routes::{RouteState, RouteTable};
 use crate::shutdown::InFlight;
@@ -21,9 +21,6 @@ use crate::shutdown::InFlight;
 pub struct TokenProxy {
     pub routes: Arc<RouteTable>,
 }
-
-/// Requests whose header fields add up to more than this are refused with 431.
-const MAX_HEADER_BYTES: usize = 32 * 1024;
 
 /// The error type that carries "no token" out of `upstream_peer` to `fail_to_proxy`.
 const NO_TOKEN: ErrorType = ErrorType::Custom("token_unavailable");
@@ -44,16 +41,26 @@ pub struct RequestCtx {
     replayed: bool,
     replay_outcome: Option<&'static str>,
     connect_retried: bool,
+    /// The plan for this request, once it was accepted.
+    forward: Option<Forward>,
     _in_flight: InFlight,
 }
 
-/// The JSON body of an answer the proxy gives itself.
-pub(crate) fn json_error(error: &str, route: &str, reason: Option<&str>) -> Bytes {
-    let mut v = serde_json::json!({ "error": error, "route": route });
-    if let Some(r) = reason {
-        v["reason"] = serde_json::Value::from(r);
+/// A plan ([`crate::forward::Plan`]) as pingora's path keeps it between its phases.
+struct Forward {
+    /// Names of the caller's fields that do not go upstream as they are.
+    dropped: Vec<http::HeaderName>,
+    path_and_query: String,
+    inject: bool,
+    websocket: bool,
+    idempotent: bool,
+    body: forward::Body,
+}
+
+impl Forward {
+    fn replayable(&self, max_body: usize, buffered: Option<usize>) -> bool {
+        forward::replayable(self.body, max_body, buffered)
     }
-    Bytes::from(v.to_string())
 }
 
 async fn respond_json(session: &mut Session, status: u16, body: Bytes) -> Result<()> {
@@ -65,90 +72,37 @@ async fn respond_json(session: &mut Session, status: u16, body: Bytes) -> Result
     session.write_response_body(Some(body), true).await
 }
 
-/// How an exchange with the upstream failed, whichever path saw it: one table for the caller's
-/// status, the `kind` label of `tokenproxy_upstream_errors_total` and the JSON `error`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum UpstreamError {
-    Connect,
-    Timeout,
-    Tls,
-    Other,
-}
-
-impl UpstreamError {
-    pub(crate) fn status(self) -> u16 {
-        match self {
-            UpstreamError::Timeout => 504,
-            _ => 502,
-        }
-    }
-
-    pub(crate) fn kind(self) -> &'static str {
-        match self {
-            UpstreamError::Connect => "connect",
-            UpstreamError::Timeout => "timeout",
-            UpstreamError::Tls => "tls",
-            UpstreamError::Other => "other",
-        }
-    }
-
-    pub(crate) fn error(self) -> &'static str {
-        match self {
-            UpstreamError::Connect => "upstream_connect_failed",
-            UpstreamError::Timeout => "upstream_timeout",
-            UpstreamError::Tls => "upstream_tls_failed",
-            UpstreamError::Other => "upstream_error",
-        }
-    }
-
-    /// Counts the failure in `tokenproxy_upstream_errors_total`.
-    pub(crate) fn count(self, route: &str) {
-        METRICS
-            .upstream_errors
-            .with_label_values(&[route, self.kind()])
-            .inc();
-    }
-}
-
-fn classify(e: &Error) -> UpstreamError {
+/// Which answer an upstream failure gets, from pingora's error type.
+fn classify(e: &Error) -> Answer {
     match e.etype() {
         ErrorType::ConnectTimedout
         | ErrorType::ReadTimedout
         | ErrorType::WriteTimedout
-        | ErrorType::TLSHandshakeTimedout => UpstreamError::Timeout,
+        | ErrorType::TLSHandshakeTimedout => Answer::UpstreamTimeout,
         ErrorType::ConnectRefused
         | ErrorType::ConnectNoRoute
         | ErrorType::ConnectError
         | ErrorType::SocketError
-        | ErrorType::BindError => UpstreamError::Connect,
+        | ErrorType::BindError => Answer::UpstreamConnect,
         ErrorType::TLSHandshakeFailure
         | ErrorType::TLSWantX509Lookup
         | ErrorType::InvalidCert
-        | ErrorType::HandshakeError => UpstreamError::Tls,
-        _ => UpstreamError::Other,
+        | ErrorType::HandshakeError => Answer::UpstreamTls,
+        _ => Answer::UpstreamOther,
     }
 }
 
 /// Whether the request can be sent again: pingora keeps what it has read of the body (at most
-/// 64 KiB); a replay needs all of what was sent, within the route's limit.
-fn replayable(session: &mut Session, max_body: usize) -> bool {
+/// 64 KiB); the plan's rule decides with how much of a chunked body was kept.
+fn replayable(session: &mut Session, forward: &Forward, max_body: usize) -> bool {
     if session.as_ref().retry_buffer_truncated() {
         return false;
     }
-    let headers = &session.req_header().headers;
-    let chunked = headers.contains_key(http::header::TRANSFER_ENCODING);
-    let length = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<usize>().ok());
-    match (length, chunked) {
-        (Some(n), false) => n <= max_body,
-        (None, false) => true,
-        (_, true) => {
-            let buffered = session.as_ref().get_retry_buffer().map_or(0, |b| b.len());
-            session.as_mut().is_body_done() && buffered <= max_body
-        }
-    }
+    let buffered = session
+        .as_mut()
+        .is_body_done()
+        .then(|| session.as_ref().get_retry_buffer().map_or(0, |b| b.len()));
+    forward.replayable(max_body, buffered)
 }
 
 /// Answers the request here with a JSON error; returns `Ok(true)` (handled) for `request_filter`.
@@ -156,88 +110,44 @@ async fn reject(
     session: &mut Session,
     ctx: &mut RequestCtx,
     route: Option<Arc<RouteState>>,
-    status: u16,
-    error: &str,
+    answer: Answer,
     reason: Option<&str>,
 ) -> Result<bool> {
     let name = route.as_ref().map_or("", |r| r.route.name.as_str());
-    let body = json_error(error, name, reason);
-    ctx.local_status = Some(status);
+    let body = answer.body(name, reason);
+    ctx.local_status = Some(answer.status());
     ctx.route = route;
-    respond_json(session, status, body).await?;
+    respond_json(session, answer.status(), body).await?;
     Ok(true)
 }
 
-/// Requests refused before anything is forwarded, with the status and error to answer.
-fn refuse(session: &Session, route: &RouteState) -> Option<(u16, &'static str)> {
-    let req = session.req_header();
-    if req.headers.contains_key(http::header::TRANSFER_ENCODING) && sent_content_length(session) {
-        // RFC 9112 §6.1 allows either rejecting this or ignoring Content-Length; it is the
-        // shape of a smuggling attempt, so refuse it.
-        return Some((400, "conflicting_framing"));
-    }
-    let header_bytes: usize = req
+/// The request policy's decision ([`crate::forward::plan`]) on the request pingora read, from the
+/// same bytes the lean path decides on.
+fn decide(session: &Session, route: &RouteState) -> std::result::Result<Forward, Answer> {
+    let raw = session
+        .as_downstream()
+        .as_http1()
+        .map(|h1| h1.get_headers_raw_bytes())
+        .ok_or(Answer::BadRequest)?;
+    let mut headers = [httparse::EMPTY_HEADER; forward::MAX_HEADERS];
+    let (_, req) = forward::parse_head(&raw, &mut headers)?.ok_or(Answer::BadRequest)?;
+    let view = route.view();
+    let plan = forward::plan(&req, &view)?;
+    let dropped = session
+        .req_header()
         .headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len())
-        .sum();
-    if header_bytes > MAX_HEADER_BYTES {
-        return Some((431, "request_headers_too_large"));
-    }
-    if let Some(authority) = absolute_form_authority(req.raw_path()) {
-        if !is_own_authority(&authority, route) {
-            // A request meant for another host must not reach this upstream with our token.
-            return Some((421, "misdirected_request"));
-        }
-    }
-    None
-}
-
-/// Whether the caller sent a Content-Length. pingora drops it from the parsed header when
-/// Transfer-Encoding is present, so look at the raw header (only done for chunked requests).
-fn sent_content_length(session: &Session) -> bool {
-    let Some(h1) = session.as_downstream().as_http1() else {
-        return false;
-    };
-    h1.get_headers_raw_bytes()
-        .split(|&b| b == b'\n')
-        .any(|line| line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
-}
-
-/// The authority of an absolute-form request target (`GET http://host:port/path`); `None` for
-/// the usual origin form (`GET /path`). pingora keeps the authority off the parsed URI.
-fn absolute_form_authority(target: &[u8]) -> Option<String> {
-    if target.first().is_none_or(|b| *b == b'/' || *b == b'*') {
-        return None;
-    }
-    let lower = String::from_utf8_lossy(target).to_ascii_lowercase();
-    let rest = lower
-        .strip_prefix("http://")
-        .or_else(|| lower.strip_prefix("https://"))
-        .unwrap_or(&lower);
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    Some(rest[..end].to_string())
-}
-
-/// Whether an absolute-form request's authority names this route: its upstream, or the listener
-/// itself.
-fn is_own_authority(authority: &str, route: &RouteState) -> bool {
-    let up = &route.target.upstream;
-    if authority.eq_ignore_ascii_case(&up.authority)
-        || authority.eq_ignore_ascii_case(&format!("{}:{}", up.authority, up.port))
-    {
-        return true;
-    }
-    let listen = route.route.listen;
-    let Some((host, port)) = authority.rsplit_once(':') else {
-        return false;
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    port.parse::<u16>().ok() == Some(listen.port())
-        && (host.eq_ignore_ascii_case("localhost")
-            || host.parse::<std::net::IpAddr>().is_ok_and(|ip| {
-                ip == listen.ip() || (ip.is_loopback() && listen.ip().is_loopback())
-            }))
+        .keys()
+        .filter(|name| !plan.forwards(name.as_str().as_bytes()))
+        .cloned()
+        .collect();
+    Ok(Forward {
+        dropped,
+        path_and_query: plan.path_and_query.to_string(),
+        inject: plan.inject,
+        websocket: plan.websocket,
+        idempotent: plan.idempotent,
+        body: plan.body,
+    })
 }
 
 #[async_trait]
@@ -255,6 +165,7 @@ impl ProxyHttp for TokenProxy {
             replayed: false,
             replay_outcome: None,
             connect_retried: false,
+            forward: None,
             _in_flight: InFlight::start(),
         }
     }
@@ -266,17 +177,13 @@ impl ProxyHttp for TokenProxy {
             .and_then(|a| a.as_inet())
             .copied();
         let Some(route) = local.and_then(|a| self.routes.lookup(&a)) else {
-            return reject(session, ctx, None, 503, "route_not_configured", None).await;
+            return reject(session, ctx, None, Answer::RouteNotConfigured, None).await;
         };
-        if let Some((status, error)) = refuse(session, &route) {
-            return reject(session, ctx, Some(route), status, error, None).await;
-        }
-        let keep_callers = route.route.existing == Existing::Keep
-            && session
-                .req_header()
-                .headers
-                .contains_key(&route.route.header);
-        if !keep_callers {
+        let plan = match decide(session, &route) {
+            Ok(plan) => plan,
+            Err(answer) => return reject(session, ctx, Some(route), answer, None).await,
+        };
+        if plan.inject {
             let slot = &route.slot;
             let now = tokio::time::Instant::from_std(ctx.started);
             let mut injection = slot.header_value(route.format_index, now);
@@ -289,19 +196,13 @@ impl ProxyHttp for TokenProxy {
             let Some(injection) = injection else {
                 route.metrics.token_unavailable();
                 let reason = slot.unavailable_reason();
-                return reject(
-                    session,
-                    ctx,
-                    Some(route),
-                    503,
-                    "token_unavailable",
-                    Some(reason),
-                )
-                .await;
+                let answer = Answer::TokenUnavailable;
+                return reject(session, ctx, Some(route), answer, Some(reason)).await;
             };
             ctx.token = Some(injection.value);
             ctx.generation = Some(injection.generation);
         }
+        ctx.forward = Some(plan);
         ctx.route = Some(route);
         Ok(false)
     }
@@ -350,21 +251,25 @@ impl ProxyHttp for TokenProxy {
         let Some(route) = ctx.route.as_ref() else {
             return Error::e_explain(ErrorType::InternalError, "no route in context");
         };
-        let up = &route.target.upstream;
+        let Some(plan) = ctx.forward.as_ref() else {
+            return Error::e_explain(ErrorType::InternalError, "no plan in context");
+        };
+        // The fields the plan does not forward; pingora's own request policy is switched off
+        // (`HttpUpstreamRequestPolicy::preserve`, see `crate::upstream`), so this is all of it.
+        for name in &plan.dropped {
+            req.remove_header(name);
+        }
         req.insert_header(http::header::HOST, route.target.host_header.clone())?;
-        // Only the path and query go upstream, whatever form the caller's request target had.
-        let path_and_query = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        if !up.base_path.is_empty() || req.uri.scheme().is_some() || req.uri.authority().is_some() {
-            let mut target = String::with_capacity(up.base_path.len() + path_and_query.len());
-            target.push_str(&up.base_path);
-            if !path_and_query.starts_with('/') {
-                target.push('/');
-            }
-            target.push_str(path_and_query);
-            let uri = Uri::try_from(target).map_err(|e| {
-                Error::because(ErrorType::InvalidHTTPHeader, "rewriting the path", e)
-            })?;
-            req.set_uri(uri);
+        if plan.websocket {
+            req.insert_header(http::header::CONNECTION, "Upgrade")?;
+            req.insert_header(http::header::UPGRADE, "websocket")?;
+        }
+        let base = &route.target.upstream.base_path;
+        if !base.is_empty() || req.raw_path() != plan.path_and_query.as_bytes() {
+            let mut target = Vec::with_capacity(base.len() + plan.path_and_query.len());
+            target.extend_from_slice(base.as_bytes());
+            target.extend_from_slice(plan.path_and_query.as_bytes());
+            req.set_raw_path(&target)?;
         }
         // Runs again for every retry and replay, each time with the token of that attempt.
         // insert_header replaces every value the caller sent under that name.
@@ -383,6 +288,12 @@ impl ProxyHttp for TokenProxy {
         let Some(route) = ctx.route.as_ref() else {
             return Ok(());
         };
+        let websocket = ctx.forward.as_ref().is_some_and(|f| f.websocket);
+        if forward::response::check_status(resp.status.as_u16(), websocket).is_err() {
+            let e = Error::explain(ErrorType::InvalidHTTPHeader, "status cannot be relayed");
+            return Err(e.into_up());
+        }
+        unfold_fields(resp)?;
         let Some(replay) = route.route.replay.as_ref() else {
             return Ok(());
         };
@@ -401,7 +312,10 @@ impl ProxyHttp for TokenProxy {
             // The caller's own credentials were forwarded: nothing of ours to refresh.
             return Ok(());
         };
-        if !replayable(session, replay.max_body) {
+        let Some(plan) = ctx.forward.as_ref() else {
+            return Ok(());
+        };
+        if !replayable(session, plan, replay.max_body) {
             ctx.replay_outcome = Some("not_replayable");
             return Ok(());
         }
@@ -423,7 +337,7 @@ impl ProxyHttp for TokenProxy {
         let mut e = e.more_context(format!("Peer: {peer}"));
         if ctx.replay_pending && e.etype() == &REPLAY {
             e.set_retry(true);
-        } else if !session.req_header().method.is_idempotent()
+        } else if !ctx.forward.as_ref().is_some_and(|f| f.idempotent)
             || session.as_ref().retry_buffer_truncated()
         {
             e.set_retry(false);
@@ -435,13 +349,13 @@ impl ProxyHttp for TokenProxy {
 
     fn fail_to_connect(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
         // One more try on a new connection for requests that are safe to send twice.
-        if !ctx.connect_retried && session.req_header().method.is_idempotent() {
+        if !ctx.connect_retried && ctx.forward.as_ref().is_some_and(|f| f.idempotent) {
             ctx.connect_retried = true;
             e.set_retry(true);
         }
@@ -459,37 +373,35 @@ impl ProxyHttp for TokenProxy {
             .as_ref()
             .map(|r| r.route.name.as_str())
             .unwrap_or("");
-        // The status and, when the caller can still be answered, the JSON error to send.
-        let (code, answer) = if e.etype() == &NO_TOKEN {
+        // The answer, when the caller can still be answered, and its reason.
+        let (answer, reason) = if e.etype() == &NO_TOKEN {
             let reason = ctx.route.as_ref().map(|r| {
                 r.metrics.token_unavailable();
                 r.slot.unavailable_reason()
             });
-            (503, Some(("token_unavailable", reason)))
+            (Some(Answer::TokenUnavailable), reason)
         } else {
             match e.esource() {
                 ErrorSource::Upstream => {
                     let failure = classify(e);
-                    failure.count(route_name);
-                    (failure.status(), Some((failure.error(), None)))
+                    failure.count_upstream(route_name);
+                    (Some(failure), None)
                 }
                 ErrorSource::Downstream => match e.etype() {
                     // The caller is gone: nobody to answer.
                     ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
-                        (0, None)
+                        (None, None)
                     }
-                    _ => (400, Some(("bad_request", None))),
+                    _ => (Some(Answer::BadRequest), None),
                 },
-                ErrorSource::Internal | ErrorSource::Unset => (500, Some(("internal_error", None))),
+                ErrorSource::Internal | ErrorSource::Unset => (Some(Answer::Internal), None),
             }
         };
-        if let Some((error, reason)) = answer {
+        let code = answer.map_or(0, Answer::status);
+        if let Some(answer) = answer {
             if session.response_written().is_none() {
-                let body = json_error(error, route_name, reason);
-                let _ = respond_json(session, code, body).await;
+                let _ = respond_json(session, code, answer.body(route_name, reason)).await;
             }
-        }
-        if code != 0 {
             ctx.local_status = Some(code);
         }
         FailToProxy {
@@ -520,6 +432,34 @@ impl ProxyHttp for TokenProxy {
             ctx.replay_outcome,
         );
     }
+}
+
+/// Puts each folded field value of an upstream response on one line, as the lean path does
+/// ([`forward::response::unfold`]).
+fn unfold_fields(resp: &mut ResponseHeader) -> Result<()> {
+    let folded: Vec<_> = resp
+        .headers
+        .iter()
+        .filter(|(_, v)| forward::response::is_folded(v.as_bytes()))
+        .map(|(n, _)| n.clone())
+        .collect();
+    for name in folded {
+        let values: Vec<HeaderValue> = resp
+            .headers
+            .get_all(&name)
+            .iter()
+            .map(|v| {
+                let mut out = Vec::with_capacity(v.len());
+                forward::response::unfold(v.as_bytes(), &mut out);
+                HeaderValue::from_bytes(&out).or_err(ErrorType::InvalidHTTPHeader, "field value")
+            })
+            .collect::<Result<_>>()?;
+        resp.remove_header(&name);
+        for v in values {
+            resp.append_header(name.clone(), v)?;
+        }
+    }
+    Ok(())
 }
 
 /// Records a finished request, from either path: metrics, and the access log line when it is on

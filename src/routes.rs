@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
-use crate::config::{Config, Route};
+use crate::config::{Config, Existing, Route};
+use crate::forward::RouteView;
 use crate::metrics::RouteMetrics;
 use crate::token::cache::TokenSlot;
 use crate::token::TokenKey;
@@ -23,6 +24,19 @@ pub struct RouteState {
     /// How long a request may wait for a token being fetched (the provider's timeout).
     pub fetch_timeout: std::time::Duration,
     pub metrics: RouteMetrics,
+}
+
+impl RouteState {
+    /// What the request policy ([`crate::forward::plan`]) needs to know about this route.
+    pub fn view(&self) -> RouteView<'_> {
+        RouteView {
+            token_header: &self.route.header,
+            keep_callers: self.route.existing == Existing::Keep,
+            upstream_authority: &self.target.upstream.authority,
+            upstream_port: self.target.upstream.port,
+            listen: self.route.listen,
+        }
+    }
 }
 
 /// Listen addresses are fixed for the process's life; what they serve is not.

@@ -6,7 +6,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use pingora::upstreams::peer::HttpPeer;
+use pingora::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
 use pingora::utils::tls::WrappedX509;
 use tracing::{debug, warn};
 
@@ -123,6 +123,10 @@ impl UpstreamTarget {
             o.set_http_version(2, 1);
         }
         o.ca = self.ca.clone();
+        // What goes upstream is the request policy's decision (`crate::forward`), applied in
+        // `upstream_request_filter` the same way the lean path applies it; pingora's own
+        // stripping of fields would be a second policy.
+        o.http_upstream_request_policy = HttpUpstreamRequestPolicy::preserve();
         peer.group_key = self.trust_group;
         Some(peer)
     }

@@ -30,13 +30,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use crate::config::Existing;
+use crate::forward::{self, Answer, Plan};
 use crate::metrics::METRICS;
-use crate::proxy::{json_error, record, TokenProxy, UpstreamError};
+use crate::proxy::{record, TokenProxy};
 use crate::routes::{RouteState, RouteTable};
 use crate::shutdown::InFlight;
 use timer::LazyTimer;
-use wire::{Framing, Parsed, ResponseHead, Rewrite, WireError};
+use wire::{Framing, ResponseHead, Rewrite, WireError};
 
 /// How long a connection may sit between requests (pingora's default keep-alive).
 const KEEPALIVE: Duration = Duration::from_secs(60);
@@ -119,8 +119,40 @@ impl Shutdown {
 enum Next {
     KeepAlive,
     Close,
-    /// This request (still in `buf`) is for pingora.
-    Pingora,
+    /// The request at the front of `buf`, this many bytes of it, is for pingora.
+    Pingora(usize),
+}
+
+/// What the bytes at the front of `conn.buf` are.
+enum Step {
+    /// Not yet a whole head.
+    Partial,
+    /// The proxy answers the request itself, and the connection closes.
+    Refuse(Refusal),
+    /// The lean path serves it: its upstream head is in `conn.out`, its head consumed.
+    Lean(Exchange, Arc<RouteState>),
+    /// pingora serves it; `len` bytes of `conn.buf` are this request's (the rest, pipelined
+    /// requests, stay for after it).
+    Pingora {
+        reason: &'static str,
+        len: usize,
+        route: Arc<RouteState>,
+    },
+}
+
+/// A request refused by the policy.
+struct Refusal {
+    answer: Answer,
+    route: Option<Arc<RouteState>>,
+    method_path: Option<(String, String)>,
+}
+
+/// How relaying a response failed.
+enum Relayed {
+    /// Nothing reached the caller yet: it can still be answered.
+    Unsent(Answer),
+    /// The caller got part of the response; its connection must close.
+    Broken,
 }
 
 /// Why no upstream response arrived; decides the caller's status and the error metric.
@@ -145,19 +177,17 @@ enum UpstreamFailure {
 }
 
 impl UpstreamFailure {
-    /// The upstream's part in it; `None` for a failure that is not the upstream's.
-    fn upstream(&self) -> Option<UpstreamError> {
+    /// What the caller is told.
+    fn answer(&self) -> Answer {
         match self {
-            UpstreamFailure::NotResolved | UpstreamFailure::Connect(_) => {
-                Some(UpstreamError::Connect)
-            }
+            UpstreamFailure::NotResolved | UpstreamFailure::Connect(_) => Answer::UpstreamConnect,
             UpstreamFailure::ConnectTimeout | UpstreamFailure::ReadTimeout => {
-                Some(UpstreamError::Timeout)
+                Answer::UpstreamTimeout
             }
             UpstreamFailure::Io(_) | UpstreamFailure::Closed | UpstreamFailure::Wire(_) => {
-                Some(UpstreamError::Other)
+                Answer::UpstreamOther
             }
-            UpstreamFailure::NoFreshToken => None,
+            UpstreamFailure::NoFreshToken => Answer::TokenUnavailable,
         }
     }
 }
@@ -203,14 +233,10 @@ impl ServerApp for H1App {
             shutdown: Shutdown::new(shutdown),
         };
         loop {
-            let next = match local {
-                Some(local) => self.serve(&mut conn, local).await,
-                None => Next::Pingora,
-            };
-            match next {
+            match self.serve(&mut conn, local).await {
                 Next::KeepAlive => {}
                 Next::Close => return None,
-                Next::Pingora => conn = self.to_pingora(conn, shutdown).await?,
+                Next::Pingora(len) => conn = self.to_pingora(conn, len, shutdown).await?,
             }
         }
     }
@@ -221,39 +247,51 @@ impl ServerApp for H1App {
 }
 
 impl H1App {
-    /// Reads a request and serves it, or leaves it in `conn.buf` for pingora.
-    async fn serve(&self, conn: &mut Conn, local: SocketAddr) -> Next {
-        // Wait for a whole head, or for something that is not for this path.
-        let (head, route) = loop {
+    /// Reads a whole request head, decides on it with the request policy ([`crate::forward`]),
+    /// and answers it, serves it, or leaves it at the front of `conn.buf` for pingora.
+    async fn serve(&self, conn: &mut Conn, local: Option<SocketAddr>) -> Next {
+        let step = loop {
             if !conn.buf.is_empty() {
-                let Some(route) = self.routes.lookup(&local) else {
-                    return Next::Pingora;
-                };
-                let parsed = if !self.routes.lean_path() {
-                    Parsed::Unsupported("disabled")
-                } else if route.target.upstream.tls {
-                    Parsed::Unsupported("tls_upstream")
-                } else {
-                    prepare(conn, &route, self.routes.access_log())
-                };
-                match parsed {
-                    Parsed::Done(head) => break (head, route),
-                    Parsed::Unsupported(reason) => {
-                        let name = route.route.name.as_str();
-                        debug!(route = name, reason, "request handed to pingora");
-                        METRICS
-                            .pingora_handoffs
-                            .with_label_values(&[name, reason])
-                            .inc();
-                        return Next::Pingora;
-                    }
-                    Parsed::Partial => {}
+                match self.prepare(conn, local) {
+                    Step::Partial => {}
+                    step => break step,
                 }
             }
             match read_more(conn).await {
                 Ok(true) => {}
                 _ => return Next::Close,
             }
+        };
+        let (head, route) = match step {
+            Step::Lean(head, route) => (head, route),
+            Step::Pingora { reason, len, route } => {
+                let name = route.route.name.as_str();
+                debug!(route = name, reason, "request handed to pingora");
+                METRICS
+                    .pingora_handoffs
+                    .with_label_values(&[name, reason])
+                    .inc();
+                return Next::Pingora(len);
+            }
+            Step::Refuse(refusal) => {
+                let started = Instant::now();
+                let name = refusal.route.as_ref().map_or("", |r| r.route.name.as_str());
+                let status = refusal.answer.status();
+                let _ = answer(&mut conn.io, status, &refusal.answer.body(name, None)).await;
+                if let Some(route) = refusal.route.as_ref() {
+                    let took = started.elapsed();
+                    record(
+                        &self.routes,
+                        route,
+                        refusal.method_path.as_ref(),
+                        status,
+                        took,
+                        None,
+                    );
+                }
+                return Next::Close;
+            }
+            Step::Partial => return Next::Close,
         };
         let _in_flight = InFlight::start();
         let mut ex = head;
@@ -296,28 +334,27 @@ impl H1App {
                 let keep = !ex.close && resp.framing != Framing::Close && !conn.shutdown.is_set();
                 match relay(conn, upstream, &resp, keep, &route, ex.started).await {
                     Ok(()) if keep => (resp.status, Next::KeepAlive),
-                    _ => (resp.status, Next::Close),
+                    Ok(()) | Err(Relayed::Broken) => (resp.status, Next::Close),
+                    Err(Relayed::Unsent(kind)) => {
+                        let name = route.route.name.as_str();
+                        let _ = answer(&mut conn.io, kind.status(), &kind.body(name, None)).await;
+                        (kind.status(), Next::Close)
+                    }
                 }
             }
             Err(failure) => {
                 let name = route.route.name.as_str();
-                let (status, error, reason) = match failure.upstream() {
-                    Some(up) => {
-                        debug!(route = name, error = %failure, "upstream request failed");
-                        up.count(name);
-                        (up.status(), up.error(), None)
-                    }
-                    None => {
-                        route.metrics.token_unavailable();
-                        (
-                            503,
-                            "token_unavailable",
-                            Some(route.slot.unavailable_reason()),
-                        )
-                    }
+                let kind = failure.answer();
+                let reason = if kind == Answer::TokenUnavailable {
+                    route.metrics.token_unavailable();
+                    Some(route.slot.unavailable_reason())
+                } else {
+                    debug!(route = name, error = %failure, "upstream request failed");
+                    kind.count_upstream(name);
+                    None
                 };
-                let _ = answer(&mut conn.io, status, &json_error(error, name, reason)).await;
-                (status, Next::Close)
+                let _ = answer(&mut conn.io, kind.status(), &kind.body(name, reason)).await;
+                (kind.status(), Next::Close)
             }
         };
         let done = Instant::now();
@@ -413,10 +450,10 @@ impl H1App {
 
     /// Hands the connection to pingora's proxy for the request in `conn.buf`; returns it if
     /// pingora keeps it open.
-    async fn to_pingora(&self, conn: Conn, shutdown: &ShutdownWatch) -> Option<Conn> {
+    async fn to_pingora(&self, conn: Conn, len: usize, shutdown: &ShutdownWatch) -> Option<Conn> {
         let Conn {
             io,
-            buf,
+            mut buf,
             out,
             relay,
             caller_timer,
@@ -426,16 +463,22 @@ impl H1App {
         } = conn;
         let mut session = ServerSession::new_http1(io);
         session.set_keepalive((!*shutdown.borrow()).then_some(KEEPALIVE.as_secs()));
-        if !buf.is_empty() {
+        // pingora gets this request's bytes only: pipelined requests after it stay here, for the
+        // lean path to read once pingora gives the connection back.
+        let prefix = buf.split_to(len.min(buf.len()));
+        if !prefix.is_empty() {
             let mut settings = HttpPersistentSettings::for_session(&session);
-            settings.set_pipelined_prefix(buf);
+            settings.set_pipelined_prefix(prefix);
             settings.apply_to_session(&mut session);
         }
         let reused = self.proxy.process_new_http(session, shutdown).await?;
         let (io, _) = reused.consume();
+        if buf.capacity() == 0 {
+            buf = BytesMut::with_capacity(READ_BUF);
+        }
         Some(Conn {
             io,
-            buf: BytesMut::with_capacity(READ_BUF),
+            buf,
             out,
             token_at: None,
             relay,
@@ -447,60 +490,128 @@ impl H1App {
     }
 }
 
-/// Parses the head in `conn.buf` and, when this path takes it, writes the upstream head into
-/// `conn.out` and consumes the head from `conn.buf` (the body stays).
-fn prepare(conn: &mut Conn, route: &RouteState, access_log: bool) -> Parsed<Exchange> {
-    let mut headers = [httparse::EMPTY_HEADER; wire::MAX_HEADERS];
-    let (parsed, req) = wire::parse_request(&conn.buf, &mut headers);
-    let (head, req) = match (parsed, req) {
-        (Parsed::Done(head), Some(req)) => (head, req),
-        (Parsed::Done(_), None) => return Parsed::Unsupported("internal"),
-        (Parsed::Partial, _) => return Parsed::Partial,
-        (Parsed::Unsupported(why), _) => return Parsed::Unsupported(why),
-    };
-    let started = Instant::now();
-    let r = &route.route;
-    let keep_callers = r.existing == Existing::Keep && wire::has_header(&req, &r.header);
-    let injection = if keep_callers {
-        None
-    } else {
-        let now = tokio::time::Instant::from_std(started);
-        match route.slot.header_value(route.format_index, now) {
-            Some(i) => Some(i),
-            // pingora's path waits for a token being replaced, or answers 503.
-            None => return Parsed::Unsupported("no_token"),
+impl H1App {
+    /// Looks at the head at the front of `conn.buf`: refuses it, leaves it to pingora, or, when
+    /// this path takes it, writes the upstream head into `conn.out` and consumes the head from
+    /// `conn.buf` (the body stays).
+    fn prepare(&self, conn: &mut Conn, local: Option<SocketAddr>) -> Step {
+        let mut headers = [httparse::EMPTY_HEADER; forward::MAX_HEADERS];
+        let refuse = |answer, route, method_path| {
+            Step::Refuse(Refusal {
+                answer,
+                route,
+                method_path,
+            })
+        };
+        let (head_len, req) = match forward::parse_head(&conn.buf, &mut headers) {
+            Ok(Some(head)) => head,
+            Ok(None) => return Step::Partial,
+            Err(answer) => {
+                return refuse(answer, local.and_then(|l| self.routes.lookup(&l)), None);
+            }
+        };
+        let Some(route) = local.and_then(|l| self.routes.lookup(&l)) else {
+            return refuse(Answer::RouteNotConfigured, None, None);
+        };
+        let method_path = self.routes.access_log().then(|| {
+            let path = req.path.unwrap_or("/");
+            let path = path.split_once('?').map_or(path, |(p, _)| p);
+            (req.method.unwrap_or("").to_string(), path.to_string())
+        });
+        let view = route.view();
+        let plan = match forward::plan(&req, &view) {
+            Ok(plan) => plan,
+            Err(answer) => return refuse(answer, Some(route.clone()), method_path),
+        };
+        let started = Instant::now();
+        let r = &route.route;
+        let injection = match self.lean_refusal(&plan, &route) {
+            Some(reason) => None.ok_or(reason),
+            None if !plan.inject => Ok(None),
+            None => {
+                let now = tokio::time::Instant::from_std(started);
+                // pingora's path waits for a token being replaced, or answers 503.
+                route
+                    .slot
+                    .header_value(route.format_index, now)
+                    .map(Some)
+                    .ok_or("no_token")
+            }
+        };
+        let injection = match injection {
+            Ok(injection) => injection,
+            Err(reason) => {
+                let len = request_len(&conn.buf, head_len, &plan);
+                return Step::Pingora { reason, len, route };
+            }
+        };
+        let up = &route.target.upstream;
+        let rewrite = Rewrite {
+            host: route.target.host_header.as_bytes(),
+            base_path: up.base_path.as_bytes(),
+            inject: injection.as_ref().map(|i| (&r.header, i.value.as_bytes())),
+        };
+        conn.token_at = wire::write_upstream_head(&req, &plan, &rewrite, &mut conn.out);
+        let exchange = Exchange {
+            started,
+            sent_at: started,
+            idempotent: plan.idempotent,
+            is_head: plan.is_head,
+            close: plan.close,
+            generation: injection.as_ref().map(|i| i.generation),
+            body_len: match plan.body {
+                forward::Body::Length(n) => n as usize,
+                _ => 0,
+            },
+            method_path,
+            replayed: false,
+            replay_outcome: None,
+        };
+        conn.buf.advance(head_len);
+        Step::Lean(exchange, route)
+    }
+
+    /// Why the lean path leaves an accepted request to pingora, as a metric label; `None` when
+    /// it serves it.
+    fn lean_refusal(&self, plan: &Plan<'_>, route: &RouteState) -> Option<&'static str> {
+        Some(if !self.routes.lean_path() {
+            "disabled"
+        } else if route.target.upstream.tls {
+            "tls_upstream"
+        } else if plan.http10 {
+            "http_version"
+        } else if plan.absolute_form {
+            "absolute_form"
+        } else if plan.has_upgrade {
+            "upgrade"
+        } else if plan.expect_continue {
+            "expect"
+        } else {
+            match plan.body {
+                forward::Body::Chunked => "transfer_encoding",
+                forward::Body::Length(n) if n > wire::MAX_BODY as u64 => "large_body",
+                _ => return None,
+            }
+        })
+    }
+}
+
+/// How many bytes at the front of `buf` belong to the request whose head is `head_len` long: the
+/// head and as much of its body as has come. An upgrade takes everything after it.
+fn request_len(buf: &[u8], head_len: usize, plan: &Plan<'_>) -> usize {
+    if plan.has_upgrade {
+        return buf.len();
+    }
+    let body = &buf[head_len..];
+    head_len
+        + match plan.body {
+            forward::Body::None => 0,
+            forward::Body::Length(n) => body.len().min(usize::try_from(n).unwrap_or(usize::MAX)),
+            forward::Body::Chunked => {
+                let mut scanner = wire::ChunkedScanner::default();
+                scanner.scan(body).unwrap_or(body.len())
+            }
         }
-    };
-    let up = &route.target.upstream;
-    let rewrite = Rewrite {
-        host: route.target.host_header.as_bytes(),
-        base_path: up.base_path.as_bytes(),
-        inject: injection.as_ref().map(|i| (&r.header, i.value.as_bytes())),
-    };
-    wire::write_upstream_head(&req, &rewrite, &mut conn.out);
-    conn.token_at = injection.as_ref().map(|i| {
-        // The token line is the last one before the blank line.
-        conn.out.len() - 2 - (r.header.as_str().len() + 2 + i.value.len() + 2)
-    });
-    let method_path = access_log.then(|| {
-        let path = req.path.unwrap_or("/");
-        let path = path.split_once('?').map_or(path, |(p, _)| p);
-        (req.method.unwrap_or("").to_string(), path.to_string())
-    });
-    let exchange = Exchange {
-        started,
-        sent_at: started,
-        idempotent: head.idempotent,
-        is_head: head.is_head,
-        close: head.close,
-        generation: injection.as_ref().map(|i| i.generation),
-        body_len: head.content_length,
-        method_path,
-        replayed: false,
-        replay_outcome: None,
-    };
-    conn.buf.advance(head.head_len);
-    Parsed::Done(exchange)
 }
 
 /// Puts a fresh token in place of the one in `conn.out`, keeping the body after the head.
@@ -622,7 +733,7 @@ async fn relay(
     keep_caller: bool,
     route: &RouteState,
     started: Instant,
-) -> io::Result<()> {
+) -> Result<(), Relayed> {
     let Conn {
         io,
         relay,
@@ -630,17 +741,53 @@ async fn relay(
         ..
     } = conn;
     let head_len = resp.head_len;
-    // The head and the first body bytes go out in one write.
+    let name = route.route.name.as_str();
+    // A body that is broken from its first bytes is answered with a 502 instead.
     let mut body = BodyEnd::new(resp.framing);
-    let first = body.accept(&relay[head_len..]).map_err(invalid)?;
-    if keep_caller || resp.has_connection || !relay[..head_len].ends_with(b"\r\n\r\n") {
-        io.write_all(&relay[..head_len + first]).await?;
+    let first = match body.accept(&relay[head_len..]) {
+        Ok(n) => n,
+        Err(e) => {
+            debug!(route = name, error = %e, "upstream response unusable");
+            Answer::UpstreamOther.count_upstream(name);
+            return Err(Relayed::Unsent(Answer::UpstreamOther));
+        }
+    };
+    let mut rendered = Vec::new();
+    let head = if resp.as_is {
+        &relay[..head_len]
     } else {
-        io.write_all(&relay[..head_len - 2]).await?;
-        io.write_all(b"Connection: close\r\n\r\n").await?;
-        io.write_all(&relay[head_len..head_len + first]).await?;
+        if let Err(e) = wire::write_response_head(&relay[..head_len], &mut rendered) {
+            Answer::UpstreamOther.count_upstream(name);
+            debug!(route = name, error = %e, "upstream response unusable");
+            return Err(Relayed::Unsent(Answer::UpstreamOther));
+        }
+        &rendered[..]
+    };
+    let broken = |_| Relayed::Broken;
+    // The head and the first body bytes go out in one write when they can.
+    if keep_caller || resp.has_connection {
+        if resp.as_is {
+            io.write_all(&relay[..head_len + first])
+                .await
+                .map_err(broken)?;
+        } else {
+            io.write_all(head).await.map_err(broken)?;
+            io.write_all(&relay[head_len..head_len + first])
+                .await
+                .map_err(broken)?;
+        }
+    } else {
+        io.write_all(&head[..head.len() - 2])
+            .await
+            .map_err(broken)?;
+        io.write_all(b"Connection: close\r\n\r\n")
+            .await
+            .map_err(broken)?;
+        io.write_all(&relay[head_len..head_len + first])
+            .await
+            .map_err(broken)?;
     }
-    io.flush().await?;
+    io.flush().await.map_err(broken)?;
     let mut clean = head_len + first == relay.len();
     let timeout = route.target.read_timeout();
     let mut want = RELAY_BUF;
@@ -653,26 +800,26 @@ async fn relay(
             Some(Ok(0)) => {
                 return Err(upstream_error(
                     route,
-                    UpstreamError::Other,
+                    Answer::UpstreamOther,
                     io::ErrorKind::UnexpectedEof.into(),
                 ))
             }
             Some(Ok(n)) => n,
-            Some(Err(e)) => return Err(upstream_error(route, UpstreamError::Other, e)),
+            Some(Err(e)) => return Err(upstream_error(route, Answer::UpstreamOther, e)),
             None => {
                 return Err(upstream_error(
                     route,
-                    UpstreamError::Timeout,
+                    Answer::UpstreamTimeout,
                     io::ErrorKind::TimedOut.into(),
                 ))
             }
         };
         let used = body
             .accept(&relay[..n])
-            .map_err(|e| upstream_error(route, UpstreamError::Other, invalid(e)))?;
+            .map_err(|e| upstream_error(route, Answer::UpstreamOther, invalid(e)))?;
         clean = used == n;
-        io.write_all(&relay[..used]).await?;
-        io.flush().await?;
+        io.write_all(&relay[..used]).await.map_err(broken)?;
+        io.flush().await.map_err(broken)?;
         if n == relay.capacity() && want < RELAY_BUF_MAX {
             want *= 2;
         }
@@ -692,11 +839,12 @@ fn invalid(e: WireError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-fn upstream_error(route: &RouteState, kind: UpstreamError, e: io::Error) -> io::Error {
+/// Counts and logs an upstream failure in the middle of a body; the caller's response is broken.
+fn upstream_error(route: &RouteState, kind: Answer, e: io::Error) -> Relayed {
     let name = route.route.name.as_str();
     debug!(route = name, error = %e, "upstream failed while relaying the body");
-    kind.count(name);
-    e
+    kind.count_upstream(name);
+    Relayed::Broken
 }
 
 /// Tracks how much of a response body is still to come.

@@ -1,121 +1,18 @@
-//! HTTP/1.1 on the wire for the lean path: which requests it takes, the request head it sends
-//! upstream, how an upstream response is framed, and where a chunked body ends. Pure functions
-//! over byte slices; no I/O.
+//! HTTP/1.1 on the wire for the lean path: the request head it sends upstream (as the
+//! [`crate::forward`] plan says), how an upstream response is framed and whether its head is
+//! relayed as it came, and where a chunked body ends. Pure functions over byte slices; no I/O.
 
 use http::HeaderName;
 
-/// Header fields a head may carry before it is left to pingora (which answers 431 or 400).
-pub const MAX_HEADERS: usize = 128;
-/// Request heads larger than this go to pingora, which refuses those over 32 KiB of fields.
-pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
+use crate::forward::{parse_decimal, response, Plan, MAX_HEADERS};
+
 /// Largest request body the lean path takes; it is read whole before anything is sent, so that
 /// it can be sent again. Larger bodies stream through pingora.
 pub const MAX_BODY: usize = 64 * 1024;
 /// Largest upstream response head.
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
-/// The outcome of looking at the bytes of a head read so far.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Parsed<T> {
-    /// More bytes are needed.
-    Partial,
-    Done(T),
-    /// Well-formed or not, this one is not for the lean path; the reason is a metric label.
-    Unsupported(&'static str),
-}
-
-/// What the lean path needs to know about a request it takes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestHead {
-    /// Bytes of the head, the blank line included; the body (if any) starts here.
-    pub head_len: usize,
-    pub content_length: usize,
-    /// The caller asked to close the connection after this exchange.
-    pub close: bool,
-    /// GET, HEAD, OPTIONS, TRACE, PUT, DELETE: safe to send again on a fresh connection.
-    pub idempotent: bool,
-    pub is_head: bool,
-}
-
-/// Parses a request head from `buf` into `headers`. Anything but a plain HTTP/1.1 request in
-/// origin form with no body or a small `Content-Length` body is `Unsupported`: pingora handles
-/// it (absolute-form targets, chunked or conflicting framing, upgrades, `Expect`, CONNECT,
-/// HTTP/1.0, big heads and bodies, malformed input).
-pub fn parse_request<'h, 'b>(
-    buf: &'b [u8],
-    headers: &'h mut [httparse::Header<'b>],
-) -> (Parsed<RequestHead>, Option<httparse::Request<'h, 'b>>) {
-    let mut req = httparse::Request::new(headers);
-    let head_len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() > MAX_REQUEST_HEAD => {
-            return (Parsed::Unsupported("large_head"), None)
-        }
-        Ok(httparse::Status::Partial) => return (Parsed::Partial, None),
-        Err(httparse::Error::TooManyHeaders) => {
-            return (Parsed::Unsupported("too_many_headers"), None)
-        }
-        Err(_) => return (Parsed::Unsupported("malformed"), None),
-    };
-    if head_len > MAX_REQUEST_HEAD {
-        return (Parsed::Unsupported("large_head"), None);
-    }
-    if req.version != Some(1) {
-        return (Parsed::Unsupported("http_version"), None);
-    }
-    let method = req.method.unwrap_or("");
-    if method == "CONNECT" {
-        return (Parsed::Unsupported("connect_method"), None);
-    }
-    if !req.path.is_some_and(|p| p.starts_with('/')) {
-        return (Parsed::Unsupported("absolute_form"), None);
-    }
-    let mut content_length = None;
-    let mut close = false;
-    for h in req.headers.iter() {
-        let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
-            if content_length.is_some() {
-                return (Parsed::Unsupported("content_length_repeated"), None);
-            }
-            match parse_decimal(h.value) {
-                Some(n) if n <= MAX_BODY as u64 => content_length = Some(n as usize),
-                Some(_) => return (Parsed::Unsupported("large_body"), None),
-                None => return (Parsed::Unsupported("content_length_invalid"), None),
-            }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            return (Parsed::Unsupported("transfer_encoding"), None);
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
-            return (Parsed::Unsupported("upgrade"), None);
-        } else if name.eq_ignore_ascii_case(b"expect") {
-            return (Parsed::Unsupported("expect"), None);
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            close |= has_token(h.value, b"close");
-        }
-    }
-    let head = RequestHead {
-        head_len,
-        content_length: content_length.unwrap_or(0),
-        close,
-        idempotent: matches!(
-            method,
-            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
-        ),
-        is_head: method == "HEAD",
-    };
-    (Parsed::Done(head), Some(req))
-}
-
-/// Whether the request carries a field called `name`.
-pub fn has_header(req: &httparse::Request<'_, '_>, name: &HeaderName) -> bool {
-    req.headers.iter().any(|h| {
-        h.name
-            .as_bytes()
-            .eq_ignore_ascii_case(name.as_str().as_bytes())
-    })
-}
-
-/// How the upstream request differs from the caller's.
+/// How the upstream request differs from the caller's, beyond what the plan drops.
 pub struct Rewrite<'a> {
     /// The `Host` value: the upstream's authority.
     pub host: &'a [u8],
@@ -125,56 +22,49 @@ pub struct Rewrite<'a> {
     pub inject: Option<(&'a HeaderName, &'a [u8])>,
 }
 
-/// Writes the head to send upstream into `out` (cleared first): the caller's request line with
-/// the base path prefixed, `Host` replaced, the token header replaced by ours, and the
-/// hop-by-hop fields (`Connection`, those it names, `Keep-Alive`, `Proxy-Connection`, `TE`)
-/// left out, since they describe the caller's connection, not ours.
-pub fn write_upstream_head(req: &httparse::Request<'_, '_>, rw: &Rewrite<'_>, out: &mut Vec<u8>) {
+/// Writes the head to send upstream into `out` (cleared first), as `plan` says: the request line
+/// with the base path prefixed, `Host` replaced, the fields the plan forwards in the caller's
+/// order, the WebSocket pair for a handshake, then our token header last. Returns where the
+/// token line starts in `out`, so that a replay can put a fresh token in its place.
+pub fn write_upstream_head(
+    req: &httparse::Request<'_, '_>,
+    plan: &Plan<'_>,
+    rw: &Rewrite<'_>,
+    out: &mut Vec<u8>,
+) -> Option<usize> {
     out.clear();
-    out.extend_from_slice(req.method.unwrap_or("GET").as_bytes());
+    out.extend_from_slice(plan.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(rw.base_path);
-    out.extend_from_slice(req.path.unwrap_or("/").as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    out.extend_from_slice(plan.path_and_query.as_bytes());
+    out.extend_from_slice(if plan.http10 {
+        &b" HTTP/1.0\r\nHost: "[..]
+    } else {
+        &b" HTTP/1.1\r\nHost: "[..]
+    });
     out.extend_from_slice(rw.host);
     out.extend_from_slice(b"\r\n");
-    // Fields the caller's `Connection` names are hop-by-hop too (RFC 9110 §7.6.1). Most
-    // requests have no `Connection` field: one pass to know, none to look things up in it.
-    let is_connection = |h: &httparse::Header<'_>| h.name.eq_ignore_ascii_case("connection");
-    let has_connection = req.headers.iter().any(is_connection);
-    let named_by_connection = |name: &[u8]| {
-        has_connection
-            && req
-                .headers
-                .iter()
-                .any(|c| is_connection(c) && has_token(c.value, name))
-    };
     for h in req.headers.iter() {
-        let name = h.name.as_bytes();
-        let drop = name.eq_ignore_ascii_case(b"host")
-            || name.eq_ignore_ascii_case(b"connection")
-            || name.eq_ignore_ascii_case(b"keep-alive")
-            || name.eq_ignore_ascii_case(b"proxy-connection")
-            || name.eq_ignore_ascii_case(b"te")
-            || rw
-                .inject
-                .is_some_and(|(n, _)| name.eq_ignore_ascii_case(n.as_str().as_bytes()))
-            || named_by_connection(name);
-        if drop {
-            continue;
+        if plan.forwards(h.name.as_bytes()) {
+            out.extend_from_slice(h.name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(h.value);
+            out.extend_from_slice(b"\r\n");
         }
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
     }
-    if let Some((name, value)) = rw.inject {
+    if plan.websocket {
+        out.extend_from_slice(b"Connection: Upgrade\r\nUpgrade: websocket\r\n");
+    }
+    let token_at = rw.inject.map(|(name, value)| {
+        let at = out.len();
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
-    }
+        at
+    });
     out.extend_from_slice(b"\r\n");
+    token_at
 }
 
 /// How the body of a response is delimited.
@@ -197,6 +87,9 @@ pub struct ResponseHead {
     pub reusable: bool,
     /// The head has a `Connection` field (so it cannot simply be extended with another).
     pub has_connection: bool,
+    /// The head's bytes can be relayed as they came; otherwise [`write_response_head`] renders
+    /// it anew.
+    pub as_is: bool,
 }
 
 /// An upstream response that cannot be relayed.
@@ -210,8 +103,17 @@ pub enum WireError {
     BadLength,
     #[error("malformed chunked body")]
     BadChunk,
-    #[error("unexpected 101 Switching Protocols")]
-    UnexpectedUpgrade,
+    #[error("status {0} cannot be relayed")]
+    BadStatus(u16),
+}
+
+/// The parser settings for upstream response heads: those of pingora's client, so that both
+/// request paths accept the same heads (a space before the colon, obsolete line folding).
+fn response_parser() -> httparse::ParserConfig {
+    let mut config = httparse::ParserConfig::default();
+    config.allow_spaces_after_header_name_in_responses(true);
+    config.allow_obsolete_multiline_headers_in_responses(true);
+    config
 }
 
 /// Parses an upstream response head. `None` means more bytes are needed.
@@ -221,7 +123,7 @@ pub fn parse_response(
 ) -> Result<Option<ResponseHead>, WireError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
-    let head_len = match resp.parse(buf) {
+    let head_len = match response_parser().parse_response(&mut resp, buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
             return Err(WireError::LargeHead)
@@ -230,8 +132,9 @@ pub fn parse_response(
         Err(_) => return Err(WireError::MalformedHead),
     };
     let status = resp.code.unwrap_or(0);
-    if status == 101 {
-        return Err(WireError::UnexpectedUpgrade);
+    // The lean path never forwards a WebSocket handshake, so a 101 is never asked for here.
+    if response::check_status(status, false).is_err() {
+        return Err(WireError::BadStatus(status));
     }
     let mut length: Option<u64> = None;
     let mut chunked = false;
@@ -269,16 +172,80 @@ pub fn parse_response(
         } else {
             Framing::Close
         };
-    // Both framings at once is how responses get smuggled: relay it, but never reuse the
-    // connection it came on (RFC 9112 §6.3).
-    let reusable = !close && framing != Framing::Close && !(transfer_encoding && length.is_some());
+    let both = response::drops_content_length(transfer_encoding, length.is_some());
+    // Both framings at once is how responses get smuggled: never reuse the connection it came
+    // on (RFC 9112 §6.3).
+    let reusable = !close && framing != Framing::Close && !both;
+    let as_is = !both && is_plain_head(&buf[..head_len]);
     Ok(Some(ResponseHead {
         status,
         head_len,
         framing,
         reusable,
         has_connection,
+        as_is,
     }))
+}
+
+/// Whether a head uses CRLF line ends only, with no folded line and no space before a colon:
+/// then its bytes are what a re-rendered head would be, and it is relayed as it came.
+fn is_plain_head(head: &[u8]) -> bool {
+    let mut prev = 0u8;
+    let mut line_start = true;
+    for &b in head {
+        if b == b'\n' && prev != b'\r' {
+            return false;
+        }
+        if line_start && (b == b' ' || b == b'\t') {
+            return false;
+        }
+        if b == b':' && (prev == b' ' || prev == b'\t') {
+            // Also true of a value holding " :"; such a head is only re-rendered, never refused.
+            return false;
+        }
+        line_start = b == b'\n';
+        prev = b;
+    }
+    true
+}
+
+/// Writes a response head the way pingora's path sends it on: the status line as it came, then
+/// `name: value` per field in order (a folded value on one line), `Content-Length` left out when `Transfer-Encoding` is there
+/// too (RFC 9112 §6.3), CRLF line ends. For heads that [`ResponseHead::as_is`] says cannot be
+/// relayed byte for byte.
+pub fn write_response_head(head: &[u8], out: &mut Vec<u8>) -> Result<(), WireError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    match response_parser().parse_response(&mut resp, head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err(WireError::MalformedHead),
+    }
+    let has_te = resp
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+    out.clear();
+    out.extend_from_slice(if resp.version == Some(0) {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
+    let mut code = itoa::Buffer::new();
+    out.extend_from_slice(code.format(resp.code.unwrap_or(0)).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in resp.headers.iter() {
+        if has_te && h.name.eq_ignore_ascii_case("content-length") {
+            continue;
+        }
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        response::unfold(h.value, out);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(())
 }
 
 /// Finds the end of a chunked body in bytes handed to it piece by piece, without decoding it:
@@ -369,15 +336,6 @@ fn hex_value(b: u8) -> u8 {
         b'a'..=b'f' => b - b'a' + 10,
         _ => b - b'A' + 10,
     }
-}
-
-/// A `Content-Length` value: digits only (at most 18, so it cannot overflow).
-fn parse_decimal(v: &[u8]) -> Option<u64> {
-    let v = v.trim_ascii();
-    if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(v.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 /// Whether a comma-separated field value lists `token` (case-insensitively).

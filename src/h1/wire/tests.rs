@@ -1,90 +1,24 @@
 use super::*;
+use crate::forward::{self, RouteView};
 
-fn request(raw: &[u8]) -> Parsed<RequestHead> {
+fn upstream_head(raw: &[u8], rw: &Rewrite<'_>, keep_callers: bool) -> String {
+    let token_header = HeaderName::from_static("authorization");
+    let view = RouteView {
+        token_header: &token_header,
+        keep_callers,
+        upstream_authority: "api.example:8443",
+        upstream_port: 8443,
+        listen: "127.0.0.1:8081".parse().unwrap(),
+    };
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    parse_request(raw, &mut headers).0
-}
-
-fn upstream_head(raw: &[u8], rw: &Rewrite<'_>) -> String {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let (parsed, req) = parse_request(raw, &mut headers);
-    assert!(matches!(parsed, Parsed::Done(_)), "{parsed:?}");
+    let (_, req) = forward::parse_head(raw, &mut headers).unwrap().unwrap();
+    let plan = forward::plan(&req, &view).unwrap();
     let mut out = Vec::new();
-    write_upstream_head(&req.unwrap(), rw, &mut out);
+    let at = write_upstream_head(&req, &plan, rw, &mut out);
+    if let Some(at) = at {
+        assert!(out[at..].starts_with(rw.inject.unwrap().0.as_str().as_bytes()));
+    }
     String::from_utf8(out).unwrap()
-}
-
-#[test]
-fn takes_plain_requests_and_reads_their_framing() {
-    let raw =
-        b"POST /a?b=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
-    assert_eq!(
-        request(raw),
-        Parsed::Done(RequestHead {
-            head_len: raw.len() - 5,
-            content_length: 5,
-            close: true,
-            idempotent: false,
-            is_head: false,
-        })
-    );
-    match request(b"HEAD / HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n") {
-        Parsed::Done(h) => assert!(h.is_head && h.idempotent && h.close && h.content_length == 0),
-        other => panic!("{other:?}"),
-    }
-    assert_eq!(request(b"GET / HTTP/1.1\r\nHost: x\r\n"), Parsed::Partial);
-}
-
-#[test]
-fn leaves_everything_unusual_to_pingora() {
-    let cases: &[(&[u8], &str)] = &[
-        (b"GET / HTTP/1.0\r\n\r\n", "http_version"),
-        (b"CONNECT a:443 HTTP/1.1\r\n\r\n", "connect_method"),
-        (b"GET http://other/ HTTP/1.1\r\n\r\n", "absolute_form"),
-        (b"GET * HTTP/1.1\r\n\r\n", "absolute_form"),
-        (
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "transfer_encoding",
-        ),
-        (
-            b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
-            "content_length_repeated",
-        ),
-        (
-            b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
-            "content_length_invalid",
-        ),
-        (
-            b"POST / HTTP/1.1\r\nContent-Length: 1 2\r\n\r\n",
-            "content_length_invalid",
-        ),
-        (
-            b"POST / HTTP/1.1\r\nContent-Length: 65537\r\n\r\n",
-            "large_body",
-        ),
-        (b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n", "upgrade"),
-        (b"PUT / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n", "expect"),
-        (b"GET / HTTP/1.1\r\nbad header\r\n\r\n", "malformed"),
-    ];
-    for (raw, why) in cases {
-        assert_eq!(
-            request(raw),
-            Parsed::Unsupported(why),
-            "{}",
-            String::from_utf8_lossy(raw)
-        );
-    }
-    let mut many = b"GET / HTTP/1.1\r\n".to_vec();
-    for i in 0..=MAX_HEADERS {
-        many.extend_from_slice(format!("x-{i}: v\r\n").as_bytes());
-    }
-    many.extend_from_slice(b"\r\n");
-    assert_eq!(request(&many), Parsed::Unsupported("too_many_headers"));
-    let mut big = b"GET / HTTP/1.1\r\nx: ".to_vec();
-    big.resize(MAX_REQUEST_HEAD + 10, b'a');
-    assert_eq!(request(&big), Parsed::Unsupported("large_head"));
-    big.extend_from_slice(b"\r\n\r\n");
-    assert_eq!(request(&big), Parsed::Unsupported("large_head"));
 }
 
 #[test]
@@ -99,9 +33,18 @@ fn upstream_head_replaces_host_and_token_and_drops_hop_by_hop_fields() {
         authorization: Bearer b\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 2\r\nKeep-Alive: 5\r\n\
         TE: trailers\r\nX-B: 3\r\n\r\n";
     assert_eq!(
-        upstream_head(raw, &rw),
+        upstream_head(raw, &rw, false),
         "GET /v1/x?y HTTP/1.1\r\nHost: api.example:8443\r\nX-A: 1\r\nX-B: 3\r\n\
          authorization: Bearer t\r\n\r\n"
+    );
+    // A WebSocket handshake gets its pair of fields written anew.
+    let ws =
+        b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\nConnection: keep-alive, upgrade\r\n\
+        Sec-WebSocket-Key: k\r\n\r\n";
+    assert_eq!(
+        upstream_head(ws, &rw, false),
+        "GET /v1/ws HTTP/1.1\r\nHost: api.example:8443\r\nSec-WebSocket-Key: k\r\n\
+         Connection: Upgrade\r\nUpgrade: websocket\r\nauthorization: Bearer t\r\n\r\n"
     );
     // Keeping the caller's own header: it goes through as sent.
     let keep = Rewrite {
@@ -110,7 +53,11 @@ fn upstream_head_replaces_host_and_token_and_drops_hop_by_hop_fields() {
         inject: None,
     };
     assert_eq!(
-        upstream_head(b"GET / HTTP/1.1\r\nAuthorization: Basic a\r\n\r\n", &keep),
+        upstream_head(
+            b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Basic a\r\n\r\n",
+            &keep,
+            true
+        ),
         "GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Basic a\r\n\r\n"
     );
 }
@@ -173,7 +120,15 @@ fn response_framing_follows_rfc_9112() {
     );
     assert_eq!(
         response(b"HTTP/1.1 101 Switching\r\n\r\n", false),
-        Err(WireError::UnexpectedUpgrade)
+        Err(WireError::BadStatus(101))
+    );
+    assert_eq!(
+        response(b"HTTP/1.1 099 Odd\r\n\r\n", false),
+        Err(WireError::BadStatus(99))
+    );
+    assert_eq!(
+        response(b"HTTP/1.1 600 Odd\r\n\r\n", false),
+        Err(WireError::BadStatus(600))
     );
     assert_eq!(response(b"HTTP/1.1 200 OK\r\n", false), Ok(None));
     assert_eq!(
@@ -259,4 +214,33 @@ fn decimal_and_token_helpers() {
     assert!(has_token(b"keep-alive, close", b"close"));
     assert!(!has_token(b"closed", b"close"));
     assert!(last_token_is(b"gzip ,Chunked ", b"chunked"));
+}
+
+#[test]
+fn unusual_response_heads_are_rendered_anew() {
+    let as_is = |raw: &[u8]| response(raw, false).unwrap().unwrap().as_is;
+    assert!(as_is(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+    for raw in [
+        &b"HTTP/1.1 200 OK\r\nX-A : 1\r\nContent-Length: 0\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\nX-A: 1\r\n  more\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\nContent-Length: 0\n\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ] {
+        assert!(!as_is(raw), "{}", String::from_utf8_lossy(raw));
+        let mut out = Vec::new();
+        write_response_head(raw, &mut out).unwrap();
+        let again = response(&out, false).unwrap().unwrap();
+        assert!(again.as_is, "{}", String::from_utf8_lossy(&out));
+        assert_eq!(again.head_len, out.len());
+    }
+    let mut out = Vec::new();
+    write_response_head(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-A : 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "HTTP/1.1 200 OK\r\nX-A: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
 }
