@@ -42,6 +42,8 @@ use wire::{Framing, ResponseHead, Rewrite, WireError};
 const KEEPALIVE: Duration = Duration::from_secs(60);
 const READ_BUF: usize = 8 * 1024;
 const RELAY_BUF: usize = 32 * 1024;
+/// First body bytes up to this size go out in the same write as a head the proxy changed.
+const SMALL_BODY: usize = 16 * 1024;
 /// A body that keeps filling the relay buffer gets a bigger one, up to this: fewer, larger writes
 /// for the caller to read. Given back after the response.
 const RELAY_BUF_MAX: usize = 256 * 1024;
@@ -764,28 +766,30 @@ async fn relay(
         &rendered[..]
     };
     let broken = |_| Relayed::Broken;
-    // The head and the first body bytes go out in one write when they can.
-    if keep_caller || resp.has_connection {
-        if resp.as_is {
-            io.write_all(&relay[..head_len + first])
-                .await
-                .map_err(broken)?;
-        } else {
-            io.write_all(head).await.map_err(broken)?;
-            io.write_all(&relay[head_len..head_len + first])
-                .await
-                .map_err(broken)?;
-        }
+    let add_close = !(keep_caller || resp.has_connection);
+    if resp.as_is && !add_close && resp.has_date {
+        // The common case: the head and the first body bytes as they came, in one write.
+        io.write_all(&relay[..head_len + first])
+            .await
+            .map_err(broken)?;
     } else {
-        io.write_all(&head[..head.len() - 2])
-            .await
-            .map_err(broken)?;
-        io.write_all(b"Connection: close\r\n\r\n")
-            .await
-            .map_err(broken)?;
-        io.write_all(&relay[head_len..head_len + first])
-            .await
-            .map_err(broken)?;
+        let mut out = Vec::with_capacity(head.len() + 64 + first.min(SMALL_BODY));
+        out.extend_from_slice(&head[..head.len() - 2]);
+        if add_close {
+            out.extend_from_slice(b"Connection: close\r\n");
+        }
+        if !resp.has_date {
+            out.extend_from_slice(&wire::date_line());
+        }
+        out.extend_from_slice(b"\r\n");
+        let body = &relay[head_len..head_len + first];
+        if body.len() <= SMALL_BODY {
+            out.extend_from_slice(body);
+            io.write_all(&out).await.map_err(broken)?;
+        } else {
+            io.write_all(&out).await.map_err(broken)?;
+            io.write_all(body).await.map_err(broken)?;
+        }
     }
     io.flush().await.map_err(broken)?;
     let mut clean = head_len + first == relay.len();
@@ -904,12 +908,15 @@ async fn answer(io: &mut Stream, status: u16, body: &[u8]) -> io::Result<()> {
         .ok()
         .and_then(|s| s.canonical_reason())
         .unwrap_or("");
-    let head = format!(
+    let mut head = format!(
         "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
-         cache-control: no-store\r\nconnection: close\r\n\r\n",
+         cache-control: no-store\r\nconnection: close\r\n",
         body.len()
-    );
-    io.write_all(head.as_bytes()).await?;
+    )
+    .into_bytes();
+    head.extend_from_slice(&wire::date_line());
+    head.extend_from_slice(b"\r\n");
+    io.write_all(&head).await?;
     io.write_all(body).await?;
     io.flush().await
 }

@@ -87,6 +87,8 @@ pub struct ResponseHead {
     pub reusable: bool,
     /// The head has a `Connection` field (so it cannot simply be extended with another).
     pub has_connection: bool,
+    /// The head has a `Date` field; otherwise the proxy adds its own (RFC 9110 §6.6.1).
+    pub has_date: bool,
     /// The head's bytes can be relayed as they came; otherwise [`write_response_head`] renders
     /// it anew.
     pub as_is: bool,
@@ -141,6 +143,7 @@ pub fn parse_response(
     let mut transfer_encoding = false;
     let mut close = resp.version != Some(1);
     let mut has_connection = false;
+    let mut has_date = false;
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -156,6 +159,8 @@ pub fn parse_response(
         } else if name.eq_ignore_ascii_case(b"connection") {
             has_connection = true;
             close |= has_token(h.value, b"close");
+        } else if name.eq_ignore_ascii_case(b"date") {
+            has_date = true;
         }
     }
     let framing =
@@ -183,6 +188,7 @@ pub fn parse_response(
         framing,
         reusable,
         has_connection,
+        has_date,
         as_is,
     }))
 }
@@ -356,3 +362,26 @@ fn last_token_is(value: &[u8], token: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+/// `Date: <now>\r\n` in the IMF-fixdate form, formatted at most once a second per thread.
+pub fn date_line() -> [u8; 37] {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static CACHED: RefCell<(u64, [u8; 37])> = const { RefCell::new((u64::MAX, [0; 37])) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHED.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != second {
+            let mut line = [0u8; 37];
+            let text = format!("Date: {}\r\n", httpdate::fmt_http_date(now));
+            // IMF-fixdate always has 29 characters.
+            let n = text.len().min(line.len());
+            line[..n].copy_from_slice(&text.as_bytes()[..n]);
+            *cached = (second, line);
+        }
+        cached.1
+    })
+}
