@@ -13,7 +13,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use tracing::{debug, info};
 
-use crate::forward::{self, Answer};
+use crate::forward::{self, Answer, Plan};
 use crate::metrics::METRICS;
 use crate::routes::{RouteState, RouteTable};
 use crate::shutdown::InFlight;
@@ -46,8 +46,9 @@ pub struct RequestCtx {
     _in_flight: InFlight,
 }
 
-/// A plan ([`crate::forward::Plan`]) as pingora's path keeps it between its phases.
-struct Forward {
+/// A plan ([`crate::forward::Plan`]) as pingora's path keeps it between its phases, and its
+/// rendering into the `RequestHeader` pingora sends upstream.
+pub struct Forward {
     /// Names of the caller's fields that do not go upstream as they are.
     dropped: Vec<http::HeaderName>,
     path_and_query: String,
@@ -58,8 +59,55 @@ struct Forward {
 }
 
 impl Forward {
+    /// Keeps what pingora's later phases need of `plan`; `names` are the request's field names.
+    pub fn new<'n>(plan: &Plan<'_>, names: impl Iterator<Item = &'n http::HeaderName>) -> Self {
+        Forward {
+            dropped: names
+                .filter(|name| !plan.forwards(name.as_str().as_bytes()))
+                .cloned()
+                .collect(),
+            path_and_query: plan.path_and_query.to_string(),
+            inject: plan.inject,
+            websocket: plan.websocket,
+            idempotent: plan.idempotent,
+            body: plan.body,
+        }
+    }
+
     fn replayable(&self, max_body: usize, buffered: Option<usize>) -> bool {
         forward::replayable(self.body, max_body, buffered)
+    }
+
+    /// Turns the caller's request header into the one that goes upstream, as the lean path's
+    /// [`crate::h1::wire::write_upstream_head`] does in bytes: fields the plan drops removed,
+    /// `Host` replaced, the WebSocket pair written anew, the base path prefixed, and the token
+    /// header (when given) replacing whatever the caller sent under that name.
+    pub fn render(
+        &self,
+        req: &mut RequestHeader,
+        host: http::HeaderValue,
+        base_path: &str,
+        token: Option<(&http::HeaderName, HeaderValue)>,
+    ) -> Result<()> {
+        for name in &self.dropped {
+            req.remove_header(name);
+        }
+        req.insert_header(http::header::HOST, host)?;
+        if self.websocket {
+            req.insert_header(http::header::CONNECTION, "Upgrade")?;
+            req.insert_header(http::header::UPGRADE, "websocket")?;
+        }
+        if !base_path.is_empty() || req.raw_path() != self.path_and_query.as_bytes() {
+            let mut target = Vec::with_capacity(base_path.len() + self.path_and_query.len());
+            target.extend_from_slice(base_path.as_bytes());
+            target.extend_from_slice(self.path_and_query.as_bytes());
+            req.set_raw_path(&target)?;
+        }
+        // insert_header replaces every value the caller sent under that name.
+        if let Some((name, value)) = token {
+            req.insert_header(name.clone(), value)?;
+        }
+        Ok(())
     }
 }
 
@@ -133,21 +181,7 @@ fn decide(session: &Session, route: &RouteState) -> std::result::Result<Forward,
     let (_, req) = forward::parse_head(&raw, &mut headers)?.ok_or(Answer::BadRequest)?;
     let view = route.view();
     let plan = forward::plan(&req, &view)?;
-    let dropped = session
-        .req_header()
-        .headers
-        .keys()
-        .filter(|name| !plan.forwards(name.as_str().as_bytes()))
-        .cloned()
-        .collect();
-    Ok(Forward {
-        dropped,
-        path_and_query: plan.path_and_query.to_string(),
-        inject: plan.inject,
-        websocket: plan.websocket,
-        idempotent: plan.idempotent,
-        body: plan.body,
-    })
+    Ok(Forward::new(&plan, session.req_header().headers.keys()))
 }
 
 #[async_trait]
@@ -254,29 +288,12 @@ impl ProxyHttp for TokenProxy {
         let Some(plan) = ctx.forward.as_ref() else {
             return Error::e_explain(ErrorType::InternalError, "no plan in context");
         };
-        // The fields the plan does not forward; pingora's own request policy is switched off
-        // (`HttpUpstreamRequestPolicy::preserve`, see `crate::upstream`), so this is all of it.
-        for name in &plan.dropped {
-            req.remove_header(name);
-        }
-        req.insert_header(http::header::HOST, route.target.host_header.clone())?;
-        if plan.websocket {
-            req.insert_header(http::header::CONNECTION, "Upgrade")?;
-            req.insert_header(http::header::UPGRADE, "websocket")?;
-        }
-        let base = &route.target.upstream.base_path;
-        if !base.is_empty() || req.raw_path() != plan.path_and_query.as_bytes() {
-            let mut target = Vec::with_capacity(base.len() + plan.path_and_query.len());
-            target.extend_from_slice(base.as_bytes());
-            target.extend_from_slice(plan.path_and_query.as_bytes());
-            req.set_raw_path(&target)?;
-        }
-        // Runs again for every retry and replay, each time with the token of that attempt.
-        // insert_header replaces every value the caller sent under that name.
-        if let Some(value) = ctx.token.clone() {
-            req.insert_header(route.route.header.clone(), value)?;
-        }
-        Ok(())
+        // pingora's own request policy is switched off (`HttpUpstreamRequestPolicy::preserve`,
+        // see `crate::upstream`): the plan is all of it. This runs again for every retry and
+        // replay, each time with the token of that attempt.
+        let token = ctx.token.clone().map(|v| (&route.route.header, v));
+        let host = route.target.host_header.clone();
+        plan.render(req, host, &route.target.upstream.base_path, token)
     }
 
     async fn upstream_response_filter(

@@ -5,9 +5,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use tokenproxy::forward::{self, RouteView, MAX_HEADERS};
 use tokenproxy::h1::wire::{
-    parse_request, parse_response, write_upstream_head, ChunkedScanner, Parsed, Rewrite,
-    MAX_HEADERS,
+    parse_response, write_response_head, write_upstream_head, ChunkedScanner, Rewrite,
 };
 
 /// (bytes of the body, whether it ended, whether it was refused)
@@ -39,31 +39,63 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(whole.0, pieces.0);
     }
 
-    let _ = parse_response(data, piece % 2 == 0);
+    if let Ok(Some(head)) = parse_response(data, piece % 2 == 0) {
+        // A head the lean path renders anew must parse again, as one that is relayed as is.
+        let mut out = Vec::new();
+        if write_response_head(&data[..head.head_len], &mut out).is_ok() {
+            let again = parse_response(&out, piece % 2 == 0).expect("rendered head parses");
+            assert!(again.is_some_and(|h| h.as_is && h.head_len == out.len()));
+        }
+    }
 
+    let name = http::header::AUTHORIZATION;
+    let view = RouteView {
+        token_header: &name,
+        keep_callers: piece % 3 == 0,
+        upstream_authority: "upstream.example:8080",
+        upstream_port: 8080,
+        listen: "127.0.0.1:8081".parse().unwrap(),
+    };
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let (parsed, req) = parse_request(data, &mut headers);
-    if let (Parsed::Done(head), Some(req)) = (parsed, req) {
-        assert!(head.head_len <= data.len());
-        let name = http::header::AUTHORIZATION;
+    let Ok(Some((head_len, req))) = forward::parse_head(data, &mut headers) else {
+        return;
+    };
+    assert!(head_len <= data.len());
+    if let Ok(plan) = forward::plan(&req, &view) {
         let rewrite = Rewrite {
             host: b"upstream.example:8080",
             base_path: b"/base",
-            inject: Some((&name, b"Bearer t0ken")),
+            inject: plan.inject.then_some((&name, &b"Bearer t0ken"[..])),
         };
         let mut out = Vec::new();
-        write_upstream_head(&req, &rewrite, &mut out);
-        let mut again = [httparse::EMPTY_HEADER; MAX_HEADERS + 2];
+        let at = write_upstream_head(&req, &plan, &rewrite, &mut out);
+        let mut again = [httparse::EMPTY_HEADER; MAX_HEADERS + 4];
         let mut up = httparse::Request::new(&mut again);
         assert!(matches!(up.parse(&out), Ok(httparse::Status::Complete(n)) if n == out.len()));
         assert_eq!(up.method, req.method);
-        assert_eq!(up.path.map(|p| p.strip_prefix("/base").unwrap_or("")), req.path);
+        assert_eq!(
+            up.path.and_then(|p| p.strip_prefix("/base")),
+            Some(plan.path_and_query)
+        );
         let auth: Vec<_> = up
             .headers
             .iter()
             .filter(|h| h.name.eq_ignore_ascii_case("authorization"))
             .map(|h| h.value)
             .collect();
-        assert_eq!(auth, [&b"Bearer t0ken"[..]]);
+        if plan.inject {
+            assert_eq!(auth, [&b"Bearer t0ken"[..]]);
+            assert!(at.is_some_and(|at| out[at..].starts_with(b"authorization: Bearer t0ken")));
+        }
+        // No field the caller's Connection names, and no framing field dropped.
+        for h in up.headers.iter() {
+            assert!(!h.name.eq_ignore_ascii_case("connection") || plan.websocket);
+        }
+        let lengths = |hs: &[httparse::Header<'_>]| {
+            hs.iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .count()
+        };
+        assert_eq!(lengths(up.headers), lengths(req.headers));
     }
 });
