@@ -472,18 +472,43 @@ async fn fetch(side: &Side, i: usize) -> std::io::Result<common::rawup::Response
 }
 
 #[tokio::test]
-async fn response_trailers_are_the_documented_difference() {
-    let reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Trailer: t\r\n\r\n";
-    let (lean, pingora) = both(move |_: &Received| Reply::new(reply.to_vec(), Then::Close)).await;
+async fn the_documented_differences_in_responses() {
+    let replies: [&[u8]; 3] = [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Trailer: t\r\n\r\n",
+        b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 5\r\n\r\nhello",
+    ];
+    let handler = move |req: &Received| {
+        let i: usize = req
+            .target
+            .strip_prefix("/r/")
+            .and_then(|i| i.parse().ok())
+            .unwrap_or(0);
+        Reply::new(replies[i].to_vec(), Then::Close)
+    };
+    let (lean, pingora) = both(handler).await;
+    // Trailers: the lean path relays a chunked body byte for byte, trailers included; pingora's
+    // drops them.
     let l = fetch(&lean, 0).await.unwrap();
     let p = fetch(&pingora, 0).await.unwrap();
     assert_eq!(
         (l.text(), p.text()),
         ("hello".to_string(), "hello".to_string())
     );
-    // The lean path relays a chunked body byte for byte, trailers included; pingora's drops them.
     assert_eq!(l.trailers, vec![("X-Trailer".to_string(), "t".to_string())]);
     assert!(p.trailers.is_empty());
+    // Interim responses: not relayed by the lean path.
+    let l = fetch(&lean, 1).await.unwrap();
+    let p = fetch(&pingora, 1).await.unwrap();
+    assert_eq!((l.status, p.status), (200, 200));
+    assert!(l.interim.is_empty(), "{:?}", l.interim);
+    assert_eq!(p.interim, [103]);
+    // Date: the lean path keeps the upstream's, pingora's path sets the proxy's.
+    let l = fetch(&lean, 2).await.unwrap();
+    let p = fetch(&pingora, 2).await.unwrap();
+    assert_eq!(l.head.all("date"), ["Sun, 06 Nov 1994 08:49:37 GMT"]);
+    assert_eq!(p.head.all("date").len(), 1);
+    assert_ne!(p.head.all("date"), ["Sun, 06 Nov 1994 08:49:37 GMT"]);
 }
 
 /// The smuggling attack of the request-path security issue, on both paths: a caller's
