@@ -420,15 +420,7 @@ fn caller_view(r: &common::rawup::Response) -> String {
 async fn the_same_upstream_responses_reach_the_caller_the_same_on_both_paths() {
     let corpus = response_corpus();
     let replies: Vec<Vec<u8>> = corpus.iter().map(|(_, b)| b.clone()).collect();
-    let handler = move |req: &Received| {
-        let i: usize = req
-            .target
-            .strip_prefix("/r/")
-            .and_then(|i| i.parse().ok())
-            .unwrap_or(0);
-        Reply::new(replies[i].clone(), Then::Close)
-    };
-    let (lean, pingora) = both(handler).await;
+    let (lean, pingora) = both(scripted(replies)).await;
     let mut failures = Vec::new();
     for (i, (name, _)) in corpus.iter().enumerate() {
         let mut answers = Vec::new();
@@ -463,6 +455,19 @@ async fn the_same_upstream_responses_reach_the_caller_the_same_on_both_paths() {
     );
 }
 
+/// An upstream that answers `GET /r/<i>` with `replies[i]`, then closes.
+fn scripted(replies: Vec<Vec<u8>>) -> impl Fn(&Received) -> Reply + Send + Sync + Clone {
+    let replies = std::sync::Arc::new(replies);
+    move |req: &Received| {
+        let i: usize = req
+            .target
+            .strip_prefix("/r/")
+            .and_then(|i| i.parse().ok())
+            .unwrap_or(0);
+        Reply::new(replies[i].clone(), Then::Close)
+    }
+}
+
 /// `GET /r/<i>` through `side`, on a new connection.
 async fn fetch(side: &Side, i: usize) -> std::io::Result<common::rawup::Response> {
     let mut c = Client::connect(side.port).await;
@@ -473,20 +478,14 @@ async fn fetch(side: &Side, i: usize) -> std::io::Result<common::rawup::Response
 
 #[tokio::test]
 async fn the_documented_differences_in_responses() {
-    let replies: [&[u8]; 3] = [
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Trailer: t\r\n\r\n",
+    let replies: Vec<Vec<u8>> = [
+        &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Trailer: t\r\n\r\n"[..],
         b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
         b"HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 5\r\n\r\nhello",
-    ];
-    let handler = move |req: &Received| {
-        let i: usize = req
-            .target
-            .strip_prefix("/r/")
-            .and_then(|i| i.parse().ok())
-            .unwrap_or(0);
-        Reply::new(replies[i].to_vec(), Then::Close)
-    };
-    let (lean, pingora) = both(handler).await;
+    ]
+    .map(<[u8]>::to_vec)
+    .into();
+    let (lean, pingora) = both(scripted(replies)).await;
     // Trailers: the lean path relays a chunked body byte for byte, trailers included; pingora's
     // drops them.
     let l = fetch(&lean, 0).await.unwrap();
