@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::token::client::{ErrorClass, FetchError, QuotaBucket};
@@ -29,6 +29,9 @@ pub struct Metrics {
     pub token_last_success: GaugeVec,
     pub upstream_replays: IntCounterVec,
     pub pingora_handoffs: IntCounterVec,
+    pub connections_open: IntGaugeVec,
+    pub connections_refused: IntCounterVec,
+    pub client_timeouts: IntCounterVec,
     pub idp_quota_remaining: GaugeVec,
     pub idp_quota_limit: GaugeVec,
     pub config_reloads: IntCounterVec,
@@ -49,6 +52,14 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
     let g = GaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("metric registered once");
+    g
+}
+
+fn int_gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
     registry
         .register(Box::new(g.clone()))
         .expect("metric registered once");
@@ -101,6 +112,9 @@ impl Metrics {
             token_last_success: gauge(&r, "tokenproxy_token_last_success_timestamp_seconds", "Unix time of the last successful token fetch.", &["provider", "audience"]),
             upstream_replays: counter(&r, "tokenproxy_upstream_replays_total", "Requests replayed with a fresh token after the upstream rejected theirs, by outcome.", &["route", "outcome"]),
             pingora_handoffs: counter(&r, "tokenproxy_pingora_handoffs_total", "Requests the lean HTTP/1.1 path left to pingora's general proxy, by reason.", &["route", "reason"]),
+            connections_open: int_gauge(&r, "tokenproxy_connections_open", "Caller connections open on the route's listener.", &["route"]),
+            connections_refused: counter(&r, "tokenproxy_connections_refused_total", "Caller connections closed when accepted because the listener had max_connections open.", &["route"]),
+            client_timeouts: counter(&r, "tokenproxy_client_timeouts_total", "Caller connections closed for slowness, by kind (header: no whole request head within client_header_timeout; write: the caller did not read its response within client_write_timeout).", &["route", "kind"]),
             idp_quota_remaining: gauge(&r, "tokenproxy_idp_quota_remaining", "Remaining token quota reported by the IdP (Auth0-Client-Quota-Limit), per bucket.", &["provider", "bucket"]),
             idp_quota_limit: gauge(&r, "tokenproxy_idp_quota_limit", "Token quota limit reported by the IdP (Auth0-Client-Quota-Limit), per bucket.", &["provider", "bucket"]),
             config_reloads: counter(&r, "tokenproxy_config_reloads_total", "Config reloads by outcome (success, error).", &["outcome"]),
@@ -125,6 +139,10 @@ pub struct RouteMetrics {
     route: String,
     duration: Histogram,
     unavailable: IntCounter,
+    connections_open: IntGauge,
+    connections_refused: IntCounter,
+    header_timeouts: IntCounter,
+    write_timeouts: IntCounter,
     /// Index `status - 100` for statuses 100..=599.
     codes: Box<[OnceLock<IntCounter>]>,
 }
@@ -136,6 +154,10 @@ impl RouteMetrics {
             route: route.to_string(),
             duration: m.request_duration.with_label_values(&[route]),
             unavailable: m.token_unavailable.with_label_values(&[route]),
+            connections_open: m.connections_open.with_label_values(&[route]),
+            connections_refused: m.connections_refused.with_label_values(&[route]),
+            header_timeouts: m.client_timeouts.with_label_values(&[route, "header"]),
+            write_timeouts: m.client_timeouts.with_label_values(&[route, "write"]),
             codes: (100..600).map(|_| OnceLock::new()).collect(),
         }
     }
@@ -165,6 +187,25 @@ impl RouteMetrics {
 
     pub fn token_unavailable(&self) {
         self.unavailable.inc();
+    }
+
+    /// The gauge of open caller connections, for a connection to hold until it closes.
+    pub fn connections_open(&self) -> IntGauge {
+        self.connections_open.clone()
+    }
+
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
+    }
+
+    /// A caller did not send a whole request head within `client_header_timeout`.
+    pub fn header_timeout(&self) {
+        self.header_timeouts.inc();
+    }
+
+    /// A caller did not read its response within `client_write_timeout`.
+    pub fn write_timeout(&self) {
+        self.write_timeouts.inc();
     }
 }
 

@@ -409,6 +409,15 @@ impl ProxyHttp for TokenProxy {
                     ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
                         (None, None)
                     }
+                    // The caller stopped reading (client_write_timeout): the status recorded is
+                    // the one it was being sent, as on the lean path.
+                    ErrorType::WriteTimedout => {
+                        if let Some(r) = ctx.route.as_ref() {
+                            debug!(route = route_name, "the caller did not read its response within client_write_timeout; closing");
+                            r.metrics.write_timeout();
+                        }
+                        (None, None)
+                    }
                     _ => (Some(Answer::BadRequest), None),
                 },
                 ErrorSource::Internal | ErrorSource::Unset => (Some(Answer::Internal), None),

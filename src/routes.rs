@@ -1,14 +1,16 @@
 //! The live route table: for each listen address, the route now in force with its token slot and
-//! upstream target. Reload swaps a route atomically; requests in flight keep the one they started with.
+//! upstream target, and the caller connections it has open. Reload swaps a route atomically;
+//! requests in flight keep the one they started with.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 
-use crate::config::{Config, Existing, Route};
+use crate::config::{CallerLimits, Config, Existing, Route};
 use crate::forward::RouteView;
 use crate::metrics::RouteMetrics;
 use crate::token::cache::TokenSlot;
@@ -39,11 +41,29 @@ impl RouteState {
     }
 }
 
+/// One listen address: the route it serves now, and its caller connections.
+#[derive(Default)]
+pub struct Listener {
+    route: ArcSwapOption<RouteState>,
+    /// Caller connections open on this listener (see [`crate::h1::limits`]).
+    pub open: Arc<AtomicUsize>,
+}
+
+impl Listener {
+    pub fn route(&self) -> Option<Arc<RouteState>> {
+        self.route.load_full()
+    }
+}
+
 /// Listen addresses are fixed for the process's life; what they serve is not.
 pub struct RouteTable {
-    listeners: HashMap<SocketAddr, ArcSwapOption<RouteState>>,
+    listeners: HashMap<SocketAddr, Listener>,
     access_log: AtomicBool,
     lean_path: AtomicBool,
+    /// [`CallerLimits`], each part on its own: read once per accepted connection.
+    header_timeout_ms: AtomicU64,
+    write_timeout_ms: AtomicU64,
+    max_connections: AtomicUsize,
     /// Set once every listener has been seen accepting connections.
     listening: AtomicBool,
 }
@@ -55,10 +75,13 @@ impl RouteTable {
             listeners: config
                 .routes
                 .iter()
-                .map(|r| (r.listen, ArcSwapOption::empty()))
+                .map(|r| (r.listen, Listener::default()))
                 .collect(),
             access_log: AtomicBool::new(config.log.access),
             lean_path: AtomicBool::new(config.lean_path),
+            header_timeout_ms: AtomicU64::new(millis(config.callers.header_timeout)),
+            write_timeout_ms: AtomicU64::new(millis(config.callers.write_timeout)),
+            max_connections: AtomicUsize::new(config.callers.max_connections),
             listening: AtomicBool::new(false),
         }
     }
@@ -97,18 +120,30 @@ impl RouteTable {
             };
             states.insert(route.listen, Arc::new(state));
         }
-        for (addr, cell) in &self.listeners {
-            cell.store(states.remove(addr));
+        for (addr, listener) in &self.listeners {
+            listener.route.store(states.remove(addr));
         }
         self.access_log.store(config.log.access, Ordering::Relaxed);
         self.lean_path.store(config.lean_path, Ordering::Relaxed);
+        let c = &config.callers;
+        self.header_timeout_ms
+            .store(millis(c.header_timeout), Ordering::Relaxed);
+        self.write_timeout_ms
+            .store(millis(c.write_timeout), Ordering::Relaxed);
+        self.max_connections
+            .store(c.max_connections, Ordering::Relaxed);
         unbound
     }
 
     /// The route serving the listener that accepted a connection on `local`. A listener bound to
     /// a wildcard address sees the connection's concrete local address, so fall back to it.
     pub fn lookup(&self, local: &SocketAddr) -> Option<Arc<RouteState>> {
-        let cell = self.listeners.get(local).or_else(|| {
+        self.listener(local)?.route()
+    }
+
+    /// The listener that accepted a connection on `local` (see [`RouteTable::lookup`]).
+    pub fn listener(&self, local: &SocketAddr) -> Option<&Listener> {
+        self.listeners.get(local).or_else(|| {
             let any = match local {
                 SocketAddr::V4(_) => SocketAddr::new([0, 0, 0, 0].into(), local.port()),
                 SocketAddr::V6(_) => {
@@ -116,15 +151,14 @@ impl RouteTable {
                 }
             };
             self.listeners.get(&any)
-        })?;
-        cell.load_full()
+        })
     }
 
     /// All routes now in force.
     pub fn routes(&self) -> Vec<Arc<RouteState>> {
         self.listeners
             .values()
-            .filter_map(|c| c.load_full())
+            .filter_map(Listener::route)
             .collect()
     }
 
@@ -141,8 +175,21 @@ impl RouteTable {
         self.access_log.load(Ordering::Relaxed)
     }
 
+    /// The caller limits now in force, for a connection being accepted.
+    pub fn callers(&self) -> CallerLimits {
+        CallerLimits {
+            header_timeout: Duration::from_millis(self.header_timeout_ms.load(Ordering::Relaxed)),
+            write_timeout: Duration::from_millis(self.write_timeout_ms.load(Ordering::Relaxed)),
+            max_connections: self.max_connections.load(Ordering::Relaxed),
+        }
+    }
+
     /// Whether plain requests take the lean path ([`crate::h1`]) rather than pingora's proxy.
     pub fn lean_path(&self) -> bool {
         self.lean_path.load(Ordering::Relaxed)
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -14,6 +14,9 @@ pub struct FileConfig {
     pub shutdown_grace: Option<String>,
     pub threads: Option<usize>,
     pub lean_path: Option<bool>,
+    pub client_header_timeout: Option<String>,
+    pub client_write_timeout: Option<String>,
+    pub max_connections: Option<usize>,
     #[serde(default)]
     pub providers: BTreeMap<String, FileProvider>,
     #[serde(default)]

@@ -68,8 +68,37 @@ pub struct Config {
     pub threads: usize,
     /// Serve plain HTTP/1.1 requests to plain-HTTP upstreams on the lean path ([`crate::h1`]).
     pub lean_path: bool,
+    pub callers: CallerLimits,
     pub providers: BTreeMap<String, Arc<Provider>>,
     pub routes: Vec<Route>,
+}
+
+/// What a caller connection may take of the proxy, on every listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallerLimits {
+    /// Longest time for a whole request head, from its first byte (from the accept for the
+    /// first request of a connection).
+    pub header_timeout: Duration,
+    /// Longest time one write towards the caller may wait for it to read.
+    pub write_timeout: Duration,
+    /// Open caller connections per listener; more are closed when accepted.
+    pub max_connections: usize,
+}
+
+/// Bounds of `client_header_timeout` and `client_write_timeout`.
+const CALLER_TIMEOUT_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(600));
+/// Bounds of `max_connections`.
+const MAX_CONNECTIONS_RANGE: (usize, usize) = (1, 1_000_000);
+
+impl Default for CallerLimits {
+    fn default() -> Self {
+        CallerLimits {
+            header_timeout: Duration::from_secs(20),
+            write_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -340,6 +369,12 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
         ));
     }
 
+    let callers = validate_callers(
+        raw.client_header_timeout.as_deref(),
+        raw.client_write_timeout.as_deref(),
+        raw.max_connections,
+    )?;
+
     let mut providers = BTreeMap::new();
     for (name, p) in raw.providers {
         let provider = validate_provider(&name, p)?;
@@ -378,8 +413,43 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
         shutdown_grace,
         threads,
         lean_path: raw.lean_path.unwrap_or(true),
+        callers,
         providers,
         routes,
+    })
+}
+
+fn validate_callers(
+    header_timeout: Option<&str>,
+    write_timeout: Option<&str>,
+    max_connections: Option<usize>,
+) -> Result<CallerLimits, ConfigError> {
+    let d = CallerLimits::default();
+    let (min, max) = CALLER_TIMEOUT_RANGE;
+    let timeout = |key: &str, value: Option<&str>, default: Duration| {
+        let v = match value {
+            None => default,
+            Some(s) => parse_duration(s).map_err(|m| ConfigError::key(key, m))?,
+        };
+        if !(min..=max).contains(&v) {
+            return Err(ConfigError::key(key, "must be between 1s and 10m"));
+        }
+        Ok(v)
+    };
+    let header_timeout = timeout("client_header_timeout", header_timeout, d.header_timeout)?;
+    let write_timeout = timeout("client_write_timeout", write_timeout, d.write_timeout)?;
+    let max_connections = max_connections.unwrap_or(d.max_connections);
+    let (lo, hi) = MAX_CONNECTIONS_RANGE;
+    if !(lo..=hi).contains(&max_connections) {
+        return Err(ConfigError::key(
+            "max_connections",
+            format!("{max_connections} is not in {lo}..={hi}"),
+        ));
+    }
+    Ok(CallerLimits {
+        header_timeout,
+        write_timeout,
+        max_connections,
     })
 }
 

@@ -293,3 +293,58 @@ fn lean_path_is_a_boolean() {
     let e = err(&format!("lean_path: sometimes\n{BASE}"));
     assert!(e.contains("lean_path"), "{e}");
 }
+
+#[test]
+fn caller_limits_have_defaults_and_bounds_that_name_the_key() {
+    let c = load(BASE).unwrap();
+    assert_eq!(
+        c.callers,
+        CallerLimits {
+            header_timeout: Duration::from_secs(20),
+            write_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+        }
+    );
+    let c = load(&format!(
+        "client_header_timeout: 1s\nclient_write_timeout: 10m\nmax_connections: 3\n{BASE}"
+    ))
+    .unwrap();
+    assert_eq!(c.callers.header_timeout, Duration::from_secs(1));
+    assert_eq!(c.callers.write_timeout, Duration::from_secs(600));
+    assert_eq!(c.callers.max_connections, 3);
+    for (line, want) in [
+        (
+            "client_header_timeout: 999ms",
+            "client_header_timeout: must be between 1s and 10m",
+        ),
+        (
+            "client_header_timeout: 601s",
+            "client_header_timeout: must be between 1s and 10m",
+        ),
+        (
+            "client_header_timeout: soon",
+            "client_header_timeout: invalid duration",
+        ),
+        (
+            "client_write_timeout: 0s",
+            "client_write_timeout: must be between 1s and 10m",
+        ),
+        (
+            "client_write_timeout: 2h",
+            "client_write_timeout: must be between",
+        ),
+        (
+            "max_connections: 0",
+            "max_connections: 0 is not in 1..=1000000",
+        ),
+        (
+            "max_connections: 1000001",
+            "max_connections: 1000001 is not in",
+        ),
+        ("max_connections: -1", "max_connections"),
+        ("max_connections: many", "max_connections"),
+    ] {
+        let msg = err(&format!("{line}\n{BASE}"));
+        assert!(msg.starts_with(want), "{line}: got {msg:?}, want {want:?}");
+    }
+}

@@ -7,6 +7,7 @@
 //! channels per request, header maps rebuilt and re-serialized, a boxed future per phase); this
 //! path does one parse, one write upstream, one write downstream per small request.
 
+pub mod limits;
 pub mod pool;
 mod timer;
 pub mod wire;
@@ -30,11 +31,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::debug;
 
+use crate::config::CallerLimits;
 use crate::forward::{self, Answer, Plan};
 use crate::metrics::METRICS;
 use crate::proxy::{record, TokenProxy};
 use crate::routes::{RouteState, RouteTable};
 use crate::shutdown::InFlight;
+use limits::{write_to_caller, ConnSlot};
 use timer::LazyTimer;
 use wire::{Framing, ResponseHead, Rewrite, WireError};
 
@@ -81,6 +84,11 @@ struct Conn {
     /// Times out waits for the upstream.
     upstream_timer: LazyTimer,
     shutdown: Shutdown,
+    /// The caller limits in force when the connection was accepted.
+    limits: CallerLimits,
+    /// When the request head being read must be complete; `None` while the connection idles
+    /// between requests (from the accept, the first request's head counts).
+    head_deadline: Option<tokio::time::Instant>,
 }
 
 /// The server's shutdown signal, with one future per connection rather than one per wait.
@@ -221,6 +229,28 @@ impl ServerApp for H1App {
         let local = stream
             .get_socket_digest()
             .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied());
+        let limits = self.routes.callers();
+        let listener = local.and_then(|l| self.routes.listener(&l));
+        // Held for as long as this connection is open, whichever path serves it.
+        let _slot = match listener {
+            Some(listener) => {
+                let route = listener.route();
+                let metrics = route.as_ref().map(|r| &r.metrics);
+                let Some(slot) = ConnSlot::take(listener, limits.max_connections, metrics) else {
+                    debug!(
+                        route = route.as_ref().map_or("", |r| r.route.name.as_str()),
+                        max_connections = limits.max_connections,
+                        "connection refused: the listener has max_connections open"
+                    );
+                    if let Some(m) = metrics {
+                        m.connection_refused();
+                    }
+                    return None;
+                };
+                Some(slot)
+            }
+            None => None,
+        };
         let now = Instant::now();
         let far = tokio::time::Instant::from_std(now) + KEEPALIVE;
         let mut conn = Conn {
@@ -233,6 +263,8 @@ impl ServerApp for H1App {
             caller_timer: LazyTimer::new(far),
             upstream_timer: LazyTimer::new(far),
             shutdown: Shutdown::new(shutdown),
+            limits,
+            head_deadline: Some(tokio::time::Instant::from_std(now) + limits.header_timeout),
         };
         loop {
             match self.serve(&mut conn, local).await {
@@ -255,12 +287,28 @@ impl H1App {
         let step = loop {
             if !conn.buf.is_empty() {
                 match self.prepare(conn, local) {
-                    Step::Partial => {}
-                    step => break step,
+                    Step::Partial => {
+                        // The head began with the bytes just read (or left by the request
+                        // before): its time counts from now.
+                        conn.head_deadline.get_or_insert_with(|| {
+                            tokio::time::Instant::now() + conn.limits.header_timeout
+                        });
+                    }
+                    step => {
+                        conn.head_deadline = None;
+                        break step;
+                    }
                 }
             }
             match read_more(conn).await {
                 Ok(true) => {}
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    if let Some(route) = local.and_then(|l| self.routes.lookup(&l)) {
+                        debug!(route = %route.route.name, "no whole request head within client_header_timeout; closing");
+                        route.metrics.header_timeout();
+                    }
+                    return Next::Close;
+                }
                 _ => return Next::Close,
             }
         };
@@ -279,7 +327,8 @@ impl H1App {
                 let started = Instant::now();
                 let name = refusal.route.as_ref().map_or("", |r| r.route.name.as_str());
                 let status = refusal.answer.status();
-                let _ = answer(&mut conn.io, status, &refusal.answer.body(name, None)).await;
+                let body = refusal.answer.body(name, None);
+                let _ = answer(conn, refusal.route.as_deref(), status, &body).await;
                 if let Some(route) = refusal.route.as_ref() {
                     let took = started.elapsed();
                     record(
@@ -339,7 +388,8 @@ impl H1App {
                     Ok(()) | Err(Relayed::Broken) => (resp.status, Next::Close),
                     Err(Relayed::Unsent(kind)) => {
                         let name = route.route.name.as_str();
-                        let _ = answer(&mut conn.io, kind.status(), &kind.body(name, None)).await;
+                        let body = kind.body(name, None);
+                        let _ = answer(conn, Some(&route), kind.status(), &body).await;
                         (kind.status(), Next::Close)
                     }
                 }
@@ -355,7 +405,7 @@ impl H1App {
                     kind.count_upstream(name);
                     None
                 };
-                let _ = answer(&mut conn.io, kind.status(), &kind.body(name, reason)).await;
+                let _ = answer(conn, Some(&route), kind.status(), &kind.body(name, reason)).await;
                 (kind.status(), Next::Close)
             }
         };
@@ -461,10 +511,12 @@ impl H1App {
             caller_timer,
             upstream_timer,
             shutdown: signal,
+            limits,
             ..
         } = conn;
         let mut session = ServerSession::new_http1(io);
         session.set_keepalive((!*shutdown.borrow()).then_some(KEEPALIVE.as_secs()));
+        session.set_write_timeout(Some(limits.write_timeout));
         // pingora gets this request's bytes only: pipelined requests after it stay here, for the
         // lean path to read once pingora gives the connection back.
         let prefix = buf.split_to(len.min(buf.len()));
@@ -488,6 +540,8 @@ impl H1App {
             caller_timer,
             upstream_timer,
             shutdown: signal,
+            limits,
+            head_deadline: None,
         })
     }
 }
@@ -631,7 +685,8 @@ fn replace_token(conn: &mut Conn, route: &RouteState, value: &[u8], body_len: us
 }
 
 /// Reads more of the caller's bytes. `Ok(false)`: the caller closed, the connection idled out
-/// between requests, or the server is shutting down while it was idle.
+/// between requests, or the server is shutting down while it was idle. `TimedOut`: the head
+/// being read was not complete by its deadline.
 async fn read_more(conn: &mut Conn) -> io::Result<bool> {
     let idle = conn.buf.is_empty();
     if idle && conn.shutdown.is_set() {
@@ -644,13 +699,15 @@ async fn read_more(conn: &mut Conn) -> io::Result<bool> {
         idle_since,
         caller_timer,
         shutdown,
+        head_deadline,
         ..
     } = conn;
-    caller_timer.set(if idle {
-        tokio::time::Instant::from_std(*idle_since) + KEEPALIVE
-    } else {
-        // The rest of a head: each read gets the whole keep-alive time.
-        tokio::time::Instant::now() + KEEPALIVE
+    // A head, once begun, has one deadline for all of its reads: a byte now and then must not
+    // keep it open.
+    let head = *head_deadline;
+    caller_timer.set(match head {
+        Some(deadline) => deadline,
+        None => tokio::time::Instant::from_std(*idle_since) + KEEPALIVE,
     });
     let mut read = pin!(io.read_buf(buf));
     poll_fn(|cx| {
@@ -660,7 +717,10 @@ async fn read_more(conn: &mut Conn) -> io::Result<bool> {
         if idle && shutdown.poll_signal(cx).is_ready() {
             return Poll::Ready(Ok(false));
         }
-        caller_timer.poll_expired(cx).map(|()| Ok(false))
+        caller_timer.poll_expired(cx).map(|()| match head {
+            Some(_) => Err(io::ErrorKind::TimedOut.into()),
+            None => Ok(false),
+        })
     })
     .await
 }
@@ -740,8 +800,11 @@ async fn relay(
         io,
         relay,
         upstream_timer: timer,
+        caller_timer,
+        limits,
         ..
     } = conn;
+    let write_timeout = limits.write_timeout;
     let head_len = resp.head_len;
     let name = route.route.name.as_str();
     // A body that is broken from its first bytes is answered with a 502 instead.
@@ -767,13 +830,12 @@ async fn relay(
     };
     let broken = |_| Relayed::Broken;
     let add_close = !(keep_caller || resp.has_connection);
-    if resp.as_is && !add_close && resp.has_date {
+    let mut out = Vec::new();
+    let parts: &[&[u8]] = if resp.as_is && !add_close && resp.has_date {
         // The common case: the head and the first body bytes as they came, in one write.
-        io.write_all(&relay[..head_len + first])
-            .await
-            .map_err(broken)?;
+        &[&relay[..head_len + first]]
     } else {
-        let mut out = Vec::with_capacity(head.len() + 64 + first.min(SMALL_BODY));
+        out.reserve(head.len() + 64 + first.min(SMALL_BODY));
         out.extend_from_slice(&head[..head.len() - 2]);
         if add_close {
             out.extend_from_slice(b"Connection: close\r\n");
@@ -785,13 +847,15 @@ async fn relay(
         let body = &relay[head_len..head_len + first];
         if body.len() <= SMALL_BODY {
             out.extend_from_slice(body);
-            io.write_all(&out).await.map_err(broken)?;
+            &[&out]
         } else {
-            io.write_all(&out).await.map_err(broken)?;
-            io.write_all(body).await.map_err(broken)?;
+            &[&out, body]
         }
-    }
-    io.flush().await.map_err(broken)?;
+    };
+    let metrics = Some(&route.metrics);
+    write_to_caller(io, caller_timer, write_timeout, metrics, parts)
+        .await
+        .map_err(broken)?;
     let mut clean = head_len + first == relay.len();
     let timeout = route.target.read_timeout();
     let mut want = RELAY_BUF;
@@ -822,8 +886,9 @@ async fn relay(
             .accept(&relay[..n])
             .map_err(|e| upstream_error(route, Answer::UpstreamOther, invalid(e)))?;
         clean = used == n;
-        io.write_all(&relay[..used]).await.map_err(broken)?;
-        io.flush().await.map_err(broken)?;
+        write_to_caller(io, caller_timer, write_timeout, metrics, &[&relay[..used]])
+            .await
+            .map_err(broken)?;
         if n == relay.capacity() && want < RELAY_BUF_MAX {
             want *= 2;
         }
@@ -903,7 +968,12 @@ impl BodyEnd {
 }
 
 /// Answers the caller with a JSON error; the connection closes after it.
-async fn answer(io: &mut Stream, status: u16, body: &[u8]) -> io::Result<()> {
+async fn answer(
+    conn: &mut Conn,
+    route: Option<&RouteState>,
+    status: u16,
+    body: &[u8],
+) -> io::Result<()> {
     let reason = http::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
@@ -916,7 +986,14 @@ async fn answer(io: &mut Stream, status: u16, body: &[u8]) -> io::Result<()> {
     .into_bytes();
     head.extend_from_slice(&wire::date_line());
     head.extend_from_slice(b"\r\n");
-    io.write_all(&head).await?;
-    io.write_all(body).await?;
-    io.flush().await
+    let parts: &[&[u8]] = &[&head, body];
+    let timeout = conn.limits.write_timeout;
+    write_to_caller(
+        &mut conn.io,
+        &mut conn.caller_timer,
+        timeout,
+        route.map(|r| &r.metrics),
+        parts,
+    )
+    .await
 }
