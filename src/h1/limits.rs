@@ -12,6 +12,7 @@ use pingora::protocols::Stream;
 use prometheus::IntGauge;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
+use tracing::debug;
 
 use super::timer::LazyTimer;
 use crate::metrics::RouteMetrics;
@@ -80,6 +81,7 @@ pub(super) async fn write_to_caller(
     match timer.run(Instant::now() + timeout, write).await {
         Some(done) => done,
         None => {
+            debug!("the caller did not read its response within client_write_timeout; closing");
             if let Some(m) = metrics {
                 m.write_timeout();
             }
