@@ -9,7 +9,8 @@
 //! - [`forward`]: the request and response policy both request paths apply, and the table of
 //!   answers the proxy gives itself.
 //! - [`proxy`]: the pingora `ProxyHttp` hook that injects the token.
-//! - [`h1`]: the lean HTTP/1.1 path that serves plain requests itself, in front of [`proxy`].
+//! - [`h1`]: the lean HTTP/1.1 path that serves plain requests itself, in front of [`proxy`],
+//!   and the limits on caller connections (`h1::limits`) that hold on both paths.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/tokens`.
 //! - [`metrics`]: every Prometheus metric, in one registry.
 //! - [`reload`]: SIGHUP and file-change reload, secret file watching.
