@@ -108,6 +108,8 @@ fn tokens(routes: &RouteTable) -> Value {
             let current = slot.current();
             json!({
                 "provider": key.provider,
+                "auth_method": status.auth_method,
+                "token_endpoint": status.token_endpoint,
                 "audience": key.audience,
                 "scope": key.scope,
                 "resource": key.resource,

@@ -2,6 +2,7 @@
 //! background, and injects them into the requests a legacy service sends through it.
 //!
 //! - [`config`]: the YAML file, `${VAR}` substitution, validation into [`config::Config`].
+//! - [`credentials`]: client authentication: secrets, signed and external assertions, TLS client certificates.
 //! - [`secret`]: newtypes that keep secrets and tokens out of `Debug` and logs.
 //! - [`token`]: token keys, the token client, the cache, the schedule rules and the refreshers.
 //! - [`upstream`]: upstream address resolution, trust roots and the pingora peer.
@@ -24,6 +25,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod demo;
 pub mod forward;
 pub mod h1;

@@ -11,7 +11,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::{Config, SecretSource};
+use crate::config::Config;
 use crate::metrics;
 use crate::server::App;
 
@@ -88,9 +88,9 @@ pub async fn watch(app: Arc<App>, stop: CancellationToken) {
         // Secret files: a new secret is read at the next fetch anyway; a refresher that is
         // failing (say with invalid_client) is woken to try the new one now.
         let now = secret_stamps(&app.config.load());
-        for (provider, (file, s)) in &now {
-            if secrets.get(provider).map(|(_, old)| old) != Some(s) {
-                info!(provider = %provider, file = %file.display(), "client secret file changed");
+        for ((provider, file), s) in &now {
+            if secrets.get(&(provider.clone(), file.clone())) != Some(s) {
+                info!(provider = %provider, file = %file.display(), "credential file changed");
                 app.tokens.wake_failing(provider);
             }
         }
@@ -98,15 +98,18 @@ pub async fn watch(app: Arc<App>, stop: CancellationToken) {
     }
 }
 
-type SecretStamps = HashMap<String, (PathBuf, Option<Stamp>)>;
+type SecretStamps = HashMap<(String, PathBuf), Option<Stamp>>;
 
+/// Every credential file (secret, key, certificate, assertion) by provider.
 fn secret_stamps(config: &Config) -> SecretStamps {
     config
         .providers
         .iter()
-        .filter_map(|(name, p)| match &p.secret {
-            SecretSource::File(f) => Some((name.clone(), (f.clone(), stamp(f)))),
-            SecretSource::Inline(_) => None,
+        .flat_map(|(name, p)| {
+            p.credential
+                .files()
+                .into_iter()
+                .map(move |f| ((name.clone(), f.to_path_buf()), stamp(f)))
         })
         .collect()
 }

@@ -41,7 +41,8 @@ pub struct FileLog {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileProvider {
-    pub token_url: String,
+    pub token_url: Option<String>,
+    pub issuer: Option<String>,
     pub client_id: String,
     pub client_secret: Option<String>,
     pub client_secret_file: Option<String>,
@@ -55,6 +56,23 @@ pub struct FileProvider {
     pub allow_http: bool,
     #[serde(default)]
     pub refresh: FileRefresh,
+    pub private_key_file: Option<String>,
+    pub assertion: Option<FileAssertion>,
+    pub client_assertion_file: Option<String>,
+    pub client_assertion_type: Option<String>,
+    pub client_certificate_file: Option<String>,
+    pub client_key_file: Option<String>,
+}
+
+/// `providers.NAME.assertion`: how the `private_key_jwt` assertion is made.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAssertion {
+    pub algorithm: Option<String>,
+    pub audience: Option<String>,
+    pub key_id: Option<String>,
+    pub certificate_file: Option<String>,
+    pub lifetime: Option<String>,
 }
 
 // Hand-written so that a debug print of the raw file never shows an inline secret.
@@ -62,6 +80,7 @@ impl std::fmt::Debug for FileProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FileProvider")
             .field("token_url", &self.token_url)
+            .field("issuer", &self.issuer)
             .field("client_id", &self.client_id)
             .field(
                 "client_secret",

@@ -1,6 +1,7 @@
 //! Configuration: loading the YAML file, `${VAR}` substitution, and validation into a [`Config`]
 //! that the rest of the program uses. Every error names the key that is wrong.
 
+mod credentials;
 mod duration;
 mod env;
 mod file;
@@ -16,11 +17,13 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use url::Url;
 
+use crate::credentials::Credential;
 use crate::secret::Secret;
 use crate::token::schedule::RefreshPolicy;
 use crate::token::TokenKey;
 use file::{FileConfig, FileProvider, FileRefresh, FileRoute};
 
+pub use credentials::{check_url, Endpoint, Issuer};
 pub use duration::parse as parse_duration;
 
 /// Token-request parameters that come from the provider or the route, never from `params`.
@@ -28,6 +31,8 @@ const RESERVED_PARAMS: &[&str] = &[
     "grant_type",
     "client_id",
     "client_secret",
+    "client_assertion",
+    "client_assertion_type",
     "audience",
     "scope",
     "resource",
@@ -121,6 +126,36 @@ pub enum AuthMethod {
     ClientSecretPost,
     /// HTTP Basic with the form-encoded id and secret (RFC 6749 §2.3.1).
     ClientSecretBasic,
+    /// A JWT signed with the client's private key (RFC 7523 §2.2, OIDC Core §9).
+    PrivateKeyJwt,
+    /// A JWT minted by someone else, read from a file (e.g. a Kubernetes service-account token).
+    ClientAssertion,
+    /// A TLS client certificate issued by a CA the IdP trusts (RFC 8705 §2.1).
+    TlsClientAuth,
+    /// A self-signed TLS client certificate registered with the IdP (RFC 8705 §2.2).
+    SelfSignedTlsClientAuth,
+}
+
+impl AuthMethod {
+    /// The name in the config, in discovery documents and in `/tokens`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::ClientSecretPost => "client_secret_post",
+            AuthMethod::ClientSecretBasic => "client_secret_basic",
+            AuthMethod::PrivateKeyJwt => "private_key_jwt",
+            AuthMethod::ClientAssertion => "client_assertion",
+            AuthMethod::TlsClientAuth => "tls_client_auth",
+            AuthMethod::SelfSignedTlsClientAuth => "self_signed_tls_client_auth",
+        }
+    }
+
+    /// True for the methods that authenticate with a TLS client certificate.
+    pub fn is_mtls(self) -> bool {
+        matches!(
+            self,
+            AuthMethod::TlsClientAuth | AuthMethod::SelfSignedTlsClientAuth
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,9 +212,9 @@ impl std::fmt::Debug for CaFile {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Provider {
     pub name: String,
-    pub token_url: Url,
+    pub endpoint: Endpoint,
     pub client_id: String,
-    pub secret: SecretSource,
+    pub credential: Credential,
     pub auth_method: AuthMethod,
     pub body: BodyEncoding,
     pub params: Vec<(String, String)>,
@@ -192,12 +227,12 @@ impl Provider {
     /// True when a token fetched with `self` is as good as one fetched with `other`: everything
     /// that shapes the token request except the secret (a rotated secret keeps the token).
     pub fn same_token_source(&self, other: &Provider) -> bool {
-        self.token_url == other.token_url
+        self.endpoint == other.endpoint
             && self.client_id == other.client_id
             && self.auth_method == other.auth_method
             && self.body == other.body
             && self.params == other.params
-            && std::mem::discriminant(&self.secret) == std::mem::discriminant(&other.secret)
+            && self.credential.same_source(&other.credential)
     }
 }
 
@@ -453,7 +488,7 @@ fn validate_callers(
     })
 }
 
-fn validate_provider(name: &str, p: FileProvider) -> Result<Provider, ConfigError> {
+fn validate_provider(name: &str, mut p: FileProvider) -> Result<Provider, ConfigError> {
     let key = |k: &str| format!("providers.{name}.{k}");
     if name.is_empty()
         || !name
@@ -465,87 +500,11 @@ fn validate_provider(name: &str, p: FileProvider) -> Result<Provider, ConfigErro
             "provider names may contain only letters, digits, '-', '_' and '.'",
         ));
     }
-    let token_url = Url::parse(&p.token_url).map_err(|e| {
-        ConfigError::key(
-            key("token_url"),
-            format!("invalid URL \"{}\": {e}", p.token_url),
-        )
-    })?;
-    match token_url.scheme() {
-        "https" => {}
-        "http" => {
-            let loopback = token_url.host().is_some_and(|h| is_loopback_host(&h));
-            if !loopback && !p.allow_http {
-                return Err(ConfigError::key(
-                    key("token_url"),
-                    format!(
-                        "\"{}\" is plain http to a non-loopback host, which would send the client secret in clear text; use https or set allow_http: true",
-                        p.token_url
-                    ),
-                ));
-            }
-        }
-        other => {
-            return Err(ConfigError::key(
-                key("token_url"),
-                format!("unsupported scheme \"{other}\" (use https)"),
-            ))
-        }
-    }
-    if token_url.host_str().is_none_or(str::is_empty) {
-        return Err(ConfigError::key(key("token_url"), "the URL has no host"));
-    }
-    if !token_url.username().is_empty() || token_url.password().is_some() {
-        return Err(ConfigError::key(
-            key("token_url"),
-            "credentials in the URL are not allowed; use client_id and client_secret",
-        ));
-    }
+    let endpoint = credentials::validate_endpoint(name, &p)?;
     if p.client_id.is_empty() {
         return Err(ConfigError::key(key("client_id"), "must not be empty"));
     }
-    let secret = match (p.client_secret, p.client_secret_file) {
-        (Some(_), Some(_)) => {
-            return Err(ConfigError::key(
-                format!("providers.{name}"),
-                "set exactly one of client_secret and client_secret_file, not both",
-            ))
-        }
-        (None, None) => {
-            return Err(ConfigError::key(
-                format!("providers.{name}"),
-                "one of client_secret or client_secret_file is required",
-            ))
-        }
-        (Some(s), None) => {
-            if s.is_empty() {
-                return Err(ConfigError::key(key("client_secret"), "must not be empty"));
-            }
-            SecretSource::Inline(Secret::new(s))
-        }
-        (None, Some(path)) => {
-            let source = SecretSource::File(PathBuf::from(&path));
-            if let Err(e) = source.read() {
-                return Err(ConfigError::key(
-                    key("client_secret_file"),
-                    format!("cannot read \"{path}\": {e}"),
-                ));
-            }
-            source
-        }
-    };
-    let auth_method = match p.auth_method.as_deref() {
-        None | Some("client_secret_post") => AuthMethod::ClientSecretPost,
-        Some("client_secret_basic") => AuthMethod::ClientSecretBasic,
-        Some(other) => {
-            return Err(ConfigError::key(
-                key("auth_method"),
-                format!(
-                    "unknown method \"{other}\" (use client_secret_post or client_secret_basic)"
-                ),
-            ))
-        }
-    };
+    let (auth_method, credential) = credentials::validate_credential(name, &mut p, &endpoint)?;
     let body = match p.body.as_deref() {
         None | Some("form") => BodyEncoding::Form,
         Some("json") => BodyEncoding::Json,
@@ -576,9 +535,9 @@ fn validate_provider(name: &str, p: FileProvider) -> Result<Provider, ConfigErro
     let refresh = validate_refresh(&format!("providers.{name}.refresh"), p.refresh)?;
     Ok(Provider {
         name: name.to_string(),
-        token_url,
+        endpoint,
         client_id: p.client_id,
-        secret,
+        credential,
         auth_method,
         body,
         params: p.params.into_iter().collect(),

@@ -40,7 +40,10 @@ fn minimal_config_gets_the_documented_defaults() {
     assert_eq!(p.auth_method, AuthMethod::ClientSecretPost);
     assert_eq!(p.body, BodyEncoding::Form);
     assert_eq!(p.timeout, Duration::from_secs(10));
-    assert_eq!(p.secret, SecretSource::Inline(Secret::new("s3cret")));
+    assert_eq!(
+        p.credential,
+        Credential::Secret(SecretSource::Inline(Secret::new("s3cret")))
+    );
     assert_eq!(p.refresh, RefreshPolicy::default());
     let r = &c.routes[0];
     assert_eq!(r.header, http::header::AUTHORIZATION);
@@ -145,7 +148,7 @@ fn rejections_name_the_key() {
         ),
         (
             "client_id: id",
-            "client_id: id\n    auth_method: private_key_jwt",
+            "client_id: id\n    auth_method: client_secret_jwt",
             "providers.auth0.auth_method",
         ),
         (
@@ -267,10 +270,10 @@ fn secret_file_is_read_and_trimmed() {
         &format!("client_secret_file: {}", f.display()),
     );
     let c = load(&yaml).unwrap();
-    assert_eq!(
-        c.providers["auth0"].secret.read().unwrap().expose(),
-        "from-file"
-    );
+    let Credential::Secret(source) = &c.providers["auth0"].credential else {
+        panic!("a secret credential");
+    };
+    assert_eq!(source.read().unwrap().expose(), "from-file");
     std::fs::write(&f, "").unwrap();
     assert!(err(&yaml).contains("providers.auth0.client_secret_file"));
 }

@@ -54,6 +54,10 @@ pub struct SlotStatus {
     pub last_error: Option<LastError>,
     /// The IdP's quota as of the last answer that carried it (Auth0-Client-Quota-Limit).
     pub quota: Vec<QuotaBucket>,
+    /// How the client authenticated at the last fetch.
+    pub auth_method: Option<&'static str>,
+    /// The token endpoint of the last fetch (with discovery, the one the document named).
+    pub token_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone)]

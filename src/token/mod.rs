@@ -2,6 +2,7 @@
 
 pub mod cache;
 pub mod client;
+pub mod discovery;
 pub mod manager;
 pub mod refresher;
 pub mod schedule;

@@ -55,6 +55,7 @@ pub async fn run(slot: Arc<TokenSlot>, source: Arc<ArcSwap<Source>>, cancel: Can
                 });
                 info!(
                     provider = %slot.key.provider,
+                    auth_method = src.provider.auth_method.as_str(),
                     audience = slot.key.audience.as_deref().unwrap_or(""),
                     duration_ms = elapsed.as_millis() as u64,
                     next_refresh_in_s = refresh_in.as_secs_f64(),
@@ -103,22 +104,21 @@ pub async fn run(slot: Arc<TokenSlot>, source: Arc<ArcSwap<Source>>, cancel: Can
 }
 
 async fn fetch(src: &Source, slot: &TokenSlot) -> Result<TokenResponse, FetchError> {
-    // Read on every fetch, so that a rotated secret file is used at once.
-    let secret = src.provider.secret.read().map_err(|e| {
-        FetchError::new(
-            ErrorClass::SecretUnreadable,
-            format!(
-                "cannot read providers.{}.client_secret_file: {e}",
-                src.provider.name
-            ),
-        )
-    })?;
-    let (result, quota) = src.client.fetch(&src.provider, &slot.key, &secret).await;
-    if !quota.is_empty() {
-        metrics::idp_quota(&src.provider.name, &quota);
-        slot.update_status(|s| s.quota = quota);
+    // The credential is read (or signed) for every fetch, so rotated files are used at once.
+    let fetched = src.client.fetch(&src.provider, &slot.key).await;
+    if !fetched.quota.is_empty() {
+        metrics::idp_quota(&src.provider.name, &fetched.quota);
     }
-    result
+    slot.update_status(|s| {
+        if !fetched.quota.is_empty() {
+            s.quota = fetched.quota;
+        }
+        s.auth_method = Some(src.provider.auth_method.as_str());
+        if let Some(e) = fetched.endpoint {
+            s.token_endpoint = Some(e.to_string());
+        }
+    });
+    fetched.result
 }
 
 /// Stores a fetched token and returns how long after `started` to refresh it.

@@ -137,9 +137,10 @@ fn request_params_follow_the_auth_method() {
         resource: Some("https://res/".into()),
     };
     let secret = Secret::new("s&cret:x");
+    let proof = Proof::Secret(secret.clone());
     let post = provider("    params: { organization: org_1 }");
     assert_eq!(
-        request_params(&post, &key, &secret),
+        request_params(&post, &key, &proof),
         vec![
             ("grant_type", "client_credentials"),
             ("client_id", "my id"),
@@ -151,7 +152,7 @@ fn request_params_follow_the_auth_method() {
         ]
     );
     let basic = provider("    auth_method: client_secret_basic");
-    let params = request_params(&basic, &key, &secret);
+    let params = request_params(&basic, &key, &proof);
     assert!(params
         .iter()
         .all(|(k, _)| *k != "client_secret" && *k != "client_id"));
