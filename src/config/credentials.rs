@@ -373,3 +373,6 @@ fn private_key_jwt(
         lifetime,
     })
 }
+
+#[cfg(test)]
+mod tests;
