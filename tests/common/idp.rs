@@ -69,6 +69,9 @@ struct State {
     issued: Mutex<HashMap<String, Instant>>,
     /// When set, only this client secret is accepted (401 invalid_client otherwise).
     accepted_secret: Mutex<Option<String>>,
+    /// When set, only a `client_assertion` equal to this file's current (trimmed) content is
+    /// accepted (401 invalid_client otherwise).
+    assertion_file: Mutex<Option<std::path::PathBuf>>,
     /// Sent as `Auth0-Client-Quota-Limit` on every answer when set.
     quota_header: Mutex<Option<String>>,
     counter: AtomicU64,
@@ -89,6 +92,7 @@ impl Idp {
             requests: Mutex::new(Vec::new()),
             issued: Mutex::new(HashMap::new()),
             accepted_secret: Mutex::new(None),
+            assertion_file: Mutex::new(None),
             quota_header: Mutex::new(None),
             counter: AtomicU64::new(0),
         });
@@ -110,6 +114,11 @@ impl Idp {
 
     pub fn accept_only_secret(&self, secret: &str) {
         *self.state.accepted_secret.lock().unwrap() = Some(secret.to_string());
+    }
+
+    /// Accepts only a `client_assertion` that is exactly `path`'s content when it arrives.
+    pub fn accept_only_assertion_from(&self, path: &std::path::Path) {
+        *self.state.assertion_file.lock().unwrap() = Some(path.to_path_buf());
     }
 
     pub fn set_quota_header(&self, value: &str) {
@@ -252,6 +261,16 @@ async fn answer(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
             return json(
                 401,
                 r#"{"error":"invalid_client","error_description":"Unauthorized"}"#.into(),
+            );
+        }
+    }
+    if let Some(path) = state.assertion_file.lock().unwrap().clone() {
+        let current = std::fs::read_to_string(&path).unwrap_or_default();
+        if recorded.params.get("client_assertion").map(String::as_str) != Some(current.trim()) {
+            return json(
+                401,
+                r#"{"error":"invalid_client","error_description":"not the current assertion"}"#
+                    .into(),
             );
         }
     }

@@ -1,0 +1,194 @@
+//! `client_assertion` end to end through the real binary: the assertion file (a Kubernetes
+//! projected service-account token) is read for every token request and sent exactly as it is
+//! on disk; an expired one is not sent and the route answers 503 `assertion_expired`, shown in
+//! `/tokens` and `/readyz`; a fresh file brings the route back without a restart.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use common::idp::{Idp, Mode};
+use common::proxy::Proxy;
+use common::upstream::Upstream;
+use common::{client, free_port, wait_for};
+
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// A JWT shaped like a projected service-account token, expiring `exp_in_s` from now (negative:
+/// already expired). Its signature is not checked by anyone here.
+fn sa_token(exp_in_s: i64, n: u32) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let payload = b64.encode(
+        serde_json::json!({
+            "iss": "https://kubernetes.default.svc",
+            "sub": "system:serviceaccount:shop:orders",
+            "aud": ["https://idp.example/"],
+            "exp": now + exp_in_s,
+            "iat": now,
+            "n": n,
+        })
+        .to_string(),
+    );
+    format!("eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.{payload}.c2lnbmF0dXJl")
+}
+
+/// Replaces the file the way the kubelet does: a new file renamed over the old one.
+fn swap(path: &Path, content: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{content}\n")).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+async fn get_json(url: &str) -> (u16, serde_json::Value) {
+    let r = client().get(url).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_assertion_file_is_sent_as_read_and_an_expired_one_is_not() {
+    // Tokens live 2 s, so the proxy asks again every ~1.6 s.
+    let idp = Idp::start(Mode::Ok {
+        lifetime: Duration::from_secs(2),
+    })
+    .await;
+    let up = Upstream::http(Some(idp.checker())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("idp-token");
+    swap(&token_file, &sa_token(3600, 1));
+    idp.accept_only_assertion_from(&token_file);
+    let (admin, port) = (free_port(), free_port());
+    let yaml = format!(
+        r#"admin: {{ listen: 127.0.0.1:{admin} }}
+providers:
+  idp:
+    token_url: "{url}"
+    client_id: cid
+    auth_method: client_assertion
+    client_assertion_file: {file}
+    refresh: {{ retry_initial: 100ms, retry_max: 300ms, expiry_skew: 0s }}
+routes:
+  - name: api
+    listen: 127.0.0.1:{port}
+    upstream: http://{up}
+    token: {{ provider: idp, audience: https://api.example/ }}
+"#,
+        url = idp.token_url(),
+        file = token_file.display(),
+        up = up.addr,
+    );
+    let mut proxy = Proxy::start_in(dir, &yaml, admin, &[]);
+    proxy.ready().await;
+    let r = client()
+        .get(format!("http://127.0.0.1:{port}/orders"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.seen().last().unwrap().token_valid, Some(true));
+    let first = idp.requests()[0].clone();
+    assert_eq!(
+        first.params.get("client_assertion"),
+        Some(&sa_token_trimmed(&token_file))
+    );
+    assert_eq!(
+        first
+            .params
+            .get("client_assertion_type")
+            .map(String::as_str),
+        Some(JWT_BEARER)
+    );
+    assert_eq!(
+        first.params.get("client_id").map(String::as_str),
+        Some("cid")
+    );
+    assert_eq!(
+        first.params.get("grant_type").map(String::as_str),
+        Some("client_credentials")
+    );
+    assert!(!first.params.contains_key("client_secret"));
+    assert!(first.authorization.is_none());
+
+    // The kubelet rotates the token: the next token request carries the new one.
+    let second = sa_token(3600, 2);
+    swap(&token_file, &second);
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            let got = idp
+                .requests()
+                .last()
+                .and_then(|r| r.params.get("client_assertion").cloned());
+            let second = second.clone();
+            async move { got.as_deref() == Some(second.as_str()) }
+        })
+        .await,
+        "the rotated assertion was not sent"
+    );
+
+    // An expired token on disk is not sent: the route runs dry and says why.
+    let sent_before = idp.request_count();
+    let expired = sa_token(-30, 3);
+    swap(&token_file, &expired);
+    let url = format!("http://127.0.0.1:{port}/orders");
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            let url = url.clone();
+            async move { client().get(&url).send().await.unwrap().status() == 503 }
+        })
+        .await,
+        "the route kept a token after the assertion expired"
+    );
+    let r = client().get(&url).send().await.unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "token_unavailable");
+    assert_eq!(body["reason"], "assertion_expired", "{body}");
+    let (_, tokens) = get_json(&proxy.admin_url("/tokens")).await;
+    let t = &tokens["tokens"][0];
+    assert_eq!(t["last_error"]["class"], "assertion_expired", "{tokens}");
+    assert_eq!(t["auth_method"], "client_assertion");
+    assert_eq!(t["token_endpoint"], idp.token_url());
+    let (status, ready) = get_json(&proxy.admin_url("/readyz")).await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        ready["routes_without_token"][0]["last_error"]["class"], "assertion_expired",
+        "{ready}"
+    );
+    assert!(
+        idp.requests()[sent_before..]
+            .iter()
+            .all(|r| r.params.get("client_assertion") != Some(&expired)),
+        "an expired assertion was sent"
+    );
+
+    // A fresh token on disk: the route comes back by itself.
+    swap(&token_file, &sa_token(3600, 4));
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            let url = url.clone();
+            async move { client().get(&url).send().await.unwrap().status() == 200 }
+        })
+        .await,
+        "the route did not recover"
+    );
+    // Every assertion the IdP got was the file's content at that moment (it answers 401 else).
+    assert!(idp
+        .requests()
+        .iter()
+        .all(|r| r.params.contains_key("client_assertion")),);
+    let log = proxy.stderr();
+    assert!(
+        log.contains("auth_method=\"client_assertion\""),
+        "the log names the method:\n{log}"
+    );
+    proxy.assert_log_free_of(&[second, expired]);
+}
+
+fn sa_token_trimmed(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap().trim().to_string()
+}
