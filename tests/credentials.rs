@@ -1,11 +1,13 @@
-//! `client_assertion` end to end through the real binary: the assertion file (a Kubernetes
-//! projected service-account token) is read for every token request and sent exactly as it is
-//! on disk; an expired one is not sent and the route answers 503 `assertion_expired`, shown in
-//! `/tokens` and `/readyz`; a fresh file brings the route back without a restart.
+//! Credentials and discovery end to end through the real binary. `client_assertion`: the
+//! assertion file (a Kubernetes projected service-account token) is read for every token request
+//! and sent exactly as it is on disk; an expired one is not sent and the route answers 503
+//! `assertion_expired`, shown in `/tokens` and `/readyz`; a fresh file brings the route back
+//! without a restart. Discovery: a document for another issuer is `discovery_failed`.
 
 mod common;
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -191,4 +193,124 @@ routes:
 
 fn sa_token_trimmed(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap().trim().to_string()
+}
+
+/// Serves `GET /.well-known/openid-configuration` with the current body; 404 otherwise.
+async fn discovery_server() -> (String, Arc<Mutex<String>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let doc = Arc::new(Mutex::new(String::new()));
+    let d = doc.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).to_string();
+            let body = d.lock().unwrap().clone();
+            let resp = if head.starts_with("GET /.well-known/openid-configuration ") {
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    .to_string()
+            };
+            let _ = s.write_all(resp.as_bytes()).await;
+        }
+    });
+    (base, doc)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_for_another_issuer_is_discovery_failed_until_it_is_right() {
+    let idp = Idp::start(Mode::Ok {
+        lifetime: Duration::from_secs(60),
+    })
+    .await;
+    let up = Upstream::http(Some(idp.checker())).await;
+    let (issuer, doc) = discovery_server().await;
+    *doc.lock().unwrap() = format!(
+        r#"{{"issuer":"{issuer}/tenant","token_endpoint":"{}"}}"#,
+        idp.token_url()
+    );
+    let (admin, port) = (free_port(), free_port());
+    let yaml = format!(
+        r#"admin: {{ listen: 127.0.0.1:{admin} }}
+providers:
+  idp:
+    issuer: {issuer}
+    client_id: cid
+    client_secret: s3cret
+    refresh: {{ retry_initial: 100ms, retry_max: 300ms }}
+routes:
+  - name: api
+    listen: 127.0.0.1:{port}
+    upstream: http://{up}
+    token: {{ provider: idp }}
+"#,
+        up = up.addr,
+    );
+    let mut proxy = Proxy::start(&yaml, admin, &[]);
+    proxy.listening().await;
+    let url = format!("http://127.0.0.1:{port}/x");
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            let admin = proxy.admin_url("/tokens");
+            async move {
+                let (_, t) = get_json(&admin).await;
+                t["tokens"][0]["last_error"]["class"] == "discovery_failed"
+            }
+        })
+        .await
+    );
+    let r = client().get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["reason"], "discovery_failed", "{body}");
+    let (_, t) = get_json(&proxy.admin_url("/tokens")).await;
+    let message = t["tokens"][0]["last_error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains(&format!(
+            "\"{issuer}/tenant\" is not the configured issuer \"{issuer}\""
+        )),
+        "{message}"
+    );
+    let (status, ready) = get_json(&proxy.admin_url("/readyz")).await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        ready["routes_without_token"][0]["last_error"]["class"],
+        "discovery_failed"
+    );
+    assert_eq!(
+        idp.request_count(),
+        0,
+        "no token request without a valid document"
+    );
+
+    // The document is fixed: the next retry finds the token endpoint, the route serves.
+    *doc.lock().unwrap() = format!(
+        r#"{{"issuer":"{issuer}","token_endpoint":"{}","token_endpoint_auth_methods_supported":["private_key_jwt"]}}"#,
+        idp.token_url()
+    );
+    proxy.ready().await;
+    assert_eq!(client().get(&url).send().await.unwrap().status(), 200);
+    let (_, t) = get_json(&proxy.admin_url("/tokens")).await;
+    assert_eq!(t["tokens"][0]["token_endpoint"], idp.token_url());
+    assert_eq!(t["tokens"][0]["auth_method"], "client_secret_post");
+    // The document does not list the configured method: a warning naming both.
+    let log = proxy.stderr();
+    assert!(
+        log.contains("does not list the configured auth_method")
+            && log.contains("client_secret_post")
+            && log.contains("private_key_jwt"),
+        "{log}"
+    );
 }

@@ -197,6 +197,8 @@ fn builder(provider: &Provider) -> Result<reqwest::ClientBuilder, reqwest::Error
 }
 
 impl TokenClient {
+    /// With `issuer`, also starts the background refresh of the discovery document, so this
+    /// must run inside a tokio runtime.
     pub fn new(provider: &Provider) -> Result<Self, reqwest::Error> {
         let discovery = match &provider.endpoint {
             Endpoint::Issuer(i) => Some(Arc::new(Discovery::new(
@@ -206,8 +208,15 @@ impl TokenClient {
             ))),
             Endpoint::TokenUrl(_) => None,
         };
+        let http = builder(provider)?.build()?;
+        if let Some(d) = &discovery {
+            tokio::spawn(crate::token::discovery::refresh_in_background(
+                Arc::downgrade(d),
+                http.clone(),
+            ));
+        }
         Ok(TokenClient {
-            http: builder(provider)?.build()?,
+            http,
             discovery,
             mtls: Arc::new(Mutex::new(None)),
         })

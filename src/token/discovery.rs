@@ -124,6 +124,7 @@ pub struct Discovery {
     provider: String,
     issuer: Issuer,
     method: AuthMethod,
+    refresh_every: Duration,
     state: Mutex<State>,
 }
 
@@ -133,6 +134,7 @@ impl Discovery {
             provider: provider.to_string(),
             issuer,
             method,
+            refresh_every: REFRESH_EVERY,
             state: Mutex::new(State {
                 document: None,
                 next_fetch: Instant::now(),
@@ -172,7 +174,7 @@ impl Discovery {
                     }
                 }
                 s.document = Some(doc.clone());
-                s.next_fetch = Instant::now() + REFRESH_EVERY;
+                s.next_fetch = Instant::now() + self.refresh_every;
                 Ok(doc)
             }
             Err(e) => match s.document.clone() {
@@ -184,6 +186,28 @@ impl Discovery {
                 None => Err(e),
             },
         }
+    }
+
+    /// The same, refreshing whenever the document is older than `every` (tests use zero).
+    pub fn with_refresh_every(mut self, every: Duration) -> Self {
+        self.refresh_every = every;
+        self
+    }
+
+    fn has_document(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .document
+            .is_some()
+    }
+
+    /// When the document is due to be fetched again.
+    pub fn next_fetch(&self) -> Instant {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .next_fetch
     }
 
     async fn fetch(&self, http: &reqwest::Client) -> Result<Document, String> {
@@ -204,6 +228,24 @@ impl Discovery {
             }
         }
         Err(errors.join("; "))
+    }
+}
+
+/// Refreshes `discovery` in the background whenever it is due, whether or not a token is being
+/// fetched; ends once the discovery state is dropped (its provider was reloaded away).
+pub async fn refresh_in_background(discovery: std::sync::Weak<Discovery>, http: reqwest::Client) {
+    loop {
+        let Some(next) = discovery.upgrade().map(|d| d.next_fetch()) else {
+            return;
+        };
+        // Before the first document, the token fetches drive discovery (with their backoff).
+        tokio::time::sleep_until(next.max(Instant::now() + RETRY_WITH_DOCUMENT)).await;
+        let Some(d) = discovery.upgrade() else {
+            return;
+        };
+        if d.has_document() && Instant::now() >= d.next_fetch() {
+            let _ = d.document(&http).await;
+        }
     }
 }
 
@@ -310,6 +352,113 @@ mod tests {
         let body =
             br#"{"issuer":"https://evil.example/","token_endpoint":"https://evil.example/t"}"#;
         assert!(parse(body, &issuer("https://idp.example/")).is_err());
+    }
+
+    /// A metadata server on loopback answering `GET path` with the current (status, body), and
+    /// 404 for any other path. Raw HTTP/1.1, one request per connection.
+    async fn metadata_server(
+        path: &'static str,
+    ) -> (
+        String,
+        Arc<Mutex<(u16, String)>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let answer = Arc::new(Mutex::new((200, String::new())));
+        let a = answer.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let asked = head.split(' ').nth(1).unwrap_or("").to_string();
+                let (status, body) = if asked == path {
+                    a.lock().unwrap().clone()
+                } else {
+                    (404, String::new())
+                };
+                let resp = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            }
+        });
+        (base, answer, task)
+    }
+
+    fn loopback_issuer(id: &str) -> Issuer {
+        Issuer {
+            id: id.to_string(),
+            url: Url::parse(id).unwrap(),
+            allow_http: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_refresh_keeps_the_last_good_document() {
+        let (base, answer, _task) = metadata_server("/.well-known/openid-configuration").await;
+        *answer.lock().unwrap() = (
+            200,
+            format!(r#"{{"issuer":"{base}","token_endpoint":"{base}/oauth/token"}}"#),
+        );
+        let http = reqwest::Client::new();
+        let d = Discovery::new("p", loopback_issuer(&base), AuthMethod::PrivateKeyJwt)
+            .with_refresh_every(Duration::ZERO);
+        let first = d.document(&http).await.unwrap();
+        assert_eq!(first.token_endpoint.as_str(), format!("{base}/oauth/token"));
+        // The server breaks: the refresh fails, the last good document stays in use.
+        *answer.lock().unwrap() = (500, "oops".into());
+        assert_eq!(d.document(&http).await.unwrap(), first);
+        // A document for another issuer does not replace it either.
+        *answer.lock().unwrap() = (
+            200,
+            format!(r#"{{"issuer":"{base}/other","token_endpoint":"{base}/evil"}}"#),
+        );
+        assert_eq!(d.document(&http).await.unwrap(), first);
+        // Without a good document, the failure is an error naming both places tried.
+        let fresh = Discovery::new("p", loopback_issuer(&base), AuthMethod::PrivateKeyJwt);
+        *answer.lock().unwrap() = (500, "oops".into());
+        let e = fresh.document(&http).await.unwrap_err();
+        assert!(e.contains("openid-configuration: answered 500"), "{e}");
+        assert!(
+            e.contains("oauth-authorization-server: answered 404"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn falls_back_to_rfc8414_metadata_but_not_past_an_issuer_mismatch() {
+        let (base, answer, _task) =
+            metadata_server("/.well-known/oauth-authorization-server").await;
+        *answer.lock().unwrap() = (
+            200,
+            format!(r#"{{"issuer":"{base}","token_endpoint":"{base}/as/token"}}"#),
+        );
+        let http = reqwest::Client::new();
+        let d = Discovery::new("p", loopback_issuer(&base), AuthMethod::ClientSecretBasic);
+        assert_eq!(
+            d.document(&http).await.unwrap().token_endpoint.as_str(),
+            format!("{base}/as/token")
+        );
+
+        let (base, answer, _task) = metadata_server("/.well-known/openid-configuration").await;
+        *answer.lock().unwrap() = (
+            200,
+            format!(r#"{{"issuer":"{base}/","token_endpoint":"{base}/t"}}"#),
+        );
+        let d = Discovery::new("p", loopback_issuer(&base), AuthMethod::ClientSecretBasic);
+        let e = d.document(&http).await.unwrap_err();
+        assert!(e.contains("is not the configured issuer"), "{e}");
+        assert!(
+            !e.contains("oauth-authorization-server"),
+            "no fallback: {e}"
+        );
     }
 
     #[test]
