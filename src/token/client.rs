@@ -178,8 +178,11 @@ pub struct Fetched {
 pub struct TokenClient {
     http: reqwest::Client,
     discovery: Option<Arc<Discovery>>,
-    mtls: Arc<Mutex<Option<([u8; 32], reqwest::Client)>>>,
+    mtls: Arc<Mutex<Option<MtlsClient>>>,
 }
+
+/// An HTTP client with a TLS client identity, and the digest of the identity it was built with.
+type MtlsClient = ([u8; 32], reqwest::Client);
 
 fn builder(provider: &Provider) -> Result<reqwest::ClientBuilder, reqwest::Error> {
     let mut builder = reqwest::Client::builder()
