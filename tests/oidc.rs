@@ -1,8 +1,9 @@
 //! Interop with an independent, OpenID-certified server: panva's `oidc-provider` (npm, installed
 //! into tests/oidc by scripts/setup.sh) started on loopback by this test. tokenproxy finds the
-//! token endpoint by discovery from the issuer, authenticates with `private_key_jwt` and with
-//! `tls_client_auth` (through the discovery document's mTLS alias), and keeps doing so while the
-//! private key and the client certificate are rotated on disk.
+//! token endpoint by discovery from the issuer, authenticates with `private_key_jwt`, with
+//! `tls_client_auth` and with `self_signed_tls_client_auth` (both through the discovery
+//! document's mTLS alias), and keeps doing so while the private key and the client certificate
+//! are rotated on disk.
 
 mod common;
 
@@ -116,7 +117,7 @@ fn rsa_key() -> (String, String) {
     )
 }
 
-fn clients(jwt_public_key: &Path, mtls_dns: &str) -> String {
+fn clients(jwt_public_key: &Path, mtls_dns: &str, self_signed_cert: &Path) -> String {
     let common = serde_json::json!({
         "grant_types": ["client_credentials"],
         "response_types": [],
@@ -139,6 +140,11 @@ fn clients(jwt_public_key: &Path, mtls_dns: &str) -> String {
             "client_id": "mtls-client",
             "token_endpoint_auth_method": "tls_client_auth",
             "tls_client_auth_san_dns": mtls_dns,
+        })),
+        with(serde_json::json!({
+            "client_id": "self-signed-client",
+            "token_endpoint_auth_method": "self_signed_tls_client_auth",
+            "jwks_from_cert": [self_signed_cert],
         })),
         with(serde_json::json!({
             "client_id": "resource-server",
@@ -259,14 +265,24 @@ async fn private_key_jwt_and_tls_client_auth_against_oidc_provider_with_rotation
     let (tls_key, tls_cert) = pki.issue("mtls-client.test");
     swap(&d.join("tls.key"), &tls_key);
     swap(&d.join("tls.crt"), &tls_cert);
+    // self_signed_tls_client_auth: a self-signed certificate, registered as such.
+    let self_key = KeyPair::generate().unwrap();
+    let self_cert = CertificateParams::new(vec!["self-signed-client.test".to_string()])
+        .unwrap()
+        .self_signed(&self_key)
+        .unwrap();
+    swap(&d.join("self.key"), &self_key.serialize_pem());
+    swap(&d.join("self.crt"), &self_cert.pem());
+    let self_crt = d.join("self.crt");
     swap(
         &d.join("clients.json"),
-        &clients(&d.join("jwt-1.pub"), "mtls-client.test"),
+        &clients(&d.join("jwt-1.pub"), "mtls-client.test", &self_crt),
     );
 
     let idp = OidcProvider::start(d);
     let up = Upstream::http(None).await;
-    let (admin, jwt_port, mtls_port) = (free_port(), free_port(), free_port());
+    let (admin, jwt_port, mtls_port, self_port) =
+        (free_port(), free_port(), free_port(), free_port());
     let yaml = format!(
         r#"admin: {{ listen: 127.0.0.1:{admin} }}
 providers:
@@ -285,6 +301,13 @@ providers:
     client_key_file: {d}/tls.key
     ca_file: {d}/ca.pem
     refresh: {{ retry_initial: 100ms, retry_max: 500ms }}
+  oidc-self-signed:
+    issuer: {issuer}
+    client_id: self-signed-client
+    auth_method: self_signed_tls_client_auth
+    client_certificate_file: {d}/self.crt
+    client_key_file: {d}/self.key
+    ca_file: {d}/ca.pem
 routes:
   - name: jwt
     listen: 127.0.0.1:{jwt_port}
@@ -294,6 +317,10 @@ routes:
     listen: 127.0.0.1:{mtls_port}
     upstream: http://{up}
     token: {{ provider: oidc-mtls }}
+  - name: self-signed
+    listen: 127.0.0.1:{self_port}
+    upstream: http://{up}
+    token: {{ provider: oidc-self-signed }}
 "#,
         issuer = idp.issuer,
         d = d.display(),
@@ -319,6 +346,11 @@ routes:
         introspect.check(&mtls_token).await,
         (true, "mtls-client".into())
     );
+    let self_token = token_through(self_port, &up).await;
+    assert_eq!(
+        introspect.check(&self_token).await,
+        (true, "self-signed-client".into())
+    );
 
     // The endpoints came from discovery; the TLS client used the mTLS alias.
     let t = tokens(&proxy).await;
@@ -330,6 +362,14 @@ routes:
     assert_eq!(entry(&t, "oidc-mtls")["auth_method"], "tls_client_auth");
     assert_eq!(
         entry(&t, "oidc-mtls")["token_endpoint"],
+        idp.mtls_token_endpoint
+    );
+    assert_eq!(
+        entry(&t, "oidc-self-signed")["auth_method"],
+        "self_signed_tls_client_auth"
+    );
+    assert_eq!(
+        entry(&t, "oidc-self-signed")["token_endpoint"],
         idp.mtls_token_endpoint
     );
 
@@ -351,7 +391,7 @@ routes:
     swap(&d.join("jwt.key"), &new_key.serialize_pem());
     swap(
         &d.join("clients.json"),
-        &clients(&d.join("jwt-2.pub"), "mtls-client.test"),
+        &clients(&d.join("jwt-2.pub"), "mtls-client.test", &self_crt),
     );
     let rotated = SystemTime::now();
     assert!(
@@ -372,7 +412,7 @@ routes:
     swap(&d.join("tls.crt"), &new_tls_cert);
     swap(
         &d.join("clients.json"),
-        &clients(&d.join("jwt-2.pub"), "mtls-client-2.test"),
+        &clients(&d.join("jwt-2.pub"), "mtls-client-2.test", &self_crt),
     );
     let rotated = SystemTime::now();
     assert!(
@@ -393,6 +433,7 @@ routes:
         after_key,
         mtls_token,
         after_cert,
+        self_token,
         "BEGIN PRIVATE KEY".into(),
         "BEGIN RSA PRIVATE KEY".into(),
     ]);

@@ -4,7 +4,8 @@
 // DIR holds what the Rust test wrote: server.crt / server.key (TLS for `localhost`, signed by
 // ca.pem, which also signs the client certificates) and clients.json, the registered clients.
 // clients.json is read again on every client lookup, so the test rotates keys by rewriting it.
-// A client entry may name PEM public key files in "jwks_from_pem"; they become its `jwks`.
+// A client entry may name PEM public key files in "jwks_from_pem", or PEM certificate files in
+// "jwks_from_cert" (their keys with `x5c`, for self_signed_tls_client_auth); they become its `jwks`.
 //
 // Two HTTPS listeners serve the same provider: the issuer's (no client certificate asked) and an
 // mTLS one (client certificate asked, checked against ca.pem), announced as
@@ -29,10 +30,18 @@ function clientFromDisk(id) {
   const clients = JSON.parse(read('clients.json'));
   const found = clients.find((c) => c.client_id === id);
   if (!found) return undefined;
-  const { jwks_from_pem: pems, ...metadata } = found;
+  const { jwks_from_pem: pems, jwks_from_cert: certs, ...metadata } = found;
   if (pems) {
     metadata.jwks = {
       keys: pems.map((file) => crypto.createPublicKey(fs.readFileSync(file)).export({ format: 'jwk' })),
+    };
+  }
+  if (certs) {
+    metadata.jwks = {
+      keys: certs.map((file) => {
+        const cert = new crypto.X509Certificate(fs.readFileSync(file));
+        return { ...cert.publicKey.export({ format: 'jwk' }), x5c: [cert.raw.toString('base64')] };
+      }),
     };
   }
   return metadata;

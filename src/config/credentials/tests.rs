@@ -293,3 +293,61 @@ fn each_method_takes_only_its_own_keys() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn the_commented_credential_providers_of_the_example_load() {
+    let example = include_str!("../../../config.yaml.example");
+    let f = files();
+    let dir = tempfile::tempdir().unwrap();
+    let token = write(dir.path(), "idp-token", "eyJhbGciOiJSUzI1NiJ9.e30.c2ln\n");
+    // Uncomment the commented providers: a `  # name:` line and the indented lines after it.
+    let mut providers = String::new();
+    let mut names = Vec::new();
+    let mut inside = false;
+    for line in example.lines() {
+        let Some(rest) = line.strip_prefix("  # ") else {
+            inside = false;
+            continue;
+        };
+        let is_name = rest.ends_with(':')
+            && rest[..rest.len() - 1]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if is_name {
+            names.push(rest.trim_end_matches(':').to_string());
+            inside = true;
+        } else if !(inside && rest.starts_with("  ")) {
+            inside = false;
+            continue;
+        }
+        providers.push_str(&format!("  {rest}\n"));
+    }
+    assert_eq!(
+        names,
+        ["auth0-private-key", "keycloak-workload", "idp-mtls"],
+        "one commented provider per method"
+    );
+    let providers = providers
+        .replace("/var/run/secrets/tokenproxy/client-key.pem", &f.rsa)
+        .replace("/var/run/secrets/tokenproxy/client.crt", &f.rsa_cert)
+        .replace("/var/run/secrets/tokens/idp-token", &token)
+        .replace("/var/run/secrets/tokenproxy/tls.crt", &f.ec_cert)
+        .replace("/var/run/secrets/tokenproxy/tls.key", &f.ec);
+    let yaml = format!(
+        "providers:\n{providers}routes:\n  - name: r\n    listen: 127.0.0.1:8081\n    upstream: https://api.example\n    token: {{ provider: auth0-private-key }}\n"
+    );
+    let c = Config::from_yaml(&yaml, &|_| Some("client-x".into()))
+        .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let methods: Vec<AuthMethod> = names
+        .iter()
+        .map(|n| c.providers[n.as_str()].auth_method)
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            AuthMethod::PrivateKeyJwt,
+            AuthMethod::ClientAssertion,
+            AuthMethod::TlsClientAuth
+        ]
+    );
+}
