@@ -3,6 +3,7 @@
 //! and sent exactly as it is on disk; an expired one is not sent and the route answers 503
 //! `assertion_expired`, shown in `/tokens` and `/readyz`; a fresh file brings the route back
 //! without a restart. Discovery: a document for another issuer is `discovery_failed`.
+//! `tokenproxy check`: a key that does not fit is an exit code and a message naming the key.
 
 mod common;
 
@@ -313,4 +314,41 @@ routes:
             && log.contains("private_key_jwt"),
         "{log}"
     );
+}
+
+#[test]
+fn check_names_the_key_of_a_credential_that_does_not_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("client-key.pem");
+    std::fs::write(&key, rcgen::KeyPair::generate().unwrap().serialize_pem()).unwrap();
+    let config = dir.path().join("config.yaml");
+    let yaml = |extra: &str| {
+        format!(
+            "providers:\n  auth0:\n    issuer: https://tenant.example/\n    client_id: c\n    auth_method: private_key_jwt\n    private_key_file: {}\n{extra}routes:\n  - name: r\n    listen: 127.0.0.1:18081\n    upstream: https://api.example\n    token: {{ provider: auth0 }}\n",
+            key.display()
+        )
+    };
+    let check = |text: String| {
+        std::fs::write(&config, text).unwrap();
+        std::process::Command::new(common::proxy::binary())
+            .args(["check", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let out = check(yaml(""));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = check(yaml("    assertion: { algorithm: RS256 }\n"));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("providers.auth0.assertion.algorithm: RS256 does not fit the key")
+            && stderr.contains("an EC P-256 key"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("PRIVATE KEY"), "no key material: {stderr}");
 }
