@@ -284,6 +284,9 @@ routes:
         )),
         "{message}"
     );
+    // The method is known from the config; the endpoint only once discovery names it.
+    assert_eq!(t["tokens"][0]["auth_method"], "client_secret_post");
+    assert!(t["tokens"][0]["token_endpoint"].is_null(), "{t}");
     let (status, ready) = get_json(&proxy.admin_url("/readyz")).await;
     assert_eq!(status, 503);
     assert_eq!(

@@ -8,7 +8,7 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Endpoint};
 use crate::token::cache::TokenSlot;
 use crate::token::client::TokenClient;
 use crate::token::refresher::{self, Source};
@@ -61,6 +61,12 @@ impl TokenManager {
         });
         for key in wanted {
             let provider = config.providers[&key.provider].clone();
+            let method = provider.auth_method.as_str();
+            // Known before the first fetch: the method, and the endpoint unless discovery names it.
+            let endpoint = match &provider.endpoint {
+                Endpoint::TokenUrl(u) => Some(u.to_string()),
+                Endpoint::Issuer(_) => None,
+            };
             let source = Source {
                 client: clients[&key.provider].clone(),
                 provider,
@@ -80,6 +86,14 @@ impl TokenManager {
                     ));
                     entries.insert(key.clone(), entry);
                 }
+            }
+            if let Some(entry) = entries.get(key) {
+                entry.slot.update_status(|s| {
+                    s.auth_method = Some(method);
+                    if endpoint.is_some() {
+                        s.token_endpoint = endpoint;
+                    }
+                });
             }
         }
         Ok(entries
