@@ -355,3 +355,87 @@ fn check_names_the_key_of_a_credential_that_does_not_fit() {
     );
     assert!(!stderr.contains("PRIVATE KEY"), "no key material: {stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_key_jwt_sends_a_fresh_signed_assertion_per_token_request() {
+    let idp = Idp::start(Mode::Ok {
+        lifetime: Duration::from_secs(2),
+    })
+    .await;
+    let up = Upstream::http(Some(idp.checker())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let key_file = dir.path().join("client-key.pem");
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let (admin, port) = (free_port(), free_port());
+    let yaml = format!(
+        r#"admin: {{ listen: 127.0.0.1:{admin} }}
+providers:
+  idp:
+    token_url: "{url}"
+    client_id: cid
+    auth_method: private_key_jwt
+    private_key_file: {file}
+    assertion: {{ key_id: k1, lifetime: 90s }}
+routes:
+  - name: api
+    listen: 127.0.0.1:{port}
+    upstream: http://{up}
+    token: {{ provider: idp }}
+"#,
+        url = idp.token_url(),
+        file = key_file.display(),
+        up = up.addr,
+    );
+    let mut proxy = Proxy::start_in(dir, &yaml, admin, &[]);
+    proxy.ready().await;
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            idp.request_count() >= 3
+        })
+        .await,
+        "no refreshes"
+    );
+    let decoding = jsonwebtoken::DecodingKey::from_ec_pem(key.public_key_pem().as_bytes()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    // The default audience is the token endpoint when there is no issuer.
+    validation.set_audience(&[idp.token_url()]);
+    validation.set_issuer(&["cid"]);
+    let mut jtis = std::collections::HashSet::new();
+    for r in idp.requests() {
+        assert_eq!(
+            r.params.get("client_assertion_type").map(String::as_str),
+            Some(JWT_BEARER)
+        );
+        assert_eq!(r.params.get("client_id").map(String::as_str), Some("cid"));
+        assert!(!r.params.contains_key("client_secret") && r.authorization.is_none());
+        let jwt = &r.params["client_assertion"];
+        let data = jsonwebtoken::decode::<serde_json::Value>(jwt, &decoding, &validation)
+            .expect("the assertion verifies with the client's public key");
+        assert_eq!(data.header.kid.as_deref(), Some("k1"));
+        let c = data.claims;
+        assert_eq!(c["sub"], "cid");
+        let (iat, nbf, exp) = (
+            c["iat"].as_u64().unwrap(),
+            c["nbf"].as_u64().unwrap(),
+            c["exp"].as_u64().unwrap(),
+        );
+        assert_eq!((nbf, exp - iat), (iat, 90));
+        assert!(
+            jtis.insert(c["jti"].as_str().unwrap().to_string()),
+            "a jti was sent twice"
+        );
+    }
+    let r = client()
+        .get(format!("http://127.0.0.1:{port}/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let assertions: Vec<String> = idp
+        .requests()
+        .iter()
+        .map(|r| r.params["client_assertion"].clone())
+        .collect();
+    proxy.assert_log_free_of(&assertions);
+}
