@@ -4,6 +4,7 @@
 mod duration;
 mod env;
 mod file;
+mod shared_cache;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -22,6 +23,7 @@ use crate::token::TokenKey;
 use file::{FileConfig, FileProvider, FileRefresh, FileRoute};
 
 pub use duration::parse as parse_duration;
+pub use shared_cache::SharedCacheConfig;
 
 /// Token-request parameters that come from the provider or the route, never from `params`.
 const RESERVED_PARAMS: &[&str] = &[
@@ -71,6 +73,8 @@ pub struct Config {
     pub callers: CallerLimits,
     pub providers: BTreeMap<String, Arc<Provider>>,
     pub routes: Vec<Route>,
+    /// Tokens shared by the replicas through Redis; `None` fetches every token locally.
+    pub shared_cache: Option<SharedCacheConfig>,
 }
 
 /// What a caller connection may take of the proxy, on every listener.
@@ -407,6 +411,7 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
         }
         routes.push(route);
     }
+    let shared_cache = raw.shared_cache.map(shared_cache::validate).transpose()?;
     Ok(Config {
         admin_listen,
         log,
@@ -416,6 +421,7 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
         callers,
         providers,
         routes,
+        shared_cache,
     })
 }
 

@@ -54,6 +54,8 @@ pub struct SlotStatus {
     pub last_error: Option<LastError>,
     /// The IdP's quota as of the last answer that carried it (Auth0-Client-Quota-Limit).
     pub quota: Vec<QuotaBucket>,
+    /// Where the current token came from: `idp` or `shared_cache`.
+    pub source: Option<&'static str>,
 }
 
 #[derive(Debug, Clone)]

@@ -52,6 +52,7 @@ pub async fn run(slot: Arc<TokenSlot>, source: Arc<ArcSwap<Source>>, cancel: Can
                 slot.update_status(|s| {
                     s.consecutive_failures = 0;
                     s.next_refresh_at = Some(next_wall);
+                    s.source = Some("idp");
                 });
                 info!(
                     provider = %slot.key.provider,
@@ -102,7 +103,7 @@ pub async fn run(slot: Arc<TokenSlot>, source: Arc<ArcSwap<Source>>, cancel: Can
     }
 }
 
-async fn fetch(src: &Source, slot: &TokenSlot) -> Result<TokenResponse, FetchError> {
+pub(crate) async fn fetch(src: &Source, slot: &TokenSlot) -> Result<TokenResponse, FetchError> {
     // Read on every fetch, so that a rotated secret file is used at once.
     let secret = src.provider.secret.read().map_err(|e| {
         FetchError::new(
@@ -122,7 +123,7 @@ async fn fetch(src: &Source, slot: &TokenSlot) -> Result<TokenResponse, FetchErr
 }
 
 /// Stores a fetched token and returns how long after `started` to refresh it.
-fn store(
+pub(crate) fn store(
     slot: &TokenSlot,
     provider: &Provider,
     resp: TokenResponse,
