@@ -42,14 +42,23 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 pub enum CacheError {
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
-    #[error("redis: {0}")]
-    Redis(String),
+    #[error("redis: {message}")]
+    Redis { class: String, message: String },
     #[error("cannot read shared_cache.redis.password_file: {0}")]
     Password(String),
     #[error("redis connection being set up again")]
     Paused,
     #[error(transparent)]
     Seal(#[from] crate::shared_cache::seal::SealError),
+}
+
+impl From<redis::RedisError> for CacheError {
+    fn from(e: redis::RedisError) -> Self {
+        CacheError::Redis {
+            class: format!("{:?}", e.kind()),
+            message: e.to_string(),
+        }
+    }
 }
 
 impl CacheError {
@@ -60,11 +69,11 @@ impl CacheError {
         }
     }
 
-    /// What kind of problem, for logging once per kind.
+    /// What kind of problem, remembered while an outage lasts.
     fn class(&self) -> String {
         match self {
             CacheError::Timeout(_) => "timeout".into(),
-            CacheError::Redis(m) => m.split(':').next().unwrap_or("").to_string(),
+            CacheError::Redis { class, .. } => class.clone(),
             CacheError::Password(_) => "password".into(),
             CacheError::Paused => "paused".into(),
             CacheError::Seal(_) => "seal".into(),
@@ -89,6 +98,20 @@ pub struct Lock {
 struct Conn {
     manager: ConnectionManager,
     password: Option<Secret>,
+}
+
+/// Records an operation that was dropped before it finished as a timeout.
+struct Pending<'a> {
+    op: &'a str,
+    done: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            metrics::shared_cache_op(self.op, "timeout");
+        }
+    }
 }
 
 /// The shared cache: one per process, shared by every refresher.
@@ -182,9 +205,10 @@ impl SharedCache {
     /// another replica holds it.
     pub async fn lock(&self, keys: &RedisKeys) -> Result<Option<Lock>, CacheError> {
         let mut id = [0u8; 16];
-        self.rng
-            .fill(&mut id)
-            .map_err(|_| CacheError::Redis("no random lock owner".into()))?;
+        self.rng.fill(&mut id).map_err(|_| CacheError::Redis {
+            class: "random".into(),
+            message: "no random lock owner".into(),
+        })?;
         let owner: String = id.iter().map(|b| format!("{b:02x}")).collect();
         let ms = self.config.lock_ttl.as_millis() as u64;
         let value = owner.clone();
@@ -272,6 +296,8 @@ impl SharedCache {
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let timeout = self.config.timeout;
+        // An operation cut short by the refresher's own deadline counts as a timeout too.
+        let mut pending = Pending { op, done: false };
         let result = match tokio::time::timeout(timeout, async {
             let conn = self.connection().await?;
             match f(conn).await {
@@ -285,7 +311,7 @@ impl SharedCache {
                         // Not a transport problem (say a wrong password): set up again later.
                         self.drop_connection().await;
                     }
-                    Err(CacheError::Redis(e.to_string()))
+                    Err(CacheError::from(e))
                 }
             }
         })
@@ -294,6 +320,7 @@ impl SharedCache {
             Ok(r) => r,
             Err(_) => Err(CacheError::Timeout(timeout)),
         };
+        pending.done = true;
         let mut problem = self.problem.lock().unwrap_or_else(|e| e.into_inner());
         match &result {
             Ok(_) => {
@@ -302,10 +329,10 @@ impl SharedCache {
                 }
             }
             Err(e) => {
-                let class = e.class();
-                if problem.as_deref() != Some(class.as_str()) {
-                    warn!(op, error = %e, "shared cache: redis unavailable; tokens are fetched from the IdP directly until it answers (logged once per kind of failure)");
-                    *problem = Some(class);
+                // One warning per outage, whatever mix of failures it shows; the rest at debug.
+                if problem.is_none() {
+                    warn!(op, error = %e, "shared cache: redis unavailable; tokens are fetched from the IdP directly until it answers (logged once until then)");
+                    *problem = Some(e.class());
                 } else {
                     debug!(op, error = %e, "shared cache: redis still unavailable");
                 }
@@ -345,9 +372,7 @@ impl SharedCache {
             }
             *pause = None;
         }
-        let manager = self
-            .connect(password.as_ref())
-            .map_err(|e| CacheError::Redis(e.to_string()))?;
+        let manager = self.connect(password.as_ref()).map_err(CacheError::from)?;
         *guard = Some(Conn {
             manager: manager.clone(),
             password,
@@ -382,7 +407,9 @@ impl SharedCache {
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(cfg.timeout))
             .set_response_timeout(Some(cfg.timeout))
-            .set_number_of_retries(2)
+            // One attempt per operation: the refresher falls back at once, and the next
+            // operation tries again.
+            .set_number_of_retries(0)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(1));
         ConnectionManager::new_lazy_with_config(client, manager_config)

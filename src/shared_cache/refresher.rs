@@ -88,7 +88,14 @@ impl Refresher {
                 }
             }
         }
-        match self.obtain(src, keys, revoked).await {
+        let (give_up, poll) = self.waits(src, revoked);
+        // Redis gets until the fallback point in all, however slowly it answers: past it this
+        // replica asks the IdP itself, so that its token never runs out waiting for Redis.
+        let obtained =
+            tokio::time::timeout_at(give_up, self.obtain(src, keys, revoked, give_up, poll))
+                .await
+                .unwrap_or(Obtained::Fetch(None));
+        match obtained {
             Obtained::Shared(found) => match self.adopt(src, found) {
                 Ok(next) => next,
                 Err(e) => self.failed(src, e),
@@ -97,16 +104,11 @@ impl Refresher {
         }
     }
 
-    /// Looks in Redis, then takes the lock or waits for the replica that holds it.
-    async fn obtain(&self, src: &Source, keys: &RedisKeys, revoked: bool) -> Obtained {
+    /// How long this round may wait for Redis and another replica, and how often it looks.
+    fn waits(&self, src: &Source, revoked: bool) -> (Instant, Duration) {
         let policy = &src.provider.refresh;
-        let held = self.current.as_ref().map(|c| Held {
-            token: &c.token.token,
-            expires_at: c.token.expires_at,
-            revoked,
-        });
         let usable_now = !revoked && self.slot.is_usable(Instant::now());
-        let (give_up, poll) = match self.current.as_ref() {
+        match self.current.as_ref() {
             Some(c) if usable_now => {
                 let p = plan::plan(&c.token, policy, 0.0);
                 let life = c
@@ -121,7 +123,24 @@ impl Refresher {
                 Instant::now() + self.cache.config.lock_ttl,
                 plan::poll_interval(policy.default_lifetime).min(Duration::from_millis(100)),
             ),
-        };
+        }
+    }
+
+    /// Looks in Redis, then takes the lock or waits for the replica that holds it.
+    async fn obtain(
+        &self,
+        src: &Source,
+        keys: &RedisKeys,
+        revoked: bool,
+        give_up: Instant,
+        poll: Duration,
+    ) -> Obtained {
+        let policy = &src.provider.refresh;
+        let held = self.current.as_ref().map(|c| Held {
+            token: &c.token.token,
+            expires_at: c.token.expires_at,
+            revoked,
+        });
         let takes =
             |f: &Found| plan::takes_over(&f.token, held.as_ref(), SystemTime::now(), policy);
         loop {
