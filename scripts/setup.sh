@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what building and testing tokenproxy needs on a fresh Debian machine that has only the
 # Rust toolchain: cmake (pingora builds zlib-ng with it) and, for the tests, Prometheus and
-# promtool. Does nothing for what is already there. Needs root (or sudo) for apt-get.
+# promtool, and redis-server with redis-cli (the shared-cache tests start their own on loopback).
+# Does nothing for what is already there. Needs root (or sudo) for apt-get.
 set -euo pipefail
 
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
+command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || need+=(redis-server redis-tools)
 
 if [ "${#need[@]}" -gt 0 ]; then
   sudo=""
@@ -22,6 +24,6 @@ if [ "${#need[@]}" -gt 0 ]; then
   # --no-install-recommends keeps the Prometheus install small; nothing is started.
   $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-for tool in cargo cmake prometheus promtool; do
+for tool in cargo cmake prometheus promtool redis-server redis-cli; do
   command -v "$tool" >/dev/null 2>&1 || { echo "setup: $tool is still missing" >&2; exit 1; }
 done
