@@ -26,10 +26,13 @@ fn key_file(dir: &Path, byte: u8) -> PathBuf {
     path
 }
 
+#[derive(Default)]
 struct Opts {
     key: PathBuf,
     password_file: Option<PathBuf>,
     timeout: &'static str,
+    username: Option<&'static str>,
+    ca_file: Option<PathBuf>,
 }
 
 struct Replica {
@@ -39,14 +42,19 @@ struct Replica {
 
 fn start_replica(idp: &Idp, up: &Upstream, redis: &RedisServer, o: &Opts) -> Replica {
     let (admin, port) = (free_port(), free_port());
-    let pw = o
-        .password_file
-        .as_ref()
-        .map(|p| format!("    password_file: {}\n", p.display()))
-        .unwrap_or_default();
+    let mut redis_lines = String::new();
+    if let Some(p) = &o.password_file {
+        redis_lines += &format!("    password_file: {}\n", p.display());
+    }
+    if let Some(u) = o.username {
+        redis_lines += &format!("    username: {u}\n");
+    }
+    if let Some(ca) = &o.ca_file {
+        redis_lines += &format!("    ca_file: {}\n", ca.display());
+    }
     let yaml = Cfg::new(admin, &idp.token_url(), SECRET)
         .top(&format!(
-            "shared_cache:\n  redis:\n    url: {}\n{pw}  encryption_key_file: {}\n  timeout: {}\n  lock_ttl: 5s",
+            "shared_cache:\n  redis:\n    url: {}\n{redis_lines}  encryption_key_file: {}\n  timeout: {}\n  lock_ttl: 5s",
             redis.url(),
             o.key.display(),
             o.timeout
@@ -183,6 +191,7 @@ async fn the_fleet_asks_the_idp_about_once_per_refresh_period() {
         key: key_file(dir.path(), 1),
         password_file: None,
         timeout: "250ms",
+        ..Opts::default()
     };
     let fleet = start_fleet(3, &idp, &up, &redis, &o).await;
     assert_eq!(
@@ -236,6 +245,7 @@ async fn a_new_replica_starts_from_a_warm_cache_without_a_token_request() {
         key: key_file(dir.path(), 1),
         password_file: None,
         timeout: "250ms",
+        ..Opts::default()
     };
     let first = start_fleet(1, &idp, &up, &redis, &o).await;
     assert_eq!(idp.request_count(), 1);
@@ -270,6 +280,7 @@ async fn redis_holds_only_sealed_bytes_under_a_hashed_key() {
         key: key_file(dir.path(), 1),
         password_file: None,
         timeout: "250ms",
+        ..Opts::default()
     };
     let _fleet = start_fleet(1, &idp, &up, &redis, &o).await;
     let token = idp.issued_tokens().pop().unwrap();
@@ -310,6 +321,7 @@ async fn redis_killed_then_restarted_replicas_fall_back_and_come_back() {
         key: key_file(dir.path(), 1),
         password_file: None,
         timeout: "250ms",
+        ..Opts::default()
     };
     let fleet = start_fleet(3, &idp, &up, &redis, &o).await;
     let ports: Vec<u16> = fleet.iter().map(|r| r.port).collect();
@@ -389,6 +401,7 @@ async fn redis_paused_longer_than_the_timeout_blocks_no_request() {
         key: key_file(dir.path(), 1),
         password_file: None,
         timeout: "250ms",
+        ..Opts::default()
     };
     let fleet = start_fleet(2, &idp, &up, &redis, &o).await;
     let ports: Vec<u16> = fleet.iter().map(|r| r.port).collect();
@@ -441,6 +454,7 @@ async fn a_wrong_password_and_another_key_count_as_misses_logged_once() {
             key: key_file(dir.path(), 1),
             password_file: Some(right),
             timeout: "250ms",
+            ..Opts::default()
         },
     )
     .await;
@@ -454,6 +468,7 @@ async fn a_wrong_password_and_another_key_count_as_misses_logged_once() {
                 key: key_file(dir.path(), 2),
                 password_file: Some(dir.path().join("right")),
                 timeout: "250ms",
+                ..Opts::default()
             },
         )
         .await,
@@ -468,6 +483,7 @@ async fn a_wrong_password_and_another_key_count_as_misses_logged_once() {
                 key: key_file(dir.path(), 1),
                 password_file: Some(wrong),
                 timeout: "250ms",
+                ..Opts::default()
             },
         )
         .await,
@@ -522,6 +538,7 @@ async fn a_rejected_token_costs_the_fleet_one_new_token() {
         key: key_file(dir.path(), 1),
         password_file: None,
         timeout: "250ms",
+        ..Opts::default()
     };
     let fleet = start_fleet(3, &idp, &up, &redis, &o).await;
     assert_eq!(idp.request_count(), 1);
@@ -562,4 +579,38 @@ async fn a_rejected_token_costs_the_fleet_one_new_token() {
         let last = up.seen().pop().unwrap();
         assert_eq!(last.authorization, vec![format!("Bearer {second}")]);
     }
+}
+
+#[tokio::test]
+async fn tls_and_an_acl_user_carry_the_shared_token() {
+    let ca = common::tls::TestCa::new();
+    let redis = RedisServer::start_tls_acl(&ca, "tokenproxy", "acl-password").await;
+    let idp = Idp::start(Mode::Ok {
+        lifetime: Duration::from_secs(60),
+    })
+    .await;
+    let up = Upstream::http(Some(idp.checker())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("redis-ca.pem");
+    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+    let password = dir.path().join("redis-password");
+    std::fs::write(&password, "acl-password\n").unwrap();
+    let o = Opts {
+        key: key_file(dir.path(), 1),
+        password_file: Some(password),
+        timeout: "500ms",
+        username: Some("tokenproxy"),
+        ca_file: Some(ca_file),
+    };
+    let first = start_fleet(1, &idp, &up, &redis, &o).await;
+    assert_eq!(
+        cache_ops(&first[0], "set", "ok").await,
+        1.0,
+        "{}",
+        first[0].proxy.stderr()
+    );
+    let second = start_fleet(1, &idp, &up, &redis, &o).await;
+    assert_eq!(idp.request_count(), 1, "{}", second[0].proxy.stderr());
+    assert_eq!(token_source(&second[0]).await, "shared_cache");
+    assert_eq!(cache_ops(&second[0], "get", "hit").await, 1.0);
 }

@@ -1,7 +1,6 @@
 //! A real `redis-server` (Debian's package) for a test: its own loopback port, no persistence,
 //! and the faults the shared cache must survive (kill, restart on the same port, SIGSTOP).
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -12,6 +11,9 @@ pub struct RedisServer {
     pub port: u16,
     password: Option<String>,
     dir: tempfile::TempDir,
+    /// Further `redis-server` arguments (TLS, ACL users); with TLS, `redis-cli` is not used.
+    extra: Vec<String>,
+    tls: bool,
 }
 
 impl RedisServer {
@@ -22,6 +24,56 @@ impl RedisServer {
             port: free_port(),
             password: password.map(str::to_string),
             dir: tempfile::tempdir().unwrap(),
+            extra: Vec::new(),
+            tls: false,
+        };
+        r.spawn().await;
+        r
+    }
+
+    /// Starts it with TLS only (certificate from `ca`) and an ACL user `user` with password
+    /// `password` limited to keys under `tokenproxy:`; the default user is off.
+    pub async fn start_tls_acl(ca: &super::tls::TestCa, user: &str, password: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p.display().to_string()
+        };
+        let cert = file("server.pem", &ca.server_cert_pem);
+        let key = file("server.key", &ca.server_key_pem);
+        let ca_file = file("ca.pem", &ca.ca_pem);
+        let port = free_port();
+        let extra = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca_file,
+            "--tls-auth-clients",
+            "no",
+            "--user",
+            "default",
+            "off",
+            "--user",
+            user,
+            "on",
+            &format!(">{password}"),
+            "~tokenproxy:*",
+            "+@all",
+        ];
+        let mut r = RedisServer {
+            child: None,
+            port,
+            password: None,
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            tls: true,
         };
         r.spawn().await;
         r
@@ -29,7 +81,10 @@ impl RedisServer {
 
     async fn spawn(&mut self) {
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &self.port.to_string()])
+        if !self.tls {
+            cmd.args(["--port", &self.port.to_string()]);
+        }
+        cmd.args(&self.extra)
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
@@ -53,6 +108,9 @@ impl RedisServer {
         })
         .await;
         assert!(ok, "redis-server did not listen on {port}");
+        if self.tls {
+            return;
+        }
         let ok = wait_for(Duration::from_secs(10), || async {
             self.cli(&["PING"]).starts_with(b"PONG")
         })
@@ -61,7 +119,8 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
     /// Runs `redis-cli --raw` with `args` and returns its stdout bytes.
@@ -105,10 +164,6 @@ impl RedisServer {
                 libc::kill(c.id() as i32, sig);
             }
         }
-    }
-
-    pub fn dir(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
     }
 }
 
