@@ -85,7 +85,7 @@ start() { # NAME COMMAND...
 wait_http() { # URL SECONDS NAME
   local deadline=$((SECONDS + $2))
   until curl -fsS -o /dev/null --max-time 1 "$1" 2>/dev/null; do
-    ((SECONDS < deadline)) || die "$3 did not answer $1 within $2 s (log: $WORK/$3.log)"
+    ((SECONDS < deadline)) || { tail -n 20 "$WORK/$3.log" >&2; die "$3 did not answer $1 within $2 s"; }
     sleep 0.1
   done
 }
