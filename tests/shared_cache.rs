@@ -1,7 +1,8 @@
 //! The shared token cache end to end: several real tokenproxy processes, one real `redis-server`
 //! and the test IdP: one token per refresh period for the fleet, a warm start without a token
 //! request, only sealed bytes in Redis, Redis killed / restarted / paused / with a wrong password
-//! or another key, and a 401 that costs the fleet one new token.
+//! or another key, a rotated password, a lock left by a dead replica, TLS with an ACL user, and a
+//! 401 that costs the fleet one new token.
 
 mod common;
 
@@ -408,7 +409,16 @@ async fn redis_paused_longer_than_the_timeout_blocks_no_request() {
     let before = idp.request_count();
     redis.signal(libc::SIGSTOP);
     let t = traffic(&ports, lifetime * 2).await;
+    // A replica started while Redis is paused is ready about one timeout later.
+    let started = Instant::now();
+    let late = start_fleet(1, &idp, &up, &redis, &o).await;
+    let took = started.elapsed();
     redis.signal(libc::SIGCONT);
+    assert!(
+        took < Duration::from_secs(5),
+        "ready after {took:?} with Redis paused"
+    );
+    assert_eq!(token_source(&late[0]).await, "idp");
     assert_all_valid(&up, &t);
     assert!(
         t.slowest < Duration::from_millis(750),
@@ -613,4 +623,72 @@ async fn tls_and_an_acl_user_carry_the_shared_token() {
     assert_eq!(idp.request_count(), 1, "{}", second[0].proxy.stderr());
     assert_eq!(token_source(&second[0]).await, "shared_cache");
     assert_eq!(cache_ops(&second[0], "get", "hit").await, 1.0);
+}
+
+#[tokio::test]
+async fn a_lock_left_by_a_dead_replica_delays_the_fetch_only_until_it_expires() {
+    let idp = Idp::start(Mode::Ok {
+        lifetime: Duration::from_secs(60),
+    })
+    .await;
+    let up = Upstream::http(Some(idp.checker())).await;
+    let redis = RedisServer::start(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let o = Opts {
+        key: key_file(dir.path(), 1),
+        timeout: "250ms",
+        ..Opts::default()
+    };
+    // A first replica leaves the token's key name behind; then it "dies" holding the lock, and
+    // its token is gone.
+    let first = start_fleet(1, &idp, &up, &redis, &o).await;
+    drop(first);
+    let value = redis.keys("tokenproxy:token:*").pop().unwrap();
+    let lock = value.replace("tokenproxy:token:", "tokenproxy:lock:");
+    redis.cli(&["DEL", &value]);
+    redis.cli(&["SET", &lock, "dead-replica", "PX", "3000"]);
+    let started = Instant::now();
+    let second = start_fleet(1, &idp, &up, &redis, &o).await;
+    let took = started.elapsed();
+    assert_eq!(idp.request_count(), 2, "{}", second[0].proxy.stderr());
+    assert!(
+        took >= Duration::from_millis(2_500),
+        "fetched after {took:?}, while another replica's lock was still held"
+    );
+    assert!(took < Duration::from_secs(8), "ready only after {took:?}");
+    assert!(cache_ops(&second[0], "lock", "contended").await >= 1.0);
+    assert_eq!(cache_ops(&second[0], "lock", "ok").await, 1.0);
+    assert_eq!(token_source(&second[0]).await, "idp");
+    // And its token is shared again.
+    assert_eq!(redis.keys("tokenproxy:token:*"), vec![value]);
+}
+
+#[tokio::test]
+async fn a_rotated_redis_password_file_is_used_without_a_restart() {
+    let lifetime = Duration::from_secs(2);
+    let idp = Idp::start(Mode::Ok { lifetime }).await;
+    let up = Upstream::http(Some(idp.checker())).await;
+    let redis = RedisServer::start(Some("new-password")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("password");
+    std::fs::write(&password, "old-password\n").unwrap();
+    let o = Opts {
+        key: key_file(dir.path(), 1),
+        password_file: Some(password.clone()),
+        timeout: "250ms",
+        ..Opts::default()
+    };
+    let fleet = start_fleet(1, &idp, &up, &redis, &o).await;
+    assert_eq!(cache_ops(&fleet[0], "set", "ok").await, 0.0);
+    std::fs::write(&password, "new-password\n").unwrap();
+    let ok = wait_for(lifetime * 3, || async {
+        cache_ops(&fleet[0], "set", "ok").await >= 1.0
+    })
+    .await;
+    assert!(
+        ok,
+        "the new password was not used\n{}",
+        fleet[0].proxy.stderr()
+    );
+    assert_eq!(redis.keys("tokenproxy:token:*").len(), 1);
 }
