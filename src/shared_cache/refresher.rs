@@ -91,10 +91,15 @@ impl Refresher {
         let (give_up, poll) = self.waits(src, revoked);
         // Redis gets until the fallback point in all, however slowly it answers: past it this
         // replica asks the IdP itself, so that its token never runs out waiting for Redis.
-        let obtained =
-            tokio::time::timeout_at(give_up, self.obtain(src, keys, revoked, give_up, poll))
-                .await
-                .unwrap_or(Obtained::Fetch(None));
+        let obtained = match tokio::time::timeout_at(give_up, self.obtain(src, keys, revoked, poll))
+            .await
+        {
+            Ok(o) => o,
+            Err(_) => {
+                info!(token = %self.slot.key, "no new token from the shared cache in time; fetching one from the IdP");
+                Obtained::Fetch(None)
+            }
+        };
         match obtained {
             Obtained::Shared(found) => match self.adopt(src, found) {
                 Ok(next) => next,
@@ -126,13 +131,13 @@ impl Refresher {
         }
     }
 
-    /// Looks in Redis, then takes the lock or waits for the replica that holds it.
+    /// Looks in Redis, then takes the lock or waits for the replica that holds it, looking again
+    /// every `poll` until the caller's deadline.
     async fn obtain(
         &self,
         src: &Source,
         keys: &RedisKeys,
         revoked: bool,
-        give_up: Instant,
         poll: Duration,
     ) -> Obtained {
         let policy = &src.provider.refresh;
@@ -160,14 +165,9 @@ impl Refresher {
                     }
                     return Obtained::Fetch(Some(lock));
                 }
-                Ok(None) => {
-                    let now = Instant::now();
-                    if now >= give_up {
-                        info!(token = %self.slot.key, "no new token in the shared cache in time; fetching one from the IdP");
-                        return Obtained::Fetch(None);
-                    }
-                    tokio::time::sleep(poll.min(give_up - now)).await;
-                }
+                // Another replica is fetching: look again shortly (the caller's deadline ends
+                // the wait).
+                Ok(None) => tokio::time::sleep(poll).await,
                 Err(_) => return Obtained::Fetch(None),
             }
         }
@@ -221,11 +221,12 @@ impl Refresher {
                 metrics::token_fetched(&self.slot.key, elapsed, Some(&e));
                 let next = self.failed(src, e);
                 if let Some(lock) = lock {
-                    // The fleet waits as long as this replica would before asking again.
-                    let _ = self
-                        .cache
-                        .hold(keys, lock, next.saturating_duration_since(Instant::now()))
-                        .await;
+                    // The fleet waits as long as this replica would before asking again (at
+                    // most lock_ttl).
+                    let hold = next
+                        .saturating_duration_since(Instant::now())
+                        .min(self.cache.config.lock_ttl);
+                    let _ = self.cache.hold(keys, lock, hold).await;
                 }
                 return next;
             }
