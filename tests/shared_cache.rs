@@ -266,6 +266,29 @@ async fn a_new_replica_starts_from_a_warm_cache_without_a_token_request() {
     assert_eq!(r.status(), 200);
     assert_eq!(up.seen()[0].token_valid, Some(true));
     assert!(took < Duration::from_secs(10), "ready after {took:?}");
+    // The new metrics pass promtool as served.
+    let text = common::metrics_text(second[0].proxy.admin).await;
+    for name in [
+        "tokenproxy_shared_cache_requests_total{",
+        "tokenproxy_shared_cache_up 1",
+    ] {
+        assert!(text.contains(name), "{name} missing:\n{text}");
+    }
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (scripts/setup.sh installs Debian's prometheus package)");
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]
