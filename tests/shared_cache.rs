@@ -1,8 +1,8 @@
 //! The shared token cache end to end: several real tokenproxy processes, one real `redis-server`
 //! and the test IdP: one token per refresh period for the fleet, a warm start without a token
 //! request, only sealed bytes in Redis, Redis killed / restarted / paused / with a wrong password
-//! or another key, a rotated password, a lock left by a dead replica, TLS with an ACL user, and a
-//! 401 that costs the fleet one new token.
+//! or another key, a rotated password, a lock left by a dead or stuck replica, TLS with an ACL
+//! user, and a 401 that costs the fleet one new token.
 
 mod common;
 
@@ -714,4 +714,36 @@ async fn a_rotated_redis_password_file_is_used_without_a_restart() {
         fleet[0].proxy.stderr()
     );
     assert_eq!(redis.keys("tokenproxy:token:*").len(), 1);
+}
+
+#[tokio::test]
+async fn a_replica_whose_fleet_never_refreshes_fetches_its_own_before_expiry() {
+    let lifetime = Duration::from_secs(2);
+    let idp = Idp::start(Mode::Ok { lifetime }).await;
+    let up = Upstream::http(Some(idp.checker())).await;
+    let redis = RedisServer::start(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let o = Opts {
+        key: key_file(dir.path(), 1),
+        timeout: "250ms",
+        ..Opts::default()
+    };
+    let fleet = start_fleet(1, &idp, &up, &redis, &o).await;
+    // Another replica holds the lock and never writes a token (stuck, or its IdP calls hang).
+    let value = redis.keys("tokenproxy:token:*").pop().unwrap();
+    let lock = value.replace("tokenproxy:token:", "tokenproxy:lock:");
+    redis.cli(&["SET", &lock, "stuck-replica", "PX", "60000"]);
+    let before = idp.request_count();
+    let t = traffic(&[fleet[0].port], lifetime * 3).await;
+    assert_all_valid(&up, &t);
+    assert!(cache_ops(&fleet[0], "lock", "contended").await >= 2.0);
+    assert!(
+        idp.request_count() >= before + 2,
+        "the replica waited for the lock holder instead of fetching its own"
+    );
+    let log = fleet[0].proxy.stderr();
+    assert!(
+        log.contains("no new token from the shared cache in time"),
+        "{log}"
+    );
 }
