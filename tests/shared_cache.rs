@@ -18,6 +18,9 @@ use common::upstream::Upstream;
 use common::{free_port, metric, wait_for};
 
 const SECRET: &str = "shared-cache-secret";
+/// `shared_cache.timeout` for the tests that are not about a slow Redis: room for a loaded CI
+/// machine, so that a slow first connection does not turn into a fetch of the replica's own.
+const SLACK_TIMEOUT: &str = "1s";
 
 /// Writes a key file holding one 32-byte key filled with `byte`.
 fn key_file(dir: &Path, byte: u8) -> PathBuf {
@@ -191,7 +194,7 @@ async fn the_fleet_asks_the_idp_about_once_per_refresh_period() {
     let o = Opts {
         key: key_file(dir.path(), 1),
         password_file: None,
-        timeout: "250ms",
+        timeout: SLACK_TIMEOUT,
         ..Opts::default()
     };
     let fleet = start_fleet(3, &idp, &up, &redis, &o).await;
@@ -245,7 +248,7 @@ async fn a_new_replica_starts_from_a_warm_cache_without_a_token_request() {
     let o = Opts {
         key: key_file(dir.path(), 1),
         password_file: None,
-        timeout: "250ms",
+        timeout: SLACK_TIMEOUT,
         ..Opts::default()
     };
     let first = start_fleet(1, &idp, &up, &redis, &o).await;
@@ -303,7 +306,7 @@ async fn redis_holds_only_sealed_bytes_under_a_hashed_key() {
     let o = Opts {
         key: key_file(dir.path(), 1),
         password_file: None,
-        timeout: "250ms",
+        timeout: SLACK_TIMEOUT,
         ..Opts::default()
     };
     let _fleet = start_fleet(1, &idp, &up, &redis, &o).await;
@@ -570,7 +573,7 @@ async fn a_rejected_token_costs_the_fleet_one_new_token() {
     let o = Opts {
         key: key_file(dir.path(), 1),
         password_file: None,
-        timeout: "250ms",
+        timeout: SLACK_TIMEOUT,
         ..Opts::default()
     };
     let fleet = start_fleet(3, &idp, &up, &redis, &o).await;
@@ -659,7 +662,7 @@ async fn a_lock_left_by_a_dead_replica_delays_the_fetch_only_until_it_expires() 
     let dir = tempfile::tempdir().unwrap();
     let o = Opts {
         key: key_file(dir.path(), 1),
-        timeout: "250ms",
+        timeout: SLACK_TIMEOUT,
         ..Opts::default()
     };
     // A first replica leaves the token's key name behind; then it "dies" holding the lock, and
@@ -698,7 +701,7 @@ async fn a_rotated_redis_password_file_is_used_without_a_restart() {
     let o = Opts {
         key: key_file(dir.path(), 1),
         password_file: Some(password.clone()),
-        timeout: "250ms",
+        timeout: SLACK_TIMEOUT,
         ..Opts::default()
     };
     let fleet = start_fleet(1, &idp, &up, &redis, &o).await;
@@ -725,7 +728,7 @@ async fn a_replica_whose_fleet_never_refreshes_fetches_its_own_before_expiry() {
     let dir = tempfile::tempdir().unwrap();
     let o = Opts {
         key: key_file(dir.path(), 1),
-        timeout: "250ms",
+        timeout: SLACK_TIMEOUT,
         ..Opts::default()
     };
     let fleet = start_fleet(1, &idp, &up, &redis, &o).await;
