@@ -14,7 +14,8 @@
 #   --replicas N   replicas (default 20)
 #   --lifetime S   token lifetime in whole seconds (default 6)
 #   --lifetimes K  measured window in token lifetimes (default 4)
-# Environment: BENCH_PROFILE (release; debug builds faster), CARGO_TARGET_DIR.
+# Environment: BENCH_PROFILE (release; debug builds faster), CARGO_TARGET_DIR,
+#              BENCH_FLEET_PORT_BASE (19000: ports 19000-19099 and 19100-19199 on 127.0.0.1).
 # Needs redis-server (scripts/setup.sh installs it), curl and python3. Traffic stays on 127.0.0.1.
 set -euo pipefail
 
@@ -26,7 +27,7 @@ while (($#)); do
     --replicas) REPLICAS=$2; shift ;;
     --lifetime) LIFETIME=$2; shift ;;
     --lifetimes) LIFETIMES=$2; shift ;;
-    -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) printf 'fleet.sh: unknown argument %s (try --help)\n' "$1" >&2; exit 2 ;;
   esac
   shift
@@ -64,15 +65,19 @@ stop_all() {
 }
 trap 'stop_all; rm -rf "$WORK"' EXIT
 
-# Free loopback ports, all at once so that none is handed out twice.
-free_ports() { # COUNT
-  python3 - "$1" <<'EOF'
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
+# Ports from BENCH_FLEET_PORT_BASE up, below the ephemeral range, so that no outgoing connection
+# of another process takes one between the check and the bind: the local mode uses BASE.., the
+# shared mode BASE+100.. (3 + 2 per replica each).
+PORT_BASE=${BENCH_FLEET_PORT_BASE:-19000}
+[[ $PORT_BASE =~ ^[1-9][0-9]*$ ]] || die "BENCH_FLEET_PORT_BASE must be a port number"
+((REPLICAS <= 48)) || die "at most 48 replicas (each mode has 100 ports)"
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+ports_from() { # FIRST COUNT
+  local p
+  for ((p = $1; p < $1 + $2; p++)); do
+    port_free "$p" || die "port $p on 127.0.0.1 is taken; set BENCH_FLEET_PORT_BASE to move the ports"
+    printf '%s ' "$p"
+  done
 }
 
 start() { # NAME COMMAND...
@@ -101,8 +106,9 @@ sum_metric() { # ADMIN_PORT REGEX: sum of the samples whose series matches
 
 # run_mode MODE: prints one result line "MODE startup per_lifetime ops_per_replica_min failed requests"
 run_mode() {
-  local mode=$1 ports issuer api redis="" i admin route cfg
-  read -r -a ports < <(free_ports $((3 + 2 * REPLICAS)))
+  local mode=$1 first=$2 ports issuer api redis="" i admin route cfg
+  read -r -a ports <<<"$(ports_from "$first" $((3 + 2 * REPLICAS)))"
+  ((${#ports[@]} == 3 + 2 * REPLICAS)) || die "$mode: not enough free ports from $first"
   issuer=${ports[0]} api=${ports[1]}
   start "$mode-issuer" "$TP" demo issuer --listen "127.0.0.1:$issuer" --lifetime "${LIFETIME}s"
   start "$mode-api" "$TP" demo api --listen "127.0.0.1:$api"
@@ -188,8 +194,8 @@ EOF
   stop_all
 }
 
-LOCAL=$(run_mode local)
-SHARED=$(run_mode shared)
+LOCAL=$(run_mode local "$PORT_BASE")
+SHARED=$(run_mode shared $((PORT_BASE + 100)))
 printf '\nfleet benchmark: %s replicas, one token key, %s s tokens (refresh at 75-80%% of the lifetime), %s lifetimes measured\n' \
   "$REPLICAS" "$LIFETIME" "$LIFETIMES"
 printf '%-8s %18s %26s %28s %16s %8s\n' mode "IdP reqs at start" "IdP reqs per lifetime" "Redis ops/replica/minute" "failed requests" requests
