@@ -311,7 +311,12 @@ impl SharedCache {
                         // Not a transport problem (say a wrong password): set up again later.
                         self.drop_connection().await;
                     }
-                    Err(CacheError::from(e))
+                    if e.is_timeout() {
+                        // The connection's own timer (the same timeout) can fire first.
+                        Err(CacheError::Timeout(timeout))
+                    } else {
+                        Err(CacheError::from(e))
+                    }
                 }
             }
         })
