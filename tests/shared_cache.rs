@@ -229,10 +229,22 @@ async fn the_fleet_asks_the_idp_about_once_per_refresh_period() {
     }
     assert_eq!(counted, requests);
     assert!(hits >= 4.0, "replicas took {hits} tokens from Redis");
+    let key = std::fs::read_to_string(&o.key).unwrap().trim().to_string();
     for r in &fleet {
         let mut secrets = idp.issued_tokens();
         secrets.push(SECRET.into());
+        secrets.push(key.clone());
         r.proxy.assert_log_free_of(&secrets);
+        let tokens = reqwest::get(r.proxy.admin_url("/tokens"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let metrics = common::metrics_text(r.proxy.admin).await;
+        for s in &secrets {
+            assert!(!tokens.contains(s.as_str()) && !metrics.contains(s.as_str()));
+        }
     }
 }
 
