@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Offline checks of the deployment files (deploy/, .dockerignore):
 #
-#   hadolint          deploy/Dockerfile
+#   hadolint          deploy/Dockerfile, deploy/compose/redis/Dockerfile
 #   yamllint          every YAML file under deploy/ (relaxed rules)
-#   kustomize         renders deploy/kubernetes, natively and with the
-#                     classic-sidecar component
+#   kustomize         renders deploy/kubernetes, natively, with the
+#                     classic-sidecar component, with the shared-cache
+#                     component, and with both
 #   deploy-lint.py    sidecar shape and hardening, config/port/secret
 #                     cross-references, prometheus-operator resources,
 #                     PrometheusRule == deploy/prometheus/alerts.yaml
@@ -12,8 +13,9 @@
 #                     and 1.28 (classic)
 #   promtool          alert rules, their unit tests, the compose Prometheus
 #                     config
-#   docker-compose    config -q on deploy/compose/docker-compose.yaml, plus
-#                     deploy-lint.py's compose cross-checks
+#   docker-compose    config -q on deploy/compose/docker-compose.yaml (plain
+#                     and with the fleet profile), plus deploy-lint.py's
+#                     compose cross-checks of every tokenproxy service
 #   tokenproxy check  only with TOKENPROXY_BIN=path/to/tokenproxy: loads the
 #                     compose and Kubernetes configs with the real binary
 #                     (secret files and ${VAR}s stubbed)
@@ -137,22 +139,20 @@ render_native() {
   kubectl kustomize deploy/kubernetes >"$WORK/native.yaml"
 }
 
-# kustomize refuses an overlay inside its base's directory, so the classic
-# variant is rendered from a throw-away kustomization that enables the
-# component. Its paths must be relative.
-render_classic() {
-  local dir=$1 rel
+# kustomize refuses an overlay inside its base's directory, so the variants
+# with components are rendered from a throw-away kustomization that enables
+# them, in the order given. Its paths must be relative.
+render_components() {
+  local name=$1 rel component
+  shift
+  mkdir -p "$WORK/$name"
   rel=$("$VENV/bin/python" -c 'import os, sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' \
-    "$ROOT/deploy/kubernetes" "$dir")
-  cat >"$dir/kustomization.yaml" <<EOF
-apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-resources:
-  - $rel
-components:
-  - $rel/classic-sidecar
-EOF
-  "$VENV/bin/kubectl" kustomize "$dir" >"$WORK/classic.yaml"
+    "$ROOT/deploy/kubernetes" "$WORK/$name")
+  {
+    printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - %s\ncomponents:\n' "$rel"
+    for component in "$@"; do printf '  - %s/%s\n' "$rel" "$component"; done
+  } >"$WORK/$name/kustomization.yaml"
+  "$VENV/bin/kubectl" kustomize "$WORK/$name" >"$WORK/$name.yaml"
 }
 
 # `tokenproxy check` reads client_secret_file and substitutes ${VAR}s, so it
@@ -195,9 +195,9 @@ main() {
 
   WORK=$(mktemp -d)
   trap 'rm -rf "$WORK"' EXIT
-  mkdir "$WORK/classic"
 
   check "hadolint deploy/Dockerfile" hadolint deploy/Dockerfile
+  check "hadolint deploy/compose/redis/Dockerfile" hadolint deploy/compose/redis/Dockerfile
   check "yamllint -d relaxed deploy/" yamllint -d relaxed deploy/
 
   check "kustomize deploy/kubernetes" render_native
@@ -209,13 +209,29 @@ main() {
       check "kubernetes-validate --strict 1.29 (native sidecar)" validate_k8s "$WORK/native-core.yaml" 1.29.0
     fi
   fi
-  check "kustomize deploy/kubernetes + classic-sidecar" render_classic "$WORK/classic"
+  check "kustomize deploy/kubernetes + classic-sidecar" render_components classic classic-sidecar
   if [[ -s $WORK/classic.yaml ]]; then
     check "deploy-lint: classic sidecar manifests" python .ci/deploy-lint.py kubernetes "$WORK/classic.yaml" \
       --variant classic --alerts deploy/prometheus/alerts.yaml --core-out "$WORK/classic-core.yaml"
     if [[ -s $WORK/classic-core.yaml ]]; then
       check "kubernetes-validate --strict 1.28 (classic sidecar)" validate_k8s "$WORK/classic-core.yaml" 1.28.0
     fi
+  fi
+  check "kustomize deploy/kubernetes + shared-cache" render_components shared shared-cache
+  if [[ -s $WORK/shared.yaml ]]; then
+    check "deploy-lint: shared-cache manifests" python .ci/deploy-lint.py kubernetes "$WORK/shared.yaml" \
+      --variant native --alerts deploy/prometheus/alerts.yaml --core-out "$WORK/shared-core.yaml" \
+      --expect-shared-cache
+    if [[ -s $WORK/shared-core.yaml ]]; then
+      check "kubernetes-validate --strict 1.31 (shared-cache)" validate_k8s "$WORK/shared-core.yaml" 1.31.0
+    fi
+  fi
+  check "kustomize deploy/kubernetes + shared-cache + classic-sidecar" \
+    render_components shared-classic shared-cache classic-sidecar
+  if [[ -s $WORK/shared-classic.yaml ]]; then
+    check "deploy-lint: shared-cache + classic sidecar manifests" python .ci/deploy-lint.py kubernetes \
+      "$WORK/shared-classic.yaml" --variant classic --alerts deploy/prometheus/alerts.yaml \
+      --core-out "$WORK/shared-classic-core.yaml" --expect-shared-cache
   fi
 
   check "promtool check rules deploy/prometheus/alerts.yaml" "$PROMTOOL" check rules deploy/prometheus/alerts.yaml
@@ -228,11 +244,21 @@ main() {
     check "deploy-lint: compose stack" python .ci/deploy-lint.py compose "$WORK/compose.yaml" \
       --prometheus-config deploy/compose/prometheus.yml
   fi
+  check "docker-compose --profile fleet config -q" \
+    docker-compose -f deploy/compose/docker-compose.yaml --profile fleet config -q
+  if docker-compose -f deploy/compose/docker-compose.yaml --profile fleet config >"$WORK/fleet.yaml" 2>/dev/null; then
+    check "deploy-lint: compose fleet profile" python .ci/deploy-lint.py compose "$WORK/fleet.yaml" \
+      --prometheus-config deploy/compose/prometheus.yml --expect-fleet 3
+  fi
 
   if [[ -n ${TOKENPROXY_BIN:-} ]]; then
     check "tokenproxy check deploy/kubernetes/config.yaml" tokenproxy_check deploy/kubernetes/config.yaml
     check "tokenproxy check deploy/compose/tokenproxy/config.yaml" \
       tokenproxy_check deploy/compose/tokenproxy/config.yaml
+    check "tokenproxy check deploy/kubernetes/shared-cache/config.yaml" \
+      tokenproxy_check deploy/kubernetes/shared-cache/config.yaml
+    check "tokenproxy check deploy/compose/tokenproxy-fleet/config.yaml" \
+      tokenproxy_check deploy/compose/tokenproxy-fleet/config.yaml
   fi
 
   if ((${#FAILED[@]})); then

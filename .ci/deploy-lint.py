@@ -19,14 +19,21 @@ built-in kinds to CORE.yaml for kubernetes-validate.
 health-gated dependencies have health checks, pulled images are pinned by
 digest, and the tokenproxy config agrees with the compose file.
 
-`stub-config` copies a tokenproxy config with every client_secret_file
-pointed at one local file and prints the ${VAR} names it uses, so that
-`tokenproxy check` can load a deployment's config outside its container.
+`stub-config` copies a tokenproxy config with every client_secret_file (and
+the shared cache's password_file) pointed at one local file and its
+encryption_key_file at a fresh key beside it, and prints the ${VAR} names it
+uses, so that `tokenproxy check` can load a deployment's config outside its
+container.
+
+With --expect-shared-cache (kubernetes) the config must have a shared_cache
+block whose key and password files are mounted Secret files; with
+--expect-fleet N (compose) N more tokenproxy services must share a Redis.
 
 Prints one line per problem and exits 1 if there is any.
 """
 
 import argparse
+import base64
 import os
 import re
 import sys
@@ -183,6 +190,20 @@ def check_tokenproxy_config(report, where, config):
     return admin[1] if admin else None
 
 
+def secret_files(config):
+    """(label, path) of every file in a tokenproxy config that holds a secret."""
+    files = []
+    for pname, provider in ((config or {}).get("providers") or {}).items():
+        if provider.get("client_secret_file"):
+            files.append((f"provider {pname}", provider["client_secret_file"]))
+    shared = (config or {}).get("shared_cache") or {}
+    if shared.get("encryption_key_file"):
+        files.append(("shared_cache.encryption_key_file", shared["encryption_key_file"]))
+    if (shared.get("redis") or {}).get("password_file"):
+        files.append(("shared_cache.redis.password_file", shared["redis"]["password_file"]))
+    return files
+
+
 def http_probe(report, where, probe, path, admin_port, named_ports):
     get = (probe or {}).get("httpGet") or {}
     if not report.check(bool(get), where, f"needs an httpGet probe on {path}"):
@@ -221,7 +242,7 @@ def find_sidecar(report, deployment, variant):
     return regular[0]
 
 
-def check_kubernetes(report, docs, variant, alerts_path):
+def check_kubernetes(report, docs, variant, alerts_path, expect_shared_cache=False):
     by_kind = {}
     for doc in docs:
         by_kind.setdefault(doc.get("kind"), []).append(doc)
@@ -244,7 +265,15 @@ def check_kubernetes(report, docs, variant, alerts_path):
     ]
     report.check(deployments, "rendered output", "no Deployment has a tokenproxy container")
     for deployment in deployments:
-        check_deployment(report, deployment, variant, config_maps, secrets, by_kind.get("PodMonitor", []))
+        check_deployment(
+            report,
+            deployment,
+            variant,
+            config_maps,
+            secrets,
+            by_kind.get("PodMonitor", []),
+            expect_shared_cache,
+        )
 
     with open(alerts_path, encoding="utf-8") as f:
         alerts = yaml.safe_load(f)
@@ -256,7 +285,9 @@ def check_kubernetes(report, docs, variant, alerts_path):
         )
 
 
-def check_deployment(report, deployment, variant, config_maps, secrets, pod_monitors):
+def check_deployment(
+    report, deployment, variant, config_maps, secrets, pod_monitors, expect_shared_cache=False
+):
     name = deployment["metadata"]["name"]
     template = deployment["spec"]["template"]
     pod = template["spec"]
@@ -341,19 +372,20 @@ def check_deployment(report, deployment, variant, config_maps, secrets, pod_moni
     for var in sorted(set(ENV_REF.findall(data[key]))):
         report.check(var in env, cm_where, f"uses ${{{var}}}, which the container's env does not set")
 
-    for pname, provider in ((config or {}).get("providers") or {}).items():
-        secret_file = provider.get("client_secret_file")
-        if not secret_file:
-            continue
+    if expect_shared_cache:
+        report.check(
+            "shared_cache" in (config or {}), cm_where, "has no shared_cache block"
+        )
+    for pname, secret_file in secret_files(config):
         mount = mounts.get(os.path.dirname(secret_file))
         if not report.check(
-            mount, cm_where, f"provider {pname}: nothing is mounted at {os.path.dirname(secret_file)}"
+            mount, cm_where, f"{pname}: nothing is mounted at {os.path.dirname(secret_file)}"
         ):
             continue
         report.check("subPath" not in mount, where, "mount the secret directory, not a subPath (rotation)")
         secret = volumes.get(mount["name"], {}).get("secret")
         if not report.check(
-            secret, cm_where, f"provider {pname}: {os.path.dirname(secret_file)} is not a Secret volume"
+            secret, cm_where, f"{pname}: {os.path.dirname(secret_file)} is not a Secret volume"
         ):
             continue
         items = secret.get("items")
@@ -363,7 +395,7 @@ def check_deployment(report, deployment, variant, config_maps, secrets, pod_moni
         filename = os.path.basename(secret_file)
         if files is not None:
             report.check(
-                filename in files, cm_where, f"provider {pname}: the Secret volume has no item {filename}"
+                filename in files, cm_where, f"{pname}: the Secret volume has no item {filename}"
             )
             if secret_doc and filename in files:
                 report.check(
@@ -413,7 +445,7 @@ def volume_source(volume):
     return parts[0], parts[1] if len(parts) > 1 else None, "volume"
 
 
-def check_compose(report, compose, prometheus_config):
+def check_compose(report, compose, prometheus_config, expect_fleet=0):
     services = compose.get("services") or {}
     built = {s.get("image") for s in services.values() if s.get("build")}
 
@@ -446,7 +478,44 @@ def check_compose(report, compose, prometheus_config):
     proxy = services.get(SIDECAR)
     if not report.check(proxy, "compose file", f"has no {SIDECAR} service"):
         return
-    where = f"service {SIDECAR}"
+    admin_port = check_compose_proxy(report, SIDECAR, proxy)
+    fleet = [
+        name
+        for name, service in services.items()
+        if name != SIDECAR and "run" in (service.get("command") or [])[:1]
+        and service.get("image") == proxy.get("image")
+    ]
+    for name in fleet:
+        check_compose_proxy(report, name, services[name], shared=True)
+        report.check(
+            "redis" in ((services[name].get("depends_on") or {})),
+            f"service {name}",
+            "must depend on the redis service",
+        )
+    if expect_fleet:
+        report.check(
+            len(fleet) == expect_fleet,
+            "compose file",
+            f"{len(fleet)} tokenproxy replicas besides {SIDECAR}, want {expect_fleet}",
+        )
+        report.check("redis" in services, "compose file", "has no redis service")
+
+    with open(prometheus_config, encoding="utf-8") as f:
+        prometheus = yaml.safe_load(f)
+    targets = [
+        t
+        for job in prometheus.get("scrape_configs") or []
+        for static in job.get("static_configs") or []
+        for t in static.get("targets") or []
+    ]
+    report.check(
+        f"{SIDECAR}:{admin_port}" in targets, prometheus_config, f"does not scrape {SIDECAR}:{admin_port}"
+    )
+
+
+def check_compose_proxy(report, name, proxy, shared=False):
+    """Checks one tokenproxy service and its config; returns the admin port."""
+    where = f"service {name}"
     command = proxy.get("command") or []
     config_path = command[command.index("--config") + 1] if "--config" in command[:-1] else None
     if not report.check(config_path, where, "command must name the file with --config"):
@@ -479,32 +548,21 @@ def check_compose(report, compose, prometheus_config):
         source = s if isinstance(s, str) else s.get("source")
         target = source if isinstance(s, str) else s.get("target", source)
         secret_paths.add(target if target.startswith("/") else f"/run/secrets/{target}")
-    for pname, provider in ((config or {}).get("providers") or {}).items():
-        path = provider.get("client_secret_file")
-        if path:
-            report.check(
-                path in secret_paths,
-                host_file,
-                f"provider {pname}: {path} is not one of the service's secrets",
-            )
+    for label, path in secret_files(config):
+        report.check(
+            path in secret_paths,
+            host_file,
+            f"{label}: {path} is not one of the service's secrets",
+        )
+    if shared:
+        report.check("shared_cache" in (config or {}), host_file, "has no shared_cache block")
     health = " ".join((proxy.get("healthcheck") or {}).get("test") or [])
     report.check(
         f":{admin_port}/readyz" in health,
         where,
         f"healthcheck must ask /readyz on the admin port {admin_port}",
     )
-
-    with open(prometheus_config, encoding="utf-8") as f:
-        prometheus = yaml.safe_load(f)
-    targets = [
-        t
-        for job in prometheus.get("scrape_configs") or []
-        for static in job.get("static_configs") or []
-        for t in static.get("targets") or []
-    ]
-    report.check(
-        f"{SIDECAR}:{admin_port}" in targets, prometheus_config, f"does not scrape {SIDECAR}:{admin_port}"
-    )
+    return admin_port
 
 
 def main():
@@ -515,9 +573,11 @@ def main():
     k8s.add_argument("--variant", choices=["native", "classic"], required=True)
     k8s.add_argument("--alerts", required=True)
     k8s.add_argument("--core-out", required=True)
+    k8s.add_argument("--expect-shared-cache", action="store_true")
     compose = sub.add_parser("compose")
     compose.add_argument("resolved")
     compose.add_argument("--prometheus-config", required=True)
+    compose.add_argument("--expect-fleet", type=int, default=0)
     stub = sub.add_parser("stub-config")
     stub.add_argument("config")
     stub.add_argument("--secret-file", required=True)
@@ -531,6 +591,14 @@ def main():
         for provider in (config.get("providers") or {}).values():
             if "client_secret_file" in provider:
                 provider["client_secret_file"] = args.secret_file
+        shared = config.get("shared_cache")
+        if shared:
+            key_file = os.path.join(os.path.dirname(args.out), "cache-key")
+            with open(key_file, "w", encoding="utf-8") as f:
+                f.write(base64.b64encode(os.urandom(32)).decode() + "\n")
+            shared["encryption_key_file"] = key_file
+            if (shared.get("redis") or {}).get("password_file"):
+                shared["redis"]["password_file"] = args.secret_file
         with open(args.out, "w", encoding="utf-8") as f:
             yaml.safe_dump(config, f, sort_keys=False)
         print("\n".join(sorted(set(ENV_REF.findall(text)))))
@@ -539,12 +607,12 @@ def main():
     report = Report()
     if args.command == "kubernetes":
         docs = load_all(args.rendered)
-        check_kubernetes(report, docs, args.variant, args.alerts)
+        check_kubernetes(report, docs, args.variant, args.alerts, args.expect_shared_cache)
         core = [d for d in docs if not d.get("apiVersion", "").startswith("monitoring.coreos.com/")]
         with open(args.core_out, "w", encoding="utf-8") as f:
             yaml.safe_dump_all(core, f, sort_keys=False)
     else:
-        check_compose(report, load_all(args.resolved)[0], args.prometheus_config)
+        check_compose(report, load_all(args.resolved)[0], args.prometheus_config, args.expect_fleet)
 
     for problem in report.problems:
         print(f"  {problem}")

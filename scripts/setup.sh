@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing tokenproxy needs on a fresh Debian machine that has only the
 # Rust toolchain: cmake (pingora builds zlib-ng with it) and, for the tests, Prometheus and
-# promtool, and node/npm with panva's oidc-provider (pinned in tests/oidc/package-lock.json) for
-# the interop test. Does nothing for what is already there. Needs root (or sudo) for apt-get.
+# promtool, node/npm with panva's oidc-provider (pinned in tests/oidc/package-lock.json) for the
+# interop test, and redis-server with redis-cli (the shared-cache tests start their own on
+# loopback). Does nothing for what is already there. Needs root (or sudo) for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,7 @@ command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || 
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || need+=(redis-server redis-tools)
 
 if [ "${#need[@]}" -gt 0 ]; then
   sudo=""
@@ -26,7 +28,7 @@ if [ "${#need[@]}" -gt 0 ]; then
   # --no-install-recommends keeps the Prometheus install small; nothing is started.
   $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-for tool in cargo cmake prometheus promtool node npm; do
+for tool in cargo cmake prometheus promtool node npm redis-server redis-cli; do
   command -v "$tool" >/dev/null 2>&1 || { echo "setup: $tool is still missing" >&2; exit 1; }
 done
 

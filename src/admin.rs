@@ -115,6 +115,7 @@ fn tokens(routes: &RouteTable) -> Value {
                 "resource": key.resource,
                 "routes": names,
                 "usable": slot.is_usable(now),
+                "source": status.source,
                 "fetched_at": current.as_ref().map(|t| time(t.fetched_at)),
                 "expires_at": current.as_ref().map(|t| time(t.expires_at)),
                 "next_refresh_at": status.next_refresh_at.map(time),

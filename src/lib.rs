@@ -16,6 +16,7 @@
 //! - [`metrics`]: every Prometheus metric, in one registry.
 //! - [`reload`]: SIGHUP and file-change reload, secret file watching.
 //! - [`shutdown`]: in-flight accounting and graceful exit on SIGTERM/SIGINT.
+//! - [`shared_cache`]: the optional fleet-wide token cache on Redis (encrypted, lock-elected fetch).
 //! - [`server`]: wiring of a running proxy.
 //! - [`logging`]: tracing set-up.
 //! - [`serve`]: a small hyper server loop for the admin and demo listeners.
@@ -37,6 +38,7 @@ pub mod routes;
 pub mod secret;
 pub mod serve;
 pub mod server;
+pub mod shared_cache;
 pub mod shutdown;
 pub mod token;
 pub mod upstream;

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub config_last_reload_success: Gauge,
     pub build_info: IntGaugeVec,
+    pub shared_cache_requests: IntCounterVec,
+    pub shared_cache_up: IntGauge,
 }
 
 /// The process-wide metrics. Registered once: prometheus refuses a second registration.
@@ -101,6 +103,11 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let shared_cache_up = IntGauge::new(
+            "tokenproxy_shared_cache_up",
+            "1 while the shared token cache (Redis) answered its last operation, 0 otherwise; absent without shared_cache.",
+        )
+        .expect("static metric definition");
         Metrics {
             requests: counter(&r, "tokenproxy_requests_total", "Proxied requests by the HTTP status the caller got.", &["route", "code"]),
             request_duration: histogram(&r, "tokenproxy_request_duration_seconds", "Request duration as the caller saw it.", &["route"]),
@@ -118,8 +125,10 @@ impl Metrics {
             idp_quota_remaining: gauge(&r, "tokenproxy_idp_quota_remaining", "Remaining token quota reported by the IdP (Auth0-Client-Quota-Limit), per bucket.", &["provider", "bucket"]),
             idp_quota_limit: gauge(&r, "tokenproxy_idp_quota_limit", "Token quota limit reported by the IdP (Auth0-Client-Quota-Limit), per bucket.", &["provider", "bucket"]),
             config_reloads: counter(&r, "tokenproxy_config_reloads_total", "Config reloads by outcome (success, error).", &["outcome"]),
+            shared_cache_requests: counter(&r, "tokenproxy_shared_cache_requests_total", "Operations on the shared token cache by op (get, set, lock, delete) and outcome (hit, miss, ok, contended, error, timeout).", &["op", "outcome"]),
             config_last_reload_success,
             build_info,
+            shared_cache_up,
             registry: r,
         }
     }
@@ -274,4 +283,21 @@ pub fn config_loaded(ok: bool) {
         m.config_last_reload_success
             .set(unix_secs(SystemTime::now()));
     }
+}
+
+/// Records one shared-cache operation and whether Redis answered it.
+pub fn shared_cache_op(op: &str, outcome: &str) {
+    let m = &*METRICS;
+    m.shared_cache_requests
+        .with_label_values(&[op, outcome])
+        .inc();
+    let up = !matches!(outcome, "error" | "timeout");
+    m.shared_cache_up.set(i64::from(up));
+}
+
+/// Registers the shared-cache up gauge, so that it is exported only when the cache is configured.
+pub fn shared_cache_configured() {
+    let m = &*METRICS;
+    // A second registration (never happens: the cache is built once) is harmless.
+    let _ = m.registry.register(Box::new(m.shared_cache_up.clone()));
 }

@@ -128,6 +128,14 @@ pub async fn reload(app: &App, path: &Path) {
     if config.admin_listen != old.admin_listen {
         warn!(old = %old.admin_listen, new = %config.admin_listen, "admin.listen changed: takes effect after a restart");
     }
+    let same_cache = match (&config.shared_cache, &old.shared_cache) {
+        (Some(a), Some(b)) => a.same_as(b),
+        (None, None) => true,
+        _ => false,
+    };
+    if !same_cache {
+        warn!("shared_cache changed: takes effect after a restart");
+    }
     if config.threads != old.threads {
         warn!("threads changed: takes effect after a restart");
     }

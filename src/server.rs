@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::config::{is_loopback, Config, ConfigError};
 use crate::routes::RouteTable;
+use crate::shared_cache::SharedCache;
 use crate::shutdown::Signals;
 use crate::token::manager::TokenManager;
 use crate::{admin, h1, metrics, proxy, reload};
@@ -104,7 +105,12 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), StartErro
     let app = Arc::new(App {
         config_path,
         config: ArcSwap::from_pointee(config.clone()),
-        tokens: TokenManager::new(),
+        tokens: TokenManager::with_shared_cache(
+            config
+                .shared_cache
+                .clone()
+                .map(|c| Arc::new(SharedCache::new(c))),
+        ),
         routes: Arc::new(RouteTable::new(&config)),
     });
     let stop = CancellationToken::new();

@@ -21,6 +21,7 @@ pub struct FileConfig {
     pub providers: BTreeMap<String, FileProvider>,
     #[serde(default)]
     pub routes: Vec<FileRoute>,
+    pub shared_cache: Option<FileSharedCache>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,4 +129,23 @@ pub struct FileRouteToken {
     pub audience: Option<String>,
     pub scope: Option<String>,
     pub resource: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSharedCache {
+    pub redis: FileRedis,
+    pub encryption_key_file: String,
+    pub timeout: Option<String>,
+    pub lock_ttl: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRedis {
+    pub url: String,
+    pub username: Option<String>,
+    pub password_file: Option<String>,
+    pub ca_file: Option<String>,
+    pub key_prefix: Option<String>,
 }

@@ -5,6 +5,7 @@ mod credentials;
 mod duration;
 mod env;
 mod file;
+mod shared_cache;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -25,6 +26,7 @@ use file::{FileConfig, FileProvider, FileRefresh, FileRoute};
 
 pub use credentials::{check_url, Endpoint, Issuer};
 pub use duration::parse as parse_duration;
+pub use shared_cache::SharedCacheConfig;
 
 /// Token-request parameters that come from the provider or the route, never from `params`.
 const RESERVED_PARAMS: &[&str] = &[
@@ -76,6 +78,8 @@ pub struct Config {
     pub callers: CallerLimits,
     pub providers: BTreeMap<String, Arc<Provider>>,
     pub routes: Vec<Route>,
+    /// Tokens shared by the replicas through Redis; `None` fetches every token locally.
+    pub shared_cache: Option<SharedCacheConfig>,
 }
 
 /// What a caller connection may take of the proxy, on every listener.
@@ -442,6 +446,7 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
         }
         routes.push(route);
     }
+    let shared_cache = raw.shared_cache.map(shared_cache::validate).transpose()?;
     Ok(Config {
         admin_listen,
         log,
@@ -451,6 +456,7 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
         callers,
         providers,
         routes,
+        shared_cache,
     })
 }
 

@@ -58,6 +58,8 @@ pub struct SlotStatus {
     pub auth_method: Option<&'static str>,
     /// The token endpoint of the last fetch (with discovery, the one the document named).
     pub token_endpoint: Option<String>,
+    /// Where the current token came from: `idp` or `shared_cache`.
+    pub source: Option<&'static str>,
 }
 
 #[derive(Debug, Clone)]

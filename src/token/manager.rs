@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::{Config, ConfigError, Endpoint};
+use crate::shared_cache::{self, SharedCache};
 use crate::token::cache::TokenSlot;
 use crate::token::client::TokenClient;
 use crate::token::refresher::{self, Source};
@@ -23,11 +24,21 @@ struct Entry {
 #[derive(Default)]
 pub struct TokenManager {
     entries: Mutex<HashMap<TokenKey, Entry>>,
+    /// When set, refreshers share tokens through Redis.
+    shared: Option<Arc<SharedCache>>,
 }
 
 impl TokenManager {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A manager whose refreshers share tokens through `shared` (`None`: each fetches its own).
+    pub fn with_shared_cache(shared: Option<Arc<SharedCache>>) -> Self {
+        TokenManager {
+            shared,
+            ..Self::default()
+        }
     }
 
     /// Makes the set of refreshers match `config`: starts the new keys (each fetches at once,
@@ -79,11 +90,20 @@ impl TokenManager {
                         source: Arc::new(ArcSwap::from_pointee(source)),
                         cancel: CancellationToken::new(),
                     };
-                    tokio::spawn(refresher::run(
+                    let (slot, source, cancel) = (
                         entry.slot.clone(),
                         entry.source.clone(),
                         entry.cancel.clone(),
-                    ));
+                    );
+                    match &self.shared {
+                        Some(cache) => tokio::spawn(shared_cache::refresher::run(
+                            slot,
+                            source,
+                            cache.clone(),
+                            cancel,
+                        )),
+                        None => tokio::spawn(refresher::run(slot, source, cancel)),
+                    };
                     entries.insert(key.clone(), entry);
                 }
             }

@@ -52,6 +52,7 @@ pub async fn run(slot: Arc<TokenSlot>, source: Arc<ArcSwap<Source>>, cancel: Can
                 slot.update_status(|s| {
                     s.consecutive_failures = 0;
                     s.next_refresh_at = Some(next_wall);
+                    s.source = Some("idp");
                 });
                 info!(
                     provider = %slot.key.provider,
@@ -103,7 +104,7 @@ pub async fn run(slot: Arc<TokenSlot>, source: Arc<ArcSwap<Source>>, cancel: Can
     }
 }
 
-async fn fetch(src: &Source, slot: &TokenSlot) -> Result<TokenResponse, FetchError> {
+pub(crate) async fn fetch(src: &Source, slot: &TokenSlot) -> Result<TokenResponse, FetchError> {
     // The credential is read (or signed) for every fetch, so rotated files are used at once.
     let fetched = src.client.fetch(&src.provider, &slot.key).await;
     if !fetched.quota.is_empty() {
@@ -122,7 +123,7 @@ async fn fetch(src: &Source, slot: &TokenSlot) -> Result<TokenResponse, FetchErr
 }
 
 /// Stores a fetched token and returns how long after `started` to refresh it.
-fn store(
+pub(crate) fn store(
     slot: &TokenSlot,
     provider: &Provider,
     resp: TokenResponse,

@@ -6,6 +6,7 @@ pub mod config;
 pub mod idp;
 pub mod proxy;
 pub mod rawup;
+pub mod redis;
 pub mod tls;
 pub mod upstream;
 

@@ -6,6 +6,9 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
 pub struct TestCa {
     pub ca_pem: String,
+    /// The server certificate and its key, for servers that read PEM files (redis-server).
+    pub server_cert_pem: String,
+    pub server_key_pem: String,
     pub server_config: Arc<rustls::ServerConfig>,
 }
 
@@ -34,6 +37,8 @@ impl TestCa {
         server_config.alpn_protocols = vec![b"http/1.1".to_vec()];
         TestCa {
             ca_pem: ca.pem(),
+            server_cert_pem: leaf.pem(),
+            server_key_pem: leaf_key.serialize_pem(),
             server_config: Arc::new(server_config),
         }
     }
