@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use url::Url;
 
 use super::file::{FileAssertion, FileProvider};
-use super::{is_loopback_host, parse_duration, AuthMethod, ConfigError, SecretSource};
+use super::validate::is_loopback_host;
+use super::{parse_duration, AuthMethod, ConfigError, SecretSource};
 use crate::credentials::assertion::{DEFAULT_LIFETIME, JWT_BEARER, MAX_LIFETIME};
 use crate::credentials::keys::{read_pair, Algorithm, CertChain, PrivateKey};
 use crate::credentials::{ClientAssertion, Credential, PrivateKeyJwt, TlsClient};
@@ -144,22 +145,7 @@ pub(super) fn validate_credential(
     endpoint: &Endpoint,
 ) -> Result<(AuthMethod, Credential), ConfigError> {
     let key = |k: &str| format!("providers.{name}.{k}");
-    let method = match p.auth_method.as_deref() {
-        None | Some("client_secret_post") => AuthMethod::ClientSecretPost,
-        Some("client_secret_basic") => AuthMethod::ClientSecretBasic,
-        Some("private_key_jwt") => AuthMethod::PrivateKeyJwt,
-        Some("client_assertion") => AuthMethod::ClientAssertion,
-        Some("tls_client_auth") => AuthMethod::TlsClientAuth,
-        Some("self_signed_tls_client_auth") => AuthMethod::SelfSignedTlsClientAuth,
-        Some(other) => {
-            return Err(ConfigError::key(
-                key("auth_method"),
-                format!(
-                    "unknown method \"{other}\" (use client_secret_post, client_secret_basic, private_key_jwt, client_assertion, tls_client_auth or self_signed_tls_client_auth)"
-                ),
-            ))
-        }
-    };
+    let method = p.auth_method;
     let allowed: &[&str] = match method {
         AuthMethod::ClientSecretPost | AuthMethod::ClientSecretBasic => &SECRET_KEYS,
         AuthMethod::PrivateKeyJwt => &JWT_KEYS,

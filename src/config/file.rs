@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::model::{AuthMethod, BodyEncoding, Existing, LogFormat};
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
@@ -34,7 +36,8 @@ pub struct FileAdmin {
 #[serde(deny_unknown_fields)]
 pub struct FileLog {
     pub level: Option<String>,
-    pub format: Option<String>,
+    #[serde(default)]
+    pub format: LogFormat,
     #[serde(default)]
     pub access: bool,
 }
@@ -47,8 +50,10 @@ pub struct FileProvider {
     pub client_id: String,
     pub client_secret: Option<String>,
     pub client_secret_file: Option<String>,
-    pub auth_method: Option<String>,
-    pub body: Option<String>,
+    #[serde(default)]
+    pub auth_method: AuthMethod,
+    #[serde(default)]
+    pub body: BodyEncoding,
     #[serde(default)]
     pub params: BTreeMap<String, String>,
     pub timeout: Option<String>,
@@ -112,14 +117,16 @@ pub struct FileRoute {
     pub token: FileRouteToken,
     pub header: Option<String>,
     pub format: Option<String>,
-    pub existing: Option<String>,
+    #[serde(default)]
+    pub existing: Existing,
     pub ca_file: Option<String>,
     pub connect_timeout: Option<String>,
     pub read_timeout: Option<String>,
     pub replay: Option<bool>,
     pub retry_on_status: Option<Vec<u16>>,
     pub replay_buffer: Option<usize>,
-    pub http2: Option<String>,
+    #[serde(default)]
+    pub http2: Http2,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,4 +155,14 @@ pub struct FileRedis {
     pub password_file: Option<String>,
     pub ca_file: Option<String>,
     pub key_prefix: Option<String>,
+}
+
+/// `routes[].http2`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Http2 {
+    /// Offer h2 by ALPN to a TLS upstream.
+    #[default]
+    Auto,
+    Off,
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use url::Url;
 
 use super::file::FileSharedCache;
-use super::{load_ca_file, opt_duration, CaFile, ConfigError, SecretSource};
+use super::validate::{load_ca_file, opt_duration};
+use super::{CaFile, ConfigError, SecretSource};
 use crate::shared_cache::seal::Keyring;
 
 /// The validated `shared_cache` block.

@@ -1,4 +1,9 @@
+use std::time::Duration;
+
 use super::*;
+use crate::credentials::Credential;
+use crate::secret::Secret;
+use crate::token::schedule::RefreshPolicy;
 
 const BASE: &str = r#"
 providers:
@@ -350,4 +355,72 @@ fn caller_limits_have_defaults_and_bounds_that_name_the_key() {
         let msg = err(&format!("{line}\n{BASE}"));
         assert!(msg.starts_with(want), "{line}: got {msg:?}, want {want:?}");
     }
+}
+
+#[test]
+fn enum_keys_name_the_key_and_the_allowed_values() {
+    let cases = [
+        (
+            "    body: xml\n",
+            "",
+            "providers.auth0.body",
+            "`form` or `json`",
+        ),
+        (
+            "    auth_method: magic\n",
+            "",
+            "providers.auth0.auth_method",
+            "`client_secret_post`, `client_secret_basic`, `private_key_jwt`",
+        ),
+        (
+            "",
+            "    existing: merge\n",
+            "routes[0].existing",
+            "`replace` or `keep`",
+        ),
+        (
+            "",
+            "    http2: maybe\n",
+            "routes[0].http2",
+            "`auto` or `off`",
+        ),
+    ];
+    for (provider, route, key, allowed) in cases {
+        let yaml = BASE.replace(
+            "    client_secret: ${SECRET}\n",
+            &format!("    client_secret: ${{SECRET}}\n{provider}"),
+        ) + route;
+        let err = Config::from_yaml(&yaml, &|_| Some("s".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with(&format!("{key}: unknown variant")), "{err}");
+        assert!(err.contains(allowed), "{err}");
+    }
+    let yaml = format!("log: {{ format: xml }}\n{BASE}");
+    let err = Config::from_yaml(&yaml, &|_| Some("s".into()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("log.format: unknown variant") && err.contains("`text` or `json`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn provider_and_route_names_share_one_rule() {
+    let bad_route = BASE.replace("name: orders", "name: \"or ders\"");
+    let err = Config::from_yaml(&bad_route, &|_| Some("s".into()))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "routes[0].name: \"or ders\" is not a valid route name (letters, digits, '-', '_', '.')"
+    );
+    let bad_provider = BASE
+        .replace("  auth0:", "  \"au th0\":")
+        .replace("provider: auth0", "provider: \"au th0\"");
+    let err = Config::from_yaml(&bad_provider, &|_| Some("s".into()))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, "providers.au th0: \"au th0\" is not a valid provider name (letters, digits, '-', '_', '.')");
 }
