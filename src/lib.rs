@@ -17,6 +17,7 @@
 //! - [`reload`]: SIGHUP and file-change reload, secret file watching.
 //! - [`shutdown`]: in-flight accounting and graceful exit on SIGTERM/SIGINT.
 //! - [`shared_cache`]: the optional fleet-wide token cache on Redis (encrypted, lock-elected fetch).
+//! - [`app`]: the running proxy's shared state, and putting a config in force.
 //! - [`server`]: wiring of a running proxy.
 //! - [`logging`]: tracing set-up.
 //! - [`serve`]: a small hyper server loop for the admin and demo listeners.
@@ -24,6 +25,7 @@
 //! - [`cli`]: the command line.
 
 pub mod admin;
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod credentials;

@@ -11,9 +11,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::app::App;
 use crate::config::Config;
 use crate::metrics;
-use crate::server::App;
 
 /// How often the config and secret files are checked for changes.
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
