@@ -494,20 +494,30 @@ REFRESH_ELAPSED=0 # seconds those runs took, attempts measured again for steal i
 log "refresh: tokenproxy with 1 h tokens vs tokenproxy-refresh with ${REFRESH_LIFETIME} s tokens, $CONNS connections"
 warm tokenproxy "$CONNS" /
 warm tokenproxy-refresh "$CONNS" /
+# refresh.tsv: the raw counters of each round, read before and after the runs.
+: >"$WORK/refresh.tsv"
 for ((round = 1; round <= REFRESH_ROUNDS; round++)); do
   before=$(fetches "$P_ADMIN")
   wrk_run refresh tokenproxy "$CONNS" "$REFRESH_SECS" / "$round"
-  STEADY_FETCHES=$((STEADY_FETCHES + $(fetches "$P_ADMIN") - before))
+  steady_after=$(fetches "$P_ADMIN")
+  STEADY_FETCHES=$((STEADY_FETCHES + steady_after - before))
+  steady_before=$before
   before=$(fetches "$P_ADMIN_REFRESH")
   ok_before=$(fetches "$P_ADMIN_REFRESH" success)
   issuer_before=$(issuer_requests "$P_ISSUER_SHORT")
   t_start=$(date +%s.%N)
   wrk_run refresh tokenproxy-refresh "$CONNS" "$REFRESH_SECS" / "$round"
-  REFRESH_ELAPSED=$(awk -v e="$REFRESH_ELAPSED" -v a="$t_start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", e + b - a }')
-  REFRESH_ISSUED=$((REFRESH_ISSUED + $(issuer_requests "$P_ISSUER_SHORT") - issuer_before))
-  all=$(($(fetches "$P_ADMIN_REFRESH") - before))
+  t_end=$(date +%s.%N)
+  REFRESH_ELAPSED=$(awk -v e="$REFRESH_ELAPSED" -v a="$t_start" -v b="$t_end" 'BEGIN { printf "%.1f", e + b - a }')
+  issuer_after=$(issuer_requests "$P_ISSUER_SHORT")
+  REFRESH_ISSUED=$((REFRESH_ISSUED + issuer_after - issuer_before))
+  after=$(fetches "$P_ADMIN_REFRESH")
+  ok_after=$(fetches "$P_ADMIN_REFRESH" success)
+  all=$((after - before))
   REFRESH_FETCHES=$((REFRESH_FETCHES + all))
-  REFRESH_FAILED=$((REFRESH_FAILED + all - ($(fetches "$P_ADMIN_REFRESH" success) - ok_before)))
+  REFRESH_FAILED=$((REFRESH_FAILED + all - (ok_after - ok_before)))
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$steady_before" "$steady_after" "$before" "$after" \
+    "$ok_before" "$ok_after" "$issuer_before" "$issuer_after" "$t_start" "$t_end" >>"$WORK/refresh.tsv"
 done
 stop "$REFRESH_PID"
 
@@ -526,7 +536,8 @@ fi
 read -r -a LOAD1 <<<"$(cpu_ticks)"
 # Every proxy of the 1 h issuer (tokenproxy's 50 routes, tokenproxy-pingora) had its tokens
 # before the load: whatever it answered since was fetched on some request's path.
-LONG_ISSUED=$(($(issuer_requests "$P_ISSUER") - ISSUER_LONG0))
+ISSUER_LONG1=$(issuer_requests "$P_ISSUER")
+LONG_ISSUED=$((ISSUER_LONG1 - ISSUER_LONG0))
 LOAD_REQUESTS=$(awk -F'\t' '$2 == "tokenproxy" || $2 == "tokenproxy-pingora" { s += $5 } END { printf "%d", s }' "$RUNS")
 STEAL_P=$(stolen "${LOAD0[0]}" "${LOAD0[4]}" "${LOAD1[0]}" "${LOAD1[4]}")
 STEAL_L=$(stolen "${LOAD0[2]}" "${LOAD0[5]}" "${LOAD1[2]}" "${LOAD1[5]}")
@@ -591,18 +602,40 @@ paired() {
 }
 
 REPORT=$WORK/report.txt
+cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ -n $(git -C "$ROOT" status --porcelain -- src examples Cargo.toml Cargo.lock 2>/dev/null) ]]; then
+  commit="$commit + uncommitted changes"
+fi
+REPORT_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
+KERNEL=$(uname -r)
+NGINX_VERSION=$(nginx -v 2>&1 | sed 's/^nginx version: //' || true)
+WRK_VERSION=$(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }' || true)
+RUSTC_VERSION=$(rustc --version 2>/dev/null | awk '{ print $1, $2 }' || true)
+# facts.txt: every raw input of the report besides runs.tsv, discarded.tsv and refresh.tsv.
 {
-  cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-  commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-  if [[ -n $(git -C "$ROOT" status --porcelain -- src examples Cargo.toml Cargo.lock 2>/dev/null) ]]; then
-    commit="$commit + uncommitted changes"
-  fi
-  printf 'tokenproxy bench, %s mode, %s\n' "$MODE" "$(date -u '+%Y-%m-%d %H:%M UTC')"
+  printf 'mode=%s\ndate=%s\ncommand=%s\ncpus=%s\ncpu_model=%s\nkernel=%s\ncommit=%s\nprofile=%s\n' "$MODE" \
+    "$REPORT_DATE" "$COMMAND_LINE" "$CPUS" "$cpu_model" "$KERNEL" "$commit" "$PROFILE"
+  printf 'nginx_version=%s\nwrk_version=%s\nrustc_version=%s\n' "$NGINX_VERSION" "$WRK_VERSION" "$RUSTC_VERSION"
+  printf 'proxy_cpu=%s\nload_cpu=%s\nduration=%s\nwarmup=%s\nrounds=%s\nmain_rounds=%s\nrefresh_rounds=%s\n' \
+    "$PROXY_CPU" "$LOAD_CPU" "$DURATION" "$WARMUP" "$ROUNDS" "$MAIN_ROUNDS" "$REFRESH_ROUNDS"
+  printf 'refresh_secs=%s\nmax_steal=%s\nsteal_retries=%s\nconns=%s\nroutes=%s\nsmall_body=%s\n' \
+    "$REFRESH_SECS" "$MAX_STEAL" "$STEAL_RETRIES" "$CONNS" "$ROUTES" "$SMALL_BODY"
+  printf 'refresh_lifetime=%s\nlimit_quota_us=%s\nlimit_period_us=%s\nlimited=%s\n' \
+    "$REFRESH_LIFETIME" "$LIMIT_QUOTA_US" "$LIMIT_PERIOD_US" "$LIMITED"
+  printf 'idle_ticks_before=%s\nidle_ticks_after=%s\nload_ticks_before=%s\nload_ticks_after=%s\n' \
+    "${b0[*]}" "${b1[*]}" "${LOAD0[*]}" "${LOAD1[*]}"
+  printf 'issuer_long_before=%s\nissuer_long_after=%s\n' "$ISSUER_LONG0" "$ISSUER_LONG1"
+  printf 'tp_handoffs=%s\ntpp_handoffs=%s\n' "$TP_HANDOFFS" "$TPP_HANDOFFS"
+  printf 'tp_idle_kib=%s\ntp_load_hwm_kib=%s\ntp_body_hwm_kib=%s\ntp_after_kib=%s\nbare_idle_kib=%s\nbare_load_hwm_kib=%s\n' \
+    "$TP_IDLE_KIB" "$TP_LOAD_HWM_KIB" "$TP_BODY_HWM_KIB" "$TP_AFTER_KIB" "$BARE_IDLE_KIB" "$BARE_LOAD_HWM_KIB"
+} >"$WORK/facts.txt"
+{
+  printf 'tokenproxy bench, %s mode, %s\n' "$MODE" "$REPORT_DATE"
   printf 'command:   %s\n' "$COMMAND_LINE"
-  printf 'machine:   %s cores, %s, Linux %s\n' "$CPUS" "${cpu_model:-unknown CPU}" "$(uname -r)"
+  printf 'machine:   %s cores, %s, Linux %s\n' "$CPUS" "${cpu_model:-unknown CPU}" "$KERNEL"
   [[ $PROFILE == release ]] || commit="$commit ($PROFILE build: figures not comparable)"
-  printf 'software:  tokenproxy %s; %s; %s; %s\n' "$commit" "$(nginx -v 2>&1 | sed 's/^nginx version: //')" \
-    "$(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }' || true)" "$(rustc --version 2>/dev/null | awk '{ print $1, $2 }')"
+  printf 'software:  tokenproxy %s; %s; %s; %s\n' "$commit" "$NGINX_VERSION" "$WRK_VERSION" "$RUSTC_VERSION"
   printf 'placement: proxy under test on cpu %s; wrk, upstream nginx and token issuers on cpu %s,\n' "$PROXY_CPU" "$LOAD_CPU"
   printf '           except the 1-connection set, where the upstream runs beside the proxy on cpu %s\n' "$PROXY_CPU"
   printf 'idle:      cpu%s %s%%, cpu%s %s%% busy in the 2 s before the load (all started, nothing loaded)\n' \
