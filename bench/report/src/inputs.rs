@@ -1,0 +1,535 @@
+//! The raw inputs `bench/run.sh` keeps in its work directory: `runs.tsv` and `discarded.tsv`
+//! (one wrk run a line), `refresh.tsv` (counters read around each refresh round) and
+//! `facts.txt` (everything else, `key=value`). Parsing is strict: a malformed line is an error
+//! naming the file, the line and the field.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+
+/// What is wrong with an input, and where.
+#[derive(Debug, PartialEq)]
+pub struct InputError {
+    pub file: String,
+    pub line: usize,
+    pub what: String,
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.what)
+        } else {
+            write!(f, "{} line {}: {}", self.file, self.line, self.what)
+        }
+    }
+}
+
+impl std::error::Error for InputError {}
+
+fn err(file: &str, line: usize, what: impl Into<String>) -> InputError {
+    InputError {
+        file: file.to_string(),
+        line,
+        what: what.into(),
+    }
+}
+
+/// Reads a file of the work directory, naming it when it cannot.
+pub fn read(dir: &Path, name: &str) -> Result<String, InputError> {
+    std::fs::read_to_string(dir.join(name)).map_err(|e| err(name, 0, e.to_string()))
+}
+
+/// The columns of `runs.tsv`, in order.
+pub const RUN_COLUMNS: [&str; 17] = [
+    "set",
+    "row",
+    "conns",
+    "round",
+    "requests",
+    "duration_us",
+    "bytes",
+    "p50_us",
+    "p99_us",
+    "max_us",
+    "errors",
+    "cpu_proxy_pct",
+    "cpu_load_pct",
+    "rss_kib",
+    "proc_us",
+    "steal_proxy_pct",
+    "steal_load_pct",
+];
+
+/// One wrk run: a line of `runs.tsv` or `discarded.tsv`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Run {
+    pub set: String,
+    pub row: String,
+    pub conns: String,
+    pub round: String,
+    pub requests: f64,
+    pub duration_us: f64,
+    pub bytes: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+    pub errors: f64,
+    pub cpu_proxy: f64,
+    pub cpu_load: f64,
+    pub rss_kib: f64,
+    pub proc_us: f64,
+    /// As recorded ("%.1f"): the steal check prints the larger of the two as it is.
+    pub steal_proxy: String,
+    pub steal_load: String,
+}
+
+impl Run {
+    pub fn steal_proxy(&self) -> f64 {
+        self.steal_proxy.parse().unwrap_or(0.0)
+    }
+
+    pub fn steal_load(&self) -> f64 {
+        self.steal_load.parse().unwrap_or(0.0)
+    }
+}
+
+/// Parses one tab-separated run line; `file` and `line` only name it in errors.
+pub fn parse_run(text: &str, file: &str, line: usize) -> Result<Run, InputError> {
+    let f: Vec<&str> = text.split('\t').collect();
+    if f.len() != RUN_COLUMNS.len() {
+        return Err(err(
+            file,
+            line,
+            format!(
+                "{} tab-separated fields, expected {} ({})",
+                f.len(),
+                RUN_COLUMNS.len(),
+                RUN_COLUMNS.join(" ")
+            ),
+        ));
+    }
+    let num = |i: usize| -> Result<f64, InputError> {
+        f[i].parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| {
+                err(
+                    file,
+                    line,
+                    format!("{} is not a number: '{}'", RUN_COLUMNS[i], f[i]),
+                )
+            })
+    };
+    for i in [0, 1] {
+        if f[i].is_empty() {
+            return Err(err(file, line, format!("{} is empty", RUN_COLUMNS[i])));
+        }
+    }
+    num(2)?;
+    num(3)?;
+    num(15)?;
+    num(16)?;
+    Ok(Run {
+        set: f[0].to_string(),
+        row: f[1].to_string(),
+        conns: f[2].to_string(),
+        round: f[3].to_string(),
+        requests: num(4)?,
+        duration_us: num(5)?,
+        bytes: num(6)?,
+        p50_us: num(7)?,
+        p99_us: num(8)?,
+        max_us: num(9)?,
+        errors: num(10)?,
+        cpu_proxy: num(11)?,
+        cpu_load: num(12)?,
+        rss_kib: num(13)?,
+        proc_us: num(14)?,
+        steal_proxy: f[15].to_string(),
+        steal_load: f[16].to_string(),
+    })
+}
+
+/// All the runs of a file's text, one a line.
+pub fn parse_runs(text: &str, file: &str) -> Result<Vec<Run>, InputError> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| parse_run(l, file, i + 1))
+        .collect()
+}
+
+/// Counters read before and after one refresh round (a line of `refresh.tsv`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RefreshRound {
+    /// tokenproxy's (1 h tokens) `tokenproxy_token_fetches_total` around its run.
+    pub steady_before: i64,
+    pub steady_after: i64,
+    /// tokenproxy-refresh's fetches, all outcomes and `outcome="success"`, around its run.
+    pub fetches_before: i64,
+    pub fetches_after: i64,
+    pub ok_before: i64,
+    pub ok_after: i64,
+    /// The 2 s issuer's `token_requests` around tokenproxy-refresh's run.
+    pub issuer_before: i64,
+    pub issuer_after: i64,
+    /// Epoch seconds around tokenproxy-refresh's run (steal retries included).
+    pub start: f64,
+    pub end: f64,
+}
+
+const REFRESH_COLUMNS: [&str; 11] = [
+    "round",
+    "steady_before",
+    "steady_after",
+    "fetches_before",
+    "fetches_after",
+    "ok_before",
+    "ok_after",
+    "issuer_before",
+    "issuer_after",
+    "start",
+    "end",
+];
+
+pub fn parse_refresh(text: &str, file: &str) -> Result<Vec<RefreshRound>, InputError> {
+    let mut rounds = Vec::new();
+    for (i, l) in text.lines().enumerate() {
+        let f: Vec<&str> = l.split('\t').collect();
+        if f.len() != REFRESH_COLUMNS.len() {
+            return Err(err(
+                file,
+                i + 1,
+                format!(
+                    "{} tab-separated fields, expected {} ({})",
+                    f.len(),
+                    REFRESH_COLUMNS.len(),
+                    REFRESH_COLUMNS.join(" ")
+                ),
+            ));
+        }
+        let int = |j: usize| {
+            f[j].parse::<i64>().map_err(|_| {
+                err(
+                    file,
+                    i + 1,
+                    format!("{} is not a whole number: '{}'", REFRESH_COLUMNS[j], f[j]),
+                )
+            })
+        };
+        let secs = |j: usize| {
+            f[j].parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| {
+                    err(
+                        file,
+                        i + 1,
+                        format!("{} is not a number: '{}'", REFRESH_COLUMNS[j], f[j]),
+                    )
+                })
+        };
+        int(0)?;
+        rounds.push(RefreshRound {
+            steady_before: int(1)?,
+            steady_after: int(2)?,
+            fetches_before: int(3)?,
+            fetches_after: int(4)?,
+            ok_before: int(5)?,
+            ok_after: int(6)?,
+            issuer_before: int(7)?,
+            issuer_after: int(8)?,
+            start: secs(9)?,
+            end: secs(10)?,
+        });
+    }
+    Ok(rounds)
+}
+
+/// Six counters from `/proc/stat`, as `cpu-ticks` prints them: total and idle ticks of the
+/// proxy's core, then of the load core, then the steal ticks of each.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ticks {
+    pub proxy_total: f64,
+    pub proxy_idle: f64,
+    pub load_total: f64,
+    pub load_idle: f64,
+    pub proxy_steal: f64,
+    pub load_steal: f64,
+}
+
+impl Ticks {
+    pub fn parse(s: &str) -> Option<Ticks> {
+        let v: Vec<f64> = s
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        match v[..] {
+            [a, b, c, d, e, f] => Some(Ticks {
+                proxy_total: a,
+                proxy_idle: b,
+                load_total: c,
+                load_idle: d,
+                proxy_steal: e,
+                load_steal: f,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// `facts.txt`: what the report needs besides the run files.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Facts {
+    pub mode: String,
+    pub date: String,
+    pub command: String,
+    pub cpus: String,
+    pub cpu_model: String,
+    pub kernel: String,
+    pub commit: String,
+    pub profile: String,
+    pub nginx_version: String,
+    pub wrk_version: String,
+    pub rustc_version: String,
+    pub proxy_cpu: String,
+    pub load_cpu: String,
+    pub duration: String,
+    pub warmup: String,
+    pub rounds: String,
+    pub main_rounds: String,
+    pub refresh_rounds: String,
+    pub refresh_secs: String,
+    pub max_steal: String,
+    pub steal_retries: String,
+    pub conns: String,
+    pub routes: String,
+    pub small_body: String,
+    pub refresh_lifetime: i64,
+    pub limit_quota_us: i64,
+    pub limit_period_us: i64,
+    pub limited: bool,
+    pub idle_ticks_before: Ticks,
+    pub idle_ticks_after: Ticks,
+    pub load_ticks_before: Ticks,
+    pub load_ticks_after: Ticks,
+    pub issuer_long_before: i64,
+    pub issuer_long_after: i64,
+    pub tp_handoffs: String,
+    pub tpp_handoffs: String,
+    pub tp_idle_kib: i64,
+    pub tp_load_hwm_kib: i64,
+    pub tp_body_hwm_kib: i64,
+    pub tp_after_kib: i64,
+    pub bare_idle_kib: i64,
+    pub bare_load_hwm_kib: i64,
+}
+
+const FACT_KEYS: [&str; 42] = [
+    "mode",
+    "date",
+    "command",
+    "cpus",
+    "cpu_model",
+    "kernel",
+    "commit",
+    "profile",
+    "nginx_version",
+    "wrk_version",
+    "rustc_version",
+    "proxy_cpu",
+    "load_cpu",
+    "duration",
+    "warmup",
+    "rounds",
+    "main_rounds",
+    "refresh_rounds",
+    "refresh_secs",
+    "max_steal",
+    "steal_retries",
+    "conns",
+    "routes",
+    "small_body",
+    "refresh_lifetime",
+    "limit_quota_us",
+    "limit_period_us",
+    "limited",
+    "idle_ticks_before",
+    "idle_ticks_after",
+    "load_ticks_before",
+    "load_ticks_after",
+    "issuer_long_before",
+    "issuer_long_after",
+    "tp_handoffs",
+    "tpp_handoffs",
+    "tp_idle_kib",
+    "tp_load_hwm_kib",
+    "tp_body_hwm_kib",
+    "tp_after_kib",
+    "bare_idle_kib",
+    "bare_load_hwm_kib",
+];
+
+pub fn parse_facts(text: &str, file: &str) -> Result<Facts, InputError> {
+    let mut map: HashMap<&str, (usize, &str)> = HashMap::new();
+    for (i, l) in text.lines().enumerate() {
+        let Some((k, v)) = l.split_once('=') else {
+            return Err(err(file, i + 1, format!("'{l}' is not key=value")));
+        };
+        if !FACT_KEYS.contains(&k) {
+            return Err(err(file, i + 1, format!("unknown key '{k}'")));
+        }
+        if map.insert(k, (i + 1, v)).is_some() {
+            return Err(err(file, i + 1, format!("'{k}' given twice")));
+        }
+    }
+    if let Some(k) = FACT_KEYS.iter().find(|k| !map.contains_key(*k)) {
+        return Err(err(file, 0, format!("missing key '{k}'")));
+    }
+    let s = |k: &str| -> Result<String, InputError> {
+        map.get(k)
+            .map(|(_, v)| (*v).to_string())
+            .ok_or_else(|| err(file, 0, format!("missing key '{k}'")))
+    };
+    let int = |k: &str| -> Result<i64, InputError> {
+        let v = s(k)?;
+        v.parse()
+            .map_err(|_| err(file, map[k].0, format!("{k} is not a whole number: '{v}'")))
+    };
+    let ticks = |k: &str| -> Result<Ticks, InputError> {
+        let v = s(k)?;
+        Ticks::parse(&v).ok_or_else(|| {
+            err(
+                file,
+                map[k].0,
+                format!("{k} is not six whole numbers (cpu-ticks): '{v}'"),
+            )
+        })
+    };
+    let limited = match s("limited")?.as_str() {
+        "0" => false,
+        "1" => true,
+        other => {
+            return Err(err(
+                file,
+                map["limited"].0,
+                format!("limited is 0 or 1, not '{other}'"),
+            ))
+        }
+    };
+    Ok(Facts {
+        mode: s("mode")?,
+        date: s("date")?,
+        command: s("command")?,
+        cpus: s("cpus")?,
+        cpu_model: s("cpu_model")?,
+        kernel: s("kernel")?,
+        commit: s("commit")?,
+        profile: s("profile")?,
+        nginx_version: s("nginx_version")?,
+        wrk_version: s("wrk_version")?,
+        rustc_version: s("rustc_version")?,
+        proxy_cpu: s("proxy_cpu")?,
+        load_cpu: s("load_cpu")?,
+        duration: s("duration")?,
+        warmup: s("warmup")?,
+        rounds: s("rounds")?,
+        main_rounds: s("main_rounds")?,
+        refresh_rounds: s("refresh_rounds")?,
+        refresh_secs: s("refresh_secs")?,
+        max_steal: s("max_steal")?,
+        steal_retries: s("steal_retries")?,
+        conns: s("conns")?,
+        routes: s("routes")?,
+        small_body: s("small_body")?,
+        refresh_lifetime: int("refresh_lifetime")?,
+        limit_quota_us: int("limit_quota_us")?,
+        limit_period_us: int("limit_period_us")?,
+        limited,
+        idle_ticks_before: ticks("idle_ticks_before")?,
+        idle_ticks_after: ticks("idle_ticks_after")?,
+        load_ticks_before: ticks("load_ticks_before")?,
+        load_ticks_after: ticks("load_ticks_after")?,
+        issuer_long_before: int("issuer_long_before")?,
+        issuer_long_after: int("issuer_long_after")?,
+        tp_handoffs: s("tp_handoffs")?,
+        tpp_handoffs: s("tpp_handoffs")?,
+        tp_idle_kib: int("tp_idle_kib")?,
+        tp_load_hwm_kib: int("tp_load_hwm_kib")?,
+        tp_body_hwm_kib: int("tp_body_hwm_kib")?,
+        tp_after_kib: int("tp_after_kib")?,
+        bare_idle_kib: int("bare_idle_kib")?,
+        bare_load_hwm_kib: int("bare_load_hwm_kib")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINE: &str = "small-64\tnginx\t64\t1\t63452\t1099007\t11294456\t770\t54995\t67261\t0\t94\t92\t6868\t700000\t0.0\t0.0";
+
+    #[test]
+    fn a_run_line_parses_into_its_columns() {
+        let r = parse_run(LINE, "runs.tsv", 1).expect("valid line");
+        assert_eq!(
+            (r.set.as_str(), r.row.as_str(), r.round.as_str()),
+            ("small-64", "nginx", "1")
+        );
+        assert_eq!(r.requests, 63452.0);
+        assert_eq!(r.p99_us, 54995.0);
+        assert_eq!(r.proc_us, 700_000.0);
+        assert_eq!(r.steal_proxy, "0.0");
+    }
+
+    #[test]
+    fn a_short_run_line_names_the_file_and_line() {
+        let e = parse_run("small-64\tnginx\t64", "runs.tsv", 7).unwrap_err();
+        assert_eq!(e.line, 7);
+        assert!(
+            e.to_string()
+                .starts_with("runs.tsv line 7: 3 tab-separated fields, expected 17"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_non_number_names_its_column() {
+        let bad = LINE.replace("\t63452\t", "\tmany\t");
+        let e = parse_run(&bad, "discarded.tsv", 2).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "discarded.tsv line 2: requests is not a number: 'many'"
+        );
+    }
+
+    #[test]
+    fn refresh_lines_parse_and_errors_name_the_column() {
+        let ok = "1\t50\t50\t4\t6\t4\t6\t4\t6\t1796404123.554351917\t1796404126.636909075\n";
+        let r = parse_refresh(ok, "refresh.tsv").expect("valid");
+        assert_eq!(r[0].fetches_after - r[0].fetches_before, 2);
+        let bad = ok.replace("\t50\t50\t", "\t50\tx\t");
+        let e = parse_refresh(&bad, "refresh.tsv").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "refresh.tsv line 1: steady_after is not a whole number: 'x'"
+        );
+    }
+
+    #[test]
+    fn facts_reject_unknown_and_missing_keys() {
+        let e = parse_facts("colour=blue\n", "facts.txt").unwrap_err();
+        assert_eq!(e.to_string(), "facts.txt line 1: unknown key 'colour'");
+        let e = parse_facts("mode=quick\n", "facts.txt").unwrap_err();
+        assert_eq!(e.to_string(), "facts.txt: missing key 'date'");
+    }
+
+    #[test]
+    fn ticks_are_six_numbers() {
+        let t = Ticks::parse("196350 96706 196443 88589 40 39").expect("six numbers");
+        assert_eq!((t.proxy_total, t.load_steal), (196_350.0, 39.0));
+        assert_eq!(Ticks::parse("1 2 3"), None);
+        assert_eq!(Ticks::parse("1 2 3 4 5 x"), None);
+    }
+}

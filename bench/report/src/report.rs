@@ -1,0 +1,639 @@
+//! The report: the header, the six sections, the targets and the notes, rendered from the
+//! raw inputs of one run in the layout bench/README.md shows.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::aggregate::{aggregate, paired, Row, Table};
+use crate::inputs::{self, Facts, InputError, RefreshRound, Run};
+use crate::num::{awk_num, fixed, g6, int, left, right};
+use crate::stats::{add_elapsed, busy, capacity, expected_refreshes, mib, ratio, stolen};
+use crate::targets;
+
+/// Everything one report is made from.
+pub struct Inputs {
+    pub facts: Facts,
+    pub runs: Vec<Run>,
+    pub discarded: Vec<Run>,
+    pub refresh: Vec<RefreshRound>,
+}
+
+impl Inputs {
+    /// Reads `facts.txt`, `runs.tsv`, `discarded.tsv` and `refresh.tsv` from a work directory.
+    pub fn load(dir: &Path) -> Result<Inputs, InputError> {
+        Ok(Inputs {
+            facts: inputs::parse_facts(&inputs::read(dir, "facts.txt")?, "facts.txt")?,
+            runs: inputs::parse_runs(&inputs::read(dir, "runs.tsv")?, "runs.tsv")?,
+            discarded: inputs::parse_runs(&inputs::read(dir, "discarded.tsv")?, "discarded.tsv")?,
+            refresh: inputs::parse_refresh(&inputs::read(dir, "refresh.tsv")?, "refresh.tsv")?,
+        })
+    }
+}
+
+/// The refresh set's counters summed over its rounds.
+#[derive(Debug, PartialEq)]
+pub struct RefreshTotals {
+    /// Fetches of the steady tokenproxy (1 h tokens) during its runs.
+    pub steady_fetches: i64,
+    /// Fetches of tokenproxy-refresh, and how many of them failed.
+    pub fetches: i64,
+    pub failed: i64,
+    /// Token requests the 2 s issuer answered during tokenproxy-refresh's runs.
+    pub issued: i64,
+    /// Seconds of those runs, as printed ("0" before any round).
+    pub elapsed: String,
+}
+
+pub fn refresh_totals(rounds: &[RefreshRound]) -> RefreshTotals {
+    let mut t = RefreshTotals {
+        steady_fetches: 0,
+        fetches: 0,
+        failed: 0,
+        issued: 0,
+        elapsed: "0".to_string(),
+    };
+    for r in rounds {
+        t.steady_fetches += r.steady_after - r.steady_before;
+        t.elapsed = add_elapsed(awk_num(&t.elapsed), r.start, r.end);
+        t.issued += r.issuer_after - r.issuer_before;
+        let all = r.fetches_after - r.fetches_before;
+        t.fetches += all;
+        t.failed += all - (r.ok_after - r.ok_before);
+    }
+    t
+}
+
+const ROWS: [&str; 5] = [
+    "direct",
+    "nginx",
+    "tokenproxy",
+    "bare-pingora",
+    "tokenproxy-pingora",
+];
+
+/// The whole report, byte for byte what `bench/run.sh` prints.
+#[allow(clippy::too_many_lines)] // one straight pass down the page
+pub fn render(inp: &Inputs) -> String {
+    let f = &inp.facts;
+    let rows = aggregate(&inp.runs);
+    let t = Table(&rows);
+    let (pc, lc) = (f.proxy_cpu.as_str(), f.load_cpu.as_str());
+    let mut o = String::new();
+
+    // Header.
+    let (i0, i1) = (f.idle_ticks_before, f.idle_ticks_after);
+    let bg_p = busy(i0.proxy_total, i0.proxy_idle, i1.proxy_total, i1.proxy_idle);
+    let bg_l = busy(i0.load_total, i0.load_idle, i1.load_total, i1.load_idle);
+    let (l0, l1) = (f.load_ticks_before, f.load_ticks_after);
+    let steal_p = stolen(
+        l0.proxy_total,
+        l0.proxy_steal,
+        l1.proxy_total,
+        l1.proxy_steal,
+    );
+    let steal_l = stolen(l0.load_total, l0.load_steal, l1.load_total, l1.load_steal);
+    let max_steal = awk_num(&f.max_steal);
+    let kept_over = inp
+        .runs
+        .iter()
+        .filter(|r| r.steal_proxy() > max_steal || r.steal_load() > max_steal)
+        .count();
+    let cpu_model = if f.cpu_model.is_empty() {
+        "unknown CPU"
+    } else {
+        &f.cpu_model
+    };
+    let mut commit = f.commit.clone();
+    if f.profile != "release" {
+        let _ = write!(commit, " ({} build: figures not comparable)", f.profile);
+    }
+    let _ = writeln!(o, "tokenproxy bench, {} mode, {}", f.mode, f.date);
+    let _ = writeln!(o, "command:   {}", f.command);
+    let _ = writeln!(
+        o,
+        "machine:   {} cores, {cpu_model}, Linux {}",
+        f.cpus, f.kernel
+    );
+    let _ = writeln!(
+        o,
+        "software:  tokenproxy {commit}; {}; {}; {}",
+        f.nginx_version, f.wrk_version, f.rustc_version
+    );
+    let _ = writeln!(o, "placement: proxy under test on cpu {pc}; wrk, upstream nginx and token issuers on cpu {lc},");
+    let _ = writeln!(o, "           except the 1-connection set, where the upstream runs beside the proxy on cpu {pc}");
+    let _ = writeln!(
+        o,
+        "idle:      cpu{pc} {bg_p}%, cpu{lc} {bg_l}% busy in the 2 s before the load (all started, nothing loaded)"
+    );
+    let _ = writeln!(
+        o,
+        "load:      wrk -t1 --latency, {} s per run after a {} s warm-up per row, rows alternating,",
+        f.duration, f.warmup
+    );
+    let _ = writeln!(
+        o,
+        "           {} rounds in set 1, {} in the refresh set, {} in the others",
+        f.main_rounds, f.refresh_rounds, f.rounds
+    );
+    o.push_str("columns:   req/s over all rounds; p50, p99 (median of the rounds) and max latency in µs;\n");
+    o.push_str("           errors summed; cpu/req: µs of CPU per request used by the process under test (the\n");
+    let _ = writeln!(
+        o,
+        "           proxy, or the upstream for direct); proc%: its CPU as % of one core; cpu{pc}%/cpu{lc}%: how"
+    );
+    o.push_str("           busy each core was, whoever used it (steal included); steal%: the share of the run\n");
+    let _ = writeln!(o, "           the hypervisor held cpu{pc}/cpu{lc} back while it had work (mean of the rounds)");
+    let _ = writeln!(
+        o,
+        "steal:     cpu{pc} {steal_p}%, cpu{lc} {steal_l}% over all the load; {} run(s) measured again for steal over {}%",
+        inp.discarded.len(),
+        f.max_steal
+    );
+    let _ = writeln!(
+        o,
+        "           (at most {} more time(s) each), {kept_over} kept over it for want of a better attempt",
+        f.steal_retries
+    );
+
+    // 1. small body, 64 connections.
+    let _ = writeln!(
+        o,
+        "\n1. small body ({} bytes), {} connections",
+        f.small_body.len() + 1,
+        f.conns
+    );
+    table(&mut o, &t, pc, lc, "small-64", &ROWS);
+    let tp = t.num("small-64", "tokenproxy", |r| &r.rps);
+    let nginx_rps = t.num("small-64", "nginx", |r| &r.rps);
+    let bare_rps = t.num("small-64", "bare-pingora", |r| &r.rps);
+    let direct_rps = t.num("small-64", "direct", |r| &r.rps);
+    let _ = writeln!(
+        o,
+        "ratios (req/s): tokenproxy/nginx {}  tokenproxy/bare-pingora {}  tokenproxy/direct {}",
+        ratio(tp, nginx_rps),
+        ratio(tp, bare_rps),
+        ratio(tp, direct_rps)
+    );
+    let tp_us_text = t.get("small-64", "tokenproxy", |r| &r.us_req);
+    let nginx_us_text = t.get("small-64", "nginx", |r| &r.us_req);
+    let (tp_us, nginx_us) = (awk_num(&tp_us_text), awk_num(&nginx_us_text));
+    let bare_us = t.num("small-64", "bare-pingora", |r| &r.us_req);
+    let _ = writeln!(
+        o,
+        "ratios (cpu/req): tokenproxy/nginx {}  tokenproxy/bare-pingora {}",
+        ratio(tp_us, nginx_us),
+        ratio(tp_us, bare_us)
+    );
+    let _ = writeln!(
+        o,
+        "capacity (req/s per second of proxy CPU, 1e6 / cpu/req): tokenproxy {}  nginx {}  bare-pingora {}  tokenproxy-pingora {}",
+        capacity(tp_us),
+        capacity(nginx_us),
+        capacity(bare_us),
+        capacity(t.num("small-64", "tokenproxy-pingora", |r| &r.us_req))
+    );
+    let _ = writeln!(
+        o,
+        "handoffs to pingora (tokenproxy_pingora_handoffs_total, whole run): tokenproxy {}; tokenproxy-pingora {} (lean_path: false)",
+        f.tp_handoffs, f.tpp_handoffs
+    );
+
+    // 2. small body, 1 connection. Whole µs, as the script's shell arithmetic had them.
+    o.push_str("\n2. small body, 1 connection\n");
+    table(&mut o, &t, pc, lc, "small-1", &ROWS);
+    let p50_1 = |row: &str| whole(&t.get("small-1", row, |r| &r.p50));
+    let d50 = p50_1("direct");
+    o.push_str("p50 added over direct:");
+    for row in &ROWS[1..] {
+        let _ = write!(o, "  {row} +{} µs", p50_1(row) - d50);
+    }
+    o.push('\n');
+
+    // 3. response bodies.
+    let _ = writeln!(o, "\n3. response bodies, {} connections", f.conns);
+    let _ = writeln!(
+        o,
+        "{} {} {} {} {} {} {} {} {} {} {} {}",
+        left("row", 19),
+        right("body", 4),
+        right("MiB/s", 7),
+        right("req/s", 7),
+        right("p50", 6),
+        right("p99", 6),
+        right("errors", 6),
+        right("cpu/req", 7),
+        right("proc%", 6),
+        right(&format!("cpu{pc}%"), 6),
+        right(&format!("cpu{lc}%"), 6),
+        right("steal%", 9)
+    );
+    for set in ["4k", "1m"] {
+        for row in ["direct", "nginx", "tokenproxy"] {
+            let g = |col: fn(&Row) -> &String| t.get(set, row, col);
+            let _ = writeln!(
+                o,
+                "{} {} {} {} {} {} {} {} {} {} {} {}",
+                left(row, 19),
+                right(set, 4),
+                right(&g(|r| &r.mibs), 7),
+                right(&g(|r| &r.rps), 7),
+                right(&g(|r| &r.p50), 6),
+                right(&g(|r| &r.p99), 6),
+                right(&g(|r| &r.errors), 6),
+                right(&g(|r| &r.us_req), 7),
+                right(&g(|r| &r.proc_pct), 6),
+                right(&g(|r| &r.cpu_proxy), 6),
+                right(&g(|r| &r.cpu_load), 6),
+                right(&steal_cell(&t, set, row), 9)
+            );
+        }
+    }
+    o.push_str("(MiB/s counts response bytes as wrk read them, headers included)\n");
+
+    // 4. token refresh.
+    let rt = refresh_totals(&inp.refresh);
+    let long_issued = f.issuer_long_after - f.issuer_long_before;
+    let load_requests: f64 = inp
+        .runs
+        .iter()
+        .filter(|r| r.row == "tokenproxy" || r.row == "tokenproxy-pingora")
+        .map(|r| r.requests)
+        .sum();
+    let _ = writeln!(
+        o,
+        "\n4. token refresh, {} connections, {} s per run",
+        f.conns, f.refresh_secs
+    );
+    table(
+        &mut o,
+        &t,
+        pc,
+        lc,
+        "refresh",
+        &["tokenproxy", "tokenproxy-refresh"],
+    );
+    let _ = writeln!(
+        o,
+        "tokenproxy (1 h tokens):         {} token fetches during {} requests",
+        rt.steady_fetches,
+        t.get("refresh", "tokenproxy", |r| &r.requests)
+    );
+    #[allow(clippy::cast_precision_loss)] // seconds
+    let lifetime = f.refresh_lifetime as f64;
+    let _ = writeln!(
+        o,
+        "tokenproxy-refresh ({} s tokens): {} token fetches ({} failed) in {} s of its runs; ~{} expected from the schedule",
+        f.refresh_lifetime,
+        rt.fetches,
+        rt.failed,
+        rt.elapsed,
+        expected_refreshes(awk_num(&rt.elapsed), lifetime)
+    );
+    let _ = writeln!(
+        o,
+        "issuers (their /stats):          the 2 s issuer answered {} token requests in those {} s;",
+        rt.issued, rt.elapsed
+    );
+    let _ = writeln!(
+        o,
+        "                                 the 1 h issuer answered {long_issued} during all the load ({} requests through tokenproxy rows)",
+        int(load_requests)
+    );
+
+    // 5. CPU-limited.
+    let limited_ratio = ratio(
+        t.num("limited", "tokenproxy", |r| &r.rps),
+        t.num("limited", "nginx", |r| &r.rps),
+    );
+    if f.limited {
+        #[allow(clippy::cast_precision_loss)] // microseconds
+        let share = f.limit_quota_us as f64 / f.limit_period_us as f64;
+        let millicpu = f
+            .limit_quota_us
+            .saturating_mul(1000)
+            .checked_div(f.limit_period_us)
+            .unwrap_or(0);
+        let _ = writeln!(
+            o,
+            "\n5. each proxy held to {} CPU (cgroup quota {} ms per {} ms, like limits.cpu: {millicpu}m), {} connections",
+            g6(share),
+            f.limit_quota_us / 1000,
+            f.limit_period_us / 1000,
+            f.conns
+        );
+        table(&mut o, &t, pc, lc, "limited", &["nginx", "tokenproxy"]);
+        let _ = writeln!(
+            o,
+            "ratio (req/s): tokenproxy/nginx {limited_ratio} (latency here is mostly the quota: a throttled proxy waits for its next period)"
+        );
+    } else {
+        o.push_str(
+            "\n5. each proxy held to half a CPU: skipped (no writable cgroup cpu controller)\n",
+        );
+    }
+
+    // 6. memory.
+    #[allow(clippy::cast_precision_loss)] // KiB
+    let kib = |k: i64| mib(k as f64);
+    o.push_str(
+        "\n6. memory (VmRSS; peaks are VmHWM, reset before the scenario where the kernel allows)\n",
+    );
+    let _ = writeln!(
+        o,
+        "tokenproxy, {} routes: idle {} MiB; mid-run at {} conns {} MiB; peak {} MiB; peak with 4 KiB/1 MiB bodies {} MiB; idle after all load {} MiB",
+        f.routes,
+        kib(f.tp_idle_kib),
+        f.conns,
+        mib(t.num("small-64", "tokenproxy", |r| &r.rss)),
+        kib(f.tp_load_hwm_kib),
+        kib(f.tp_body_hwm_kib),
+        kib(f.tp_after_kib)
+    );
+    let _ = writeln!(
+        o,
+        "bare-pingora:          idle {} MiB; mid-run at {} conns {} MiB; peak {} MiB",
+        kib(f.bare_idle_kib),
+        f.conns,
+        mib(t.num("small-64", "bare-pingora", |r| &r.rss)),
+        kib(f.bare_load_hwm_kib)
+    );
+
+    // Targets.
+    o.push_str("\ntargets (informational: the exit status does not depend on them)\n");
+    let r_bare = ratio(tp, bare_rps);
+    o.push_str(&targets::line(
+        targets::within_bare_pingora(awk_num(&r_bare)),
+        "req/s within 5% of bare pingora (64 conns)",
+        &format!("{r_bare} × bare"),
+    ));
+    let r_nginx = ratio(tp, nginx_rps);
+    o.push_str(&targets::line(
+        targets::beats_nginx(awk_num(&r_nginx)),
+        "req/s >= 1.1 × nginx (64 conns)",
+        &format!("{r_nginx} × nginx"),
+    ));
+    if targets::nginx_target_out_of_reach(direct_rps, nginx_rps) {
+        let _ = writeln!(
+            o,
+            "      out of reach on this machine: direct, the ceiling of every proxy row, was {} × nginx",
+            ratio(direct_rps, nginx_rps)
+        );
+    }
+    if f.limited {
+        o.push_str(&targets::line(
+            targets::beats_nginx(awk_num(&limited_ratio)),
+            "req/s >= 1.1 × nginx, each held to half a CPU",
+            &format!("{limited_ratio} × nginx"),
+        ));
+    }
+    let r_cap = ratio(nginx_us, tp_us);
+    o.push_str(&targets::line(
+        targets::beats_nginx(awk_num(&r_cap)),
+        "capacity >= 1.1 × nginx (req/s per proxy CPU)",
+        &format!("{r_cap} × nginx ({tp_us_text} vs {nginx_us_text} µs cpu/req)"),
+    ));
+    let (p99_m, p99_rounds) = paired(&inp.runs, "small-64", "tokenproxy", "nginx");
+    o.push_str(&targets::line(
+        targets::p99_within_nginx(awk_num(&p99_m)),
+        "p99 <= nginx p99 (64 conns, paired rounds)",
+        &format!(
+            "{p99_m} × nginx (rounds:{}; medians {} vs {} µs)",
+            p99_rounds.join(" "),
+            t.get("small-64", "tokenproxy", |r| &r.p99),
+            t.get("small-64", "nginx", |r| &r.p99)
+        ),
+    ));
+    let added = p50_1("tokenproxy") - d50;
+    #[allow(clippy::cast_precision_loss)] // µs
+    let added_f = added as f64;
+    o.push_str(&targets::line(
+        targets::added_p50_ok(added_f),
+        "p50 added over direct <= 100 µs (1 conn)",
+        &format!("+{added} µs"),
+    ));
+    let every = || inp.runs.iter().chain(&inp.discarded);
+    let all_errors: f64 = every().map(|r| r.errors).sum();
+    let tp_errors: f64 = every()
+        .filter(|r| r.row.starts_with("tokenproxy"))
+        .map(|r| r.errors)
+        .sum();
+    o.push_str(&targets::line(
+        targets::zero_errors(all_errors),
+        "zero errors (every run of every row)",
+        &format!(
+            "{} ({} in tokenproxy rows)",
+            int(all_errors),
+            int(tp_errors)
+        ),
+    ));
+    #[allow(clippy::cast_precision_loss)] // KiB
+    let (idle_kib, load_kib) = (f.tp_idle_kib as f64, f.tp_load_hwm_kib as f64);
+    o.push_str(&targets::line(
+        targets::idle_rss_ok(idle_kib),
+        &format!("idle RSS <= 20 MiB with {} routes", f.routes),
+        &format!("{} MiB", mib(idle_kib)),
+    ));
+    o.push_str(&targets::line(
+        targets::load_rss_ok(load_kib),
+        &format!("RSS under load <= 64 MiB (peak, {} conns)", f.conns),
+        &format!("{} MiB", mib(load_kib)),
+    ));
+    let (ref_m, ref_rounds) = paired(&inp.runs, "refresh", "tokenproxy-refresh", "tokenproxy");
+    o.push_str(&targets::line(
+        targets::refresh_p99_ok(awk_num(&ref_m)),
+        "p99 while refreshing within 10% of steady (paired)",
+        &format!(
+            "{ref_m} × (rounds:{}; medians {} vs {} µs)",
+            ref_rounds.join(" "),
+            t.get("refresh", "tokenproxy-refresh", |r| &r.p99),
+            t.get("refresh", "tokenproxy", |r| &r.p99)
+        ),
+    ));
+    #[allow(clippy::cast_precision_loss)] // counts
+    let pass = targets::token_requests_follow_refreshes(
+        rt.issued as f64,
+        awk_num(&rt.elapsed),
+        long_issued as f64,
+    );
+    o.push_str(&targets::line(
+        pass,
+        "token requests follow refreshes, not requests",
+        &format!(
+            "{} at the 2 s issuer, {long_issued} at the 1 h one",
+            rt.issued
+        ),
+    ));
+
+    o.push_str(&notes(&rows, pc, lc));
+    o
+}
+
+/// A number the script handled with shell arithmetic: whole, 0 when it is not one.
+fn whole(s: &str) -> i64 {
+    s.parse().unwrap_or(0)
+}
+
+fn steal_cell(t: &Table<'_>, set: &str, row: &str) -> String {
+    format!(
+        "{}/{}",
+        t.get(set, row, |r| &r.steal_proxy),
+        t.get(set, row, |r| &r.steal_load)
+    )
+}
+
+/// One of the 12-column tables: a header, then a line per row.
+fn table(o: &mut String, t: &Table<'_>, pc: &str, lc: &str, set: &str, rows: &[&str]) {
+    let line = |o: &mut String, c: [&str; 12]| {
+        let _ = writeln!(
+            o,
+            "{} {} {} {} {} {} {} {} {} {} {}  {}",
+            left(c[0], 19),
+            right(c[1], 7),
+            right(c[2], 6),
+            right(c[3], 6),
+            right(c[4], 6),
+            right(c[5], 6),
+            right(c[6], 7),
+            right(c[7], 6),
+            right(c[8], 6),
+            right(c[9], 6),
+            right(c[10], 9),
+            c[11]
+        );
+    };
+    let (cp, cl) = (format!("cpu{pc}%"), format!("cpu{lc}%"));
+    line(
+        o,
+        [
+            "row",
+            "req/s",
+            "p50",
+            "p99",
+            "max",
+            "errors",
+            "cpu/req",
+            "proc%",
+            &cp,
+            &cl,
+            "steal%",
+            "req/s per round",
+        ],
+    );
+    for row in rows {
+        let g = |col: fn(&Row) -> &String| t.get(set, row, col);
+        line(
+            o,
+            [
+                row,
+                &g(|r| &r.rps),
+                &g(|r| &r.p50),
+                &g(|r| &r.p99),
+                &g(|r| &r.max),
+                &g(|r| &r.errors),
+                &g(|r| &r.us_req),
+                &g(|r| &r.proc_pct),
+                &g(|r| &r.cpu_proxy),
+                &g(|r| &r.cpu_load),
+                &steal_cell(t, set, row),
+                &g(|r| &r.each),
+            ],
+        );
+    }
+}
+
+/// Notes on rows whose figures measured something besides the proxy: a saturated load core,
+/// a proxy core much busier than the proxy, steal of 3% or more (one line per set).
+pub fn notes(rows: &[Row], pc: &str, lc: &str) -> String {
+    let mut o = String::new();
+    let mut stolen_sets: Vec<(&str, String)> = Vec::new();
+    for r in rows {
+        let (cpu_p, cpu_l) = (awk_num(&r.cpu_proxy), awk_num(&r.cpu_load));
+        let proc_pct = awk_num(&r.proc_pct);
+        let (st_p, st_l) = (awk_num(&r.steal_proxy), awk_num(&r.steal_load));
+        if r.row != "direct" {
+            if cpu_l >= 97.0 {
+                let _ = writeln!(
+                    o,
+                    "note: {}/{}: cpu{lc} (load) was {}% busy: the row may be limited by wrk and the upstream",
+                    r.set,
+                    r.row,
+                    int(cpu_l)
+                );
+            }
+            if r.set != "small-1" && cpu_p - proc_pct - st_p > 15.0 {
+                let _ = writeln!(
+                    o,
+                    "note: {}/{}: cpu{pc} was {}% busy but the proxy used {}%: something else ran there",
+                    r.set,
+                    r.row,
+                    int(cpu_p),
+                    int(proc_pct)
+                );
+            }
+        }
+        if st_p >= 3.0 || st_l >= 3.0 {
+            let entry = format!(" {} {}/{}", r.row, fixed(st_p, 1), fixed(st_l, 1));
+            match stolen_sets.iter_mut().find(|(s, _)| *s == r.set) {
+                Some((_, list)) => list.push_str(&entry),
+                None => stolen_sets.push((&r.set, entry)),
+            }
+        }
+    }
+    for (set, list) in stolen_sets {
+        let _ = writeln!(
+            o,
+            "note: {set}: steal of 3% or more (cpu{pc}/cpu{lc} %):{list}; those rows measured the host too"
+        );
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(
+        steady: (i64, i64),
+        fetches: (i64, i64),
+        ok: (i64, i64),
+        issuer: (i64, i64),
+        secs: (f64, f64),
+    ) -> RefreshRound {
+        RefreshRound {
+            steady_before: steady.0,
+            steady_after: steady.1,
+            fetches_before: fetches.0,
+            fetches_after: fetches.1,
+            ok_before: ok.0,
+            ok_after: ok.1,
+            issuer_before: issuer.0,
+            issuer_after: issuer.1,
+            start: secs.0,
+            end: secs.1,
+        }
+    }
+
+    #[test]
+    fn refresh_totals_sum_the_rounds() {
+        let t = refresh_totals(&[
+            round((50, 50), (4, 7), (4, 6), (4, 7), (100.0, 105.04)),
+            round((50, 51), (7, 10), (6, 9), (7, 10), (120.0, 125.04)),
+        ]);
+        assert_eq!(
+            t,
+            RefreshTotals {
+                steady_fetches: 1,
+                fetches: 6,
+                failed: 1,
+                issued: 6,
+                // 5.04 s is kept as 5.0, then 5.0 + 5.04 as 10.0 (not the 10.1 of 10.08)
+                elapsed: "10.0".to_string(),
+            }
+        );
+    }
+
+    #[test]
+    fn no_refresh_rounds_print_zero_seconds() {
+        assert_eq!(refresh_totals(&[]).elapsed, "0");
+    }
+}
