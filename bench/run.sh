@@ -12,6 +12,10 @@
 # quota, as a sidecar's CPU limit would. Prints a table, the proxy's memory, and PASS/FAIL per
 # target (the exit status does not depend on the targets). See bench/README.md.
 #
+# This script starts and stops processes and collects raw measurements; the arithmetic (busy
+# and steal shares, medians, ratios, CPU per request, targets) and the report are
+# bench/report's (a small Rust crate with unit tests), fed the files kept in the work directory.
+#
 # Usage: bench/run.sh [--quick] [--update-readme] [--keep]
 #   --quick          smoke mode: 1 s runs, one round, a few seconds of load in all
 #   --update-readme  put the report into bench/README.md (full runs only)
@@ -38,7 +42,7 @@ for arg in "$@"; do
     --quick) MODE=quick ;;
     --update-readme) UPDATE_README=1 ;;
     --keep) KEEP=1 ;;
-    -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) printf 'run.sh: unknown argument %s (try --help)\n' "$arg" >&2; exit 2 ;;
   esac
 done
@@ -138,6 +142,11 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 TP=$TARGET/$PROFILE/tokenproxy
 BARE=$TARGET/$PROFILE/examples/bare_pingora
 [[ -x $TP && -x $BARE ]] || die "build outputs not found under $TARGET/$PROFILE"
+# The arithmetic and the report: a small crate of its own (bench/report), with unit tests.
+log "building bench/report"
+cargo build --release --quiet --manifest-path "$BENCH/report/Cargo.toml" --target-dir "$TARGET/bench-report"
+REPORT_BIN=$TARGET/bench-report/release/bench-report
+[[ -x $REPORT_BIN ]] || die "build output not found: $REPORT_BIN"
 
 # ---------------------------------------------------------------------------------------------
 # Processes: everything started here is stopped by PID on exit.
@@ -202,19 +211,16 @@ start_nginx() { # NAME CPU TEMPLATE KEY=VALUE...
 }
 
 vm_kib() { # PID FIELD: VmRSS or VmHWM in KiB
-  awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0
+  sed -n "s/^$2:[[:space:]]*\([0-9]*\) kB\$/\1/p" "/proc/$1/status" 2>/dev/null || echo 0
 }
 
 # Resets VmHWM to the current RSS (Linux >= 4.0), so that a peak belongs to one scenario.
 reset_hwm() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null || true; }
 
-mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
-
 # Sum of tokenproxy_token_fetches_total (all outcomes, or the one given) on an admin port.
 # handoffs ADMIN_PORT: requests the lean path left to pingora's proxy, all routes and reasons.
 handoffs() {
-  curl -fsS --max-time 2 "http://127.0.0.1:$1/metrics" |
-    awk '/^tokenproxy_pingora_handoffs_total[{ ]/ { s += $NF } END { printf "%d", s }'
+  curl -fsS --max-time 2 "http://127.0.0.1:$1/metrics" | "$REPORT_BIN" metric-sum tokenproxy_pingora_handoffs_total
 }
 
 # issuer_requests PORT: token requests a demo issuer has answered so far (its /stats), the
@@ -225,9 +231,7 @@ issuer_requests() {
 
 fetches() { # ADMIN_PORT [OUTCOME]
   curl -fsS --max-time 2 "http://127.0.0.1:$1/metrics" |
-    awk -v want="${2:-}" '/^tokenproxy_token_fetches_total[{ ]/ {
-        if (want == "" || index($0, "outcome=\"" want "\"")) s += $NF
-      } END { printf "%d", s }'
+    "$REPORT_BIN" metric-sum tokenproxy_token_fetches_total ${2:+"outcome=$2"}
 }
 
 # cpu_limit NAME PID...: puts the processes (all their threads) into a new cgroup whose CPU
@@ -347,27 +351,16 @@ BARE_IDLE_KIB=$(vm_kib "$BARE_PID" VmRSS)
 
 # The proxy's and the load's core from /proc/stat: "total idle" for each, then the steal of
 # each (time the hypervisor ran something else while the core had work). Steal counts as busy.
-cpu_ticks() {
-  awk -v a="cpu$PROXY_CPU" -v b="cpu$LOAD_CPU" '$1 == a || $1 == b {
-      t = 0; for (i = 2; i <= 9; i++) t += $i; r[$1] = t " " ($5 + $6); s[$1] = $9
-    } END { print r[a], r[b], s[a], s[b] }' /proc/stat
-}
+cpu_ticks() { "$REPORT_BIN" cpu-ticks "$PROXY_CPU" "$LOAD_CPU" </proc/stat; }
 # CPU time of a process (all threads) and its children (nginx's worker), in clock ticks.
 proc_ticks() {
-  local pid=$1 child total=0
-  for pid in "$pid" $(cat "/proc/$pid/task/"*/children 2>/dev/null); do
-    child=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{ print $12 + $13 }')
-    total=$((total + ${child:-0}))
-  done
-  echo "$total"
+  local pid=$1 files=()
+  for pid in "$pid" $(cat "/proc/$pid/task/"*/children 2>/dev/null); do files+=("/proc/$pid/stat"); done
+  "$REPORT_BIN" proc-ticks "${files[@]}"
 }
 CLK_TCK=$(getconf CLK_TCK)
 
-busy() { awk -v t0="$1" -v i0="$2" -v t1="$3" -v i1="$4" 'BEGIN {
-    dt = t1 - t0; b = 0; if (dt > 0) b = 100 * (dt - (i1 - i0)) / dt; printf "%d", b + 0.5 }'; }
-# stolen TOTAL0 STEAL0 TOTAL1 STEAL1: the share of the time the hypervisor took, in percent.
-stolen() { awk -v t0="$1" -v s0="$2" -v t1="$3" -v s1="$4" 'BEGIN {
-    dt = t1 - t0; s = 0; if (dt > 0) s = 100 * (s1 - s0) / dt; printf "%.1f", s }'; }
+busy() { "$REPORT_BIN" busy "$@"; } # TOTAL0 IDLE0 TOTAL1 IDLE1: % of the time not idle
 
 RUNS=$WORK/runs.tsv
 DISCARDED=$WORK/discarded.tsv
@@ -379,35 +372,20 @@ DISCARDED=$WORK/discarded.tsv
 measure() {
   local set=$1 row=$2 conns=$3 secs=$4 path=$5 round=$6 attempt=$7
   local out=$WORK/wrk-$set-$row-r$round-a$attempt.txt pid=${ROW_PID[$row]} rss c0 c1 wpid t0 t1
-  read -r -a c0 <<<"$(cpu_ticks)"
+  c0=$(cpu_ticks)
   t0=$(proc_ticks "$pid")
   taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s --latency \
     -s "$BENCH/report.lua" "${URL[$row]}$path" >"$out" 2>&1 &
   wpid=$!
-  sleep "$(awk -v s="$secs" 'BEGIN { print s / 2 }')"
+  sleep "$((secs / 2)).$((secs % 2 * 5))" # half the run, SECONDS being whole
   rss=$(vm_kib "$pid" VmRSS)
   wait "$wpid" || die "wrk failed against $row (see $out)"
-  read -r -a c1 <<<"$(cpu_ticks)"
+  c1=$(cpu_ticks)
   t1=$(proc_ticks "$pid")
-  local line
-  line=$(sed -n 's/^BENCH //p' "$out")
-  [[ -n $line ]] || die "wrk printed no summary for $row (see $out)"
-  local requests duration_us bytes p50_us p99_us max_us err_status err_connect err_read err_write err_timeout
-  eval "local $line" # the report.lua line is key=integer pairs
-  local errors=$((err_status + err_connect + err_read + err_write + err_timeout))
-  local cpu_p cpu_l st_p st_l proc_us=$(((t1 - t0) * 1000000 / CLK_TCK))
-  cpu_p=$(busy "${c0[0]}" "${c0[1]}" "${c1[0]}" "${c1[1]}")
-  cpu_l=$(busy "${c0[2]}" "${c0[3]}" "${c1[2]}" "${c1[3]}")
-  st_p=$(stolen "${c0[0]}" "${c0[4]}" "${c1[0]}" "${c1[4]}")
-  st_l=$(stolen "${c0[2]}" "${c0[5]}" "${c1[2]}" "${c1[5]}")
-  MEASURED=$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$set" "$row" "$conns" "$round" \
-    "$requests" "$duration_us" "$bytes" "$p50_us" "$p99_us" "$max_us" "$errors" "$cpu_p" "$cpu_l" "$rss" \
-    "$proc_us" "$st_p" "$st_l")
-  MEASURED_STEAL=$(awk -v a="$st_p" -v b="$st_l" 'BEGIN { print (a > b ? a : b) }')
-  printf '    %-8s round %s  %-19s %7.0f req/s  p50 %6s µs  p99 %6s µs  errors %s  %5.1f µs cpu/req  cpu%s %3s%%  cpu%s %3s%%  steal %s/%s%%\n' \
-    "$set" "$round" "$row" "$(awk -v r="$requests" -v d="$duration_us" 'BEGIN { print r * 1e6 / d }')" \
-    "$p50_us" "$p99_us" "$errors" "$(awk -v u="$proc_us" -v r="$requests" 'BEGIN { print r ? u / r : 0 }')" \
-    "$PROXY_CPU" "$cpu_p" "$LOAD_CPU" "$cpu_l" "$st_p" "$st_l" >&2
+  MEASURED=$("$REPORT_BIN" run-line "$set" "$row" "$conns" "$round" "$out" "$CLK_TCK" "$rss" "$t0" "$t1" "$c0" "$c1") ||
+    die "wrk printed no summary for $row (see $out)"
+  MEASURED_STEAL=$("$REPORT_BIN" steal "$MEASURED")
+  "$REPORT_BIN" progress "$MEASURED" "$PROXY_CPU" "$LOAD_CPU" >&2
 }
 
 # wrk_run SET ROW CONNS SECONDS PATH ROUND: one measured run, appended to runs.tsv. A run during
@@ -419,13 +397,13 @@ wrk_run() {
   local attempt kept="" kept_steal=""
   for ((attempt = 1; attempt <= STEAL_RETRIES + 1; attempt++)); do
     measure "$@" "$attempt"
-    if [[ -z $kept ]] || awk -v a="$MEASURED_STEAL" -v b="$kept_steal" 'BEGIN { exit !(a < b) }'; then
+    if [[ -z $kept ]] || "$REPORT_BIN" less "$MEASURED_STEAL" "$kept_steal"; then
       [[ -z $kept ]] || printf '%s\n' "$kept" >>"$DISCARDED"
       kept=$MEASURED kept_steal=$MEASURED_STEAL
     else
       printf '%s\n' "$MEASURED" >>"$DISCARDED"
     fi
-    awk -v s="$kept_steal" -v m="$MAX_STEAL" 'BEGIN { exit !(s > m) }' || break
+    "$REPORT_BIN" less "$MAX_STEAL" "$kept_steal" || break
     ((attempt > STEAL_RETRIES)) || log "steal ${MEASURED_STEAL}% > ${MAX_STEAL}%: measuring $2 again"
   done
   printf '%s\n' "$kept" >>"$RUNS"
@@ -486,36 +464,27 @@ start tokenproxy-refresh "$PROXY_CPU" "$TP" run --config "$WORK/tokenproxy-refre
 REFRESH_PID=$STARTED_PID
 ROW_PID[tokenproxy-refresh]=$REFRESH_PID
 wait_http "http://127.0.0.1:$P_ADMIN_REFRESH/readyz" 30 tokenproxy-refresh
-REFRESH_FETCHES=0
-REFRESH_FAILED=0
-STEADY_FETCHES=0
-REFRESH_ISSUED=0 # token requests the 2 s issuer answered during the refresh runs
-REFRESH_ELAPSED=0 # seconds those runs took, attempts measured again for steal included
 log "refresh: tokenproxy with 1 h tokens vs tokenproxy-refresh with ${REFRESH_LIFETIME} s tokens, $CONNS connections"
 warm tokenproxy "$CONNS" /
 warm tokenproxy-refresh "$CONNS" /
-# refresh.tsv: the raw counters of each round, read before and after the runs.
+# refresh.tsv: per round, the counters read around the runs: fetches of the steady tokenproxy
+# (1 h tokens) around its run; fetches of tokenproxy-refresh (all, then the successful ones)
+# and the 2 s issuer's token requests around its run; the start and end of that run (epoch
+# seconds, retries for steal included).
 : >"$WORK/refresh.tsv"
 for ((round = 1; round <= REFRESH_ROUNDS; round++)); do
-  before=$(fetches "$P_ADMIN")
+  steady_before=$(fetches "$P_ADMIN")
   wrk_run refresh tokenproxy "$CONNS" "$REFRESH_SECS" / "$round"
   steady_after=$(fetches "$P_ADMIN")
-  STEADY_FETCHES=$((STEADY_FETCHES + steady_after - before))
-  steady_before=$before
   before=$(fetches "$P_ADMIN_REFRESH")
   ok_before=$(fetches "$P_ADMIN_REFRESH" success)
   issuer_before=$(issuer_requests "$P_ISSUER_SHORT")
   t_start=$(date +%s.%N)
   wrk_run refresh tokenproxy-refresh "$CONNS" "$REFRESH_SECS" / "$round"
   t_end=$(date +%s.%N)
-  REFRESH_ELAPSED=$(awk -v e="$REFRESH_ELAPSED" -v a="$t_start" -v b="$t_end" 'BEGIN { printf "%.1f", e + b - a }')
   issuer_after=$(issuer_requests "$P_ISSUER_SHORT")
-  REFRESH_ISSUED=$((REFRESH_ISSUED + issuer_after - issuer_before))
   after=$(fetches "$P_ADMIN_REFRESH")
   ok_after=$(fetches "$P_ADMIN_REFRESH" success)
-  all=$((after - before))
-  REFRESH_FETCHES=$((REFRESH_FETCHES + all))
-  REFRESH_FAILED=$((REFRESH_FAILED + all - (ok_after - ok_before)))
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$steady_before" "$steady_after" "$before" "$after" \
     "$ok_before" "$ok_after" "$issuer_before" "$issuer_after" "$t_start" "$t_end" >>"$WORK/refresh.tsv"
 done
@@ -537,69 +506,12 @@ read -r -a LOAD1 <<<"$(cpu_ticks)"
 # Every proxy of the 1 h issuer (tokenproxy's 50 routes, tokenproxy-pingora) had its tokens
 # before the load: whatever it answered since was fetched on some request's path.
 ISSUER_LONG1=$(issuer_requests "$P_ISSUER")
-LONG_ISSUED=$((ISSUER_LONG1 - ISSUER_LONG0))
-LOAD_REQUESTS=$(awk -F'\t' '$2 == "tokenproxy" || $2 == "tokenproxy-pingora" { s += $5 } END { printf "%d", s }' "$RUNS")
-STEAL_P=$(stolen "${LOAD0[0]}" "${LOAD0[4]}" "${LOAD1[0]}" "${LOAD1[4]}")
-STEAL_L=$(stolen "${LOAD0[2]}" "${LOAD0[5]}" "${LOAD1[2]}" "${LOAD1[5]}")
 TP_AFTER_KIB=$(vm_kib "$TP_PID" VmRSS)
 TP_HANDOFFS=$(handoffs "$P_ADMIN")
 TPP_HANDOFFS=$(handoffs "$P_ADMIN_PINGORA")
 
 # ---------------------------------------------------------------------------------------------
 # Report
-
-# The median of space-separated numbers, for the awk programs below (mawk has no asort:
-# insertion sort, a few values).
-AWK_MEDIAN='function median(list,    v, n, i, j, t) {
-  n = split(list, v, " ")
-  for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
-  return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-}
-'
-
-# Per set and row: requests/s over all rounds, median p50/p99, max of max, summed errors, MiB/s,
-# mean busy shares, the rounds' requests/s, the largest mid-run RSS, and mean steal shares.
-awk -F'\t' "$AWK_MEDIAN"'
-  {
-    k = $1 SUBSEP $2
-    if (!(k in req)) order[++n] = k
-    req[k] += $5; dur[k] += $6; bytes[k] += $7; p50[k] = p50[k] " " $8; p99[k] = p99[k] " " $9
-    if ($10 > mx[k]) mx[k] = $10
-    err[k] += $11; cp[k] += $12; cl[k] += $13; runs[k]++
-    if ($14 > rss[k]) rss[k] = $14
-    pus[k] += $15; stp[k] += $16; stl[k] += $17
-    r = sprintf("%.0f", $5 * 1e6 / $6)
-    if (runs[k] == 1) each[k] = r; else each[k] = each[k] " " r
-  } END {
-    for (i = 1; i <= n; i++) {
-      k = order[i]; split(k, p, SUBSEP)
-      printf "%s\t%s\t%.0f\t%.0f\t%.0f\t%d\t%d\t%.1f\t%.0f\t%.0f\t%s\t%d\t%d\t%.1f\t%.0f\t%.1f\t%.1f\n", p[1], p[2],
-        req[k] * 1e6 / dur[k], median(p50[k]), median(p99[k]), mx[k], err[k],
-        bytes[k] * 1e6 / dur[k] / 1048576, cp[k] / runs[k], cl[k] / runs[k], each[k], rss[k], req[k],
-        pus[k] / req[k], 100 * pus[k] / dur[k], stp[k] / runs[k], stl[k] / runs[k]
-    }
-  }' "$RUNS" >"$WORK/agg.tsv"
-
-# get SET ROW FIELD
-get() {
-  awk -F'\t' -v s="$1" -v r="$2" -v f="$3" 'BEGIN {
-      split("set row rps p50 p99 max errors mibs cpu_p cpu_l each rss requests us_req proc_pct st_p st_l", names, " ")
-      for (i in names) col[names[i]] = i
-    } $1 == s && $2 == r { print $col[f]; found = 1 } END { if (!found) print 0 }' "$WORK/agg.tsv"
-}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { r = 0; if (b > 0) r = a / b; printf "%.2f", r }'; }
-# paired SET ROW_A ROW_B: A's p99 over B's in each round (the two runs next to each other in
-# time), then "MEDIAN RATIO1 RATIO2 ...". The host's speed drifts between rounds (see the req/s
-# per round); a ratio of neighbours cancels most of that, where a ratio of two medians does not.
-paired() {
-  awk -F'\t' -v s="$1" -v a="$2" -v b="$3" "$AWK_MEDIAN"'
-    $1 == s && $2 == a { pa[$4] = $9 } $1 == s && $2 == b { pb[$4] = $9 }
-    END {
-      for (r = 1; r in pa; r++) if (r in pb && pb[r] > 0) list = list sprintf(" %.2f", pa[r] / pb[r])
-      if (list == "") { print "0"; exit }
-      printf "%.2f%s\n", median(list), list
-    }' "$RUNS"
-}
 
 REPORT=$WORK/report.txt
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
@@ -630,173 +542,7 @@ RUSTC_VERSION=$(rustc --version 2>/dev/null | awk '{ print $1, $2 }' || true)
   printf 'tp_idle_kib=%s\ntp_load_hwm_kib=%s\ntp_body_hwm_kib=%s\ntp_after_kib=%s\nbare_idle_kib=%s\nbare_load_hwm_kib=%s\n' \
     "$TP_IDLE_KIB" "$TP_LOAD_HWM_KIB" "$TP_BODY_HWM_KIB" "$TP_AFTER_KIB" "$BARE_IDLE_KIB" "$BARE_LOAD_HWM_KIB"
 } >"$WORK/facts.txt"
-{
-  printf 'tokenproxy bench, %s mode, %s\n' "$MODE" "$REPORT_DATE"
-  printf 'command:   %s\n' "$COMMAND_LINE"
-  printf 'machine:   %s cores, %s, Linux %s\n' "$CPUS" "${cpu_model:-unknown CPU}" "$KERNEL"
-  [[ $PROFILE == release ]] || commit="$commit ($PROFILE build: figures not comparable)"
-  printf 'software:  tokenproxy %s; %s; %s; %s\n' "$commit" "$NGINX_VERSION" "$WRK_VERSION" "$RUSTC_VERSION"
-  printf 'placement: proxy under test on cpu %s; wrk, upstream nginx and token issuers on cpu %s,\n' "$PROXY_CPU" "$LOAD_CPU"
-  printf '           except the 1-connection set, where the upstream runs beside the proxy on cpu %s\n' "$PROXY_CPU"
-  printf 'idle:      cpu%s %s%%, cpu%s %s%% busy in the 2 s before the load (all started, nothing loaded)\n' \
-    "$PROXY_CPU" "$BG_P" "$LOAD_CPU" "$BG_L"
-  printf 'load:      wrk -t1 --latency, %s s per run after a %s s warm-up per row, rows alternating,\n' "$DURATION" "$WARMUP"
-  printf '           %s rounds in set 1, %s in the refresh set, %s in the others\n' "$MAIN_ROUNDS" "$REFRESH_ROUNDS" "$ROUNDS"
-  printf 'columns:   req/s over all rounds; p50, p99 (median of the rounds) and max latency in µs;\n'
-  printf '           errors summed; cpu/req: µs of CPU per request used by the process under test (the\n'
-  printf '           proxy, or the upstream for direct); proc%%: its CPU as %% of one core; cpu%s%%/cpu%s%%: how\n' "$PROXY_CPU" "$LOAD_CPU"
-  printf '           busy each core was, whoever used it (steal included); steal%%: the share of the run\n'
-  printf '           the hypervisor held cpu%s/cpu%s back while it had work (mean of the rounds)\n' "$PROXY_CPU" "$LOAD_CPU"
-  printf 'steal:     cpu%s %s%%, cpu%s %s%% over all the load; %s run(s) measured again for steal over %s%%\n' \
-    "$PROXY_CPU" "$STEAL_P" "$LOAD_CPU" "$STEAL_L" "$(wc -l <"$DISCARDED")" "$MAX_STEAL"
-  printf '           (at most %s more time(s) each), %s kept over it for want of a better attempt\n' "$STEAL_RETRIES" \
-    "$(awk -F'\t' -v m="$MAX_STEAL" '$16 > m || $17 > m { n++ } END { printf "%d", n }' "$RUNS")"
-
-  steal_cell() { printf '%s/%s' "$(get "$1" "$2" st_p)" "$(get "$1" "$2" st_l)"; }
-  table() { # SET ROW...
-    local set=$1 row
-    shift
-    printf '%-19s %7s %6s %6s %6s %6s %7s %6s %6s %6s %9s  %s\n' row req/s p50 p99 max errors cpu/req proc% \
-      "cpu$PROXY_CPU%" "cpu$LOAD_CPU%" steal% "req/s per round"
-    for row in "$@"; do
-      printf '%-19s %7s %6s %6s %6s %6s %7s %6s %6s %6s %9s  %s\n' "$row" "$(get "$set" "$row" rps)" \
-        "$(get "$set" "$row" p50)" "$(get "$set" "$row" p99)" "$(get "$set" "$row" max)" \
-        "$(get "$set" "$row" errors)" "$(get "$set" "$row" us_req)" "$(get "$set" "$row" proc_pct)" \
-        "$(get "$set" "$row" cpu_p)" "$(get "$set" "$row" cpu_l)" "$(steal_cell "$set" "$row")" \
-        "$(get "$set" "$row" each)"
-    done
-  }
-
-  printf '\n1. small body (%s bytes), %s connections\n' "$((${#SMALL_BODY} + 1))" "$CONNS"
-  table small-64 "${ROWS[@]}"
-  tp=$(get small-64 tokenproxy rps)
-  printf 'ratios (req/s): tokenproxy/nginx %s  tokenproxy/bare-pingora %s  tokenproxy/direct %s\n' \
-    "$(ratio "$tp" "$(get small-64 nginx rps)")" "$(ratio "$tp" "$(get small-64 bare-pingora rps)")" \
-    "$(ratio "$tp" "$(get small-64 direct rps)")"
-  tp_us=$(get small-64 tokenproxy us_req)
-  printf 'ratios (cpu/req): tokenproxy/nginx %s  tokenproxy/bare-pingora %s\n' \
-    "$(ratio "$tp_us" "$(get small-64 nginx us_req)")" "$(ratio "$tp_us" "$(get small-64 bare-pingora us_req)")"
-  cap() { awk -v u="$1" 'BEGIN { c = 0; if (u > 0) c = 1e6 / u; printf "%.0f", c }'; }
-  printf 'capacity (req/s per second of proxy CPU, 1e6 / cpu/req): tokenproxy %s  nginx %s  bare-pingora %s  tokenproxy-pingora %s\n' \
-    "$(cap "$tp_us")" "$(cap "$(get small-64 nginx us_req)")" "$(cap "$(get small-64 bare-pingora us_req)")" \
-    "$(cap "$(get small-64 tokenproxy-pingora us_req)")"
-  printf 'handoffs to pingora (tokenproxy_pingora_handoffs_total, whole run): tokenproxy %s; tokenproxy-pingora %s (lean_path: false)\n' \
-    "$TP_HANDOFFS" "$TPP_HANDOFFS"
-
-  printf '\n2. small body, 1 connection\n'
-  table small-1 "${ROWS[@]}"
-  d50=$(get small-1 direct p50)
-  printf 'p50 added over direct:'
-  for row in nginx tokenproxy bare-pingora tokenproxy-pingora; do printf '  %s +%s µs' "$row" $(($(get small-1 "$row" p50) - d50)); done
-  printf '\n'
-
-  printf '\n3. response bodies, %s connections\n' "$CONNS"
-  printf '%-19s %4s %7s %7s %6s %6s %6s %7s %6s %6s %6s %9s\n' row body MiB/s req/s p50 p99 errors cpu/req proc% \
-    "cpu$PROXY_CPU%" "cpu$LOAD_CPU%" steal%
-  for set in 4k 1m; do
-    for row in direct nginx tokenproxy; do
-      printf '%-19s %4s %7s %7s %6s %6s %6s %7s %6s %6s %6s %9s\n' "$row" "$set" "$(get "$set" "$row" mibs)" \
-        "$(get "$set" "$row" rps)" "$(get "$set" "$row" p50)" "$(get "$set" "$row" p99)" \
-        "$(get "$set" "$row" errors)" "$(get "$set" "$row" us_req)" "$(get "$set" "$row" proc_pct)" \
-        "$(get "$set" "$row" cpu_p)" "$(get "$set" "$row" cpu_l)" "$(steal_cell "$set" "$row")"
-    done
-  done
-  printf '(MiB/s counts response bytes as wrk read them, headers included)\n'
-
-  printf '\n4. token refresh, %s connections, %s s per run\n' "$CONNS" "$REFRESH_SECS"
-  table refresh tokenproxy tokenproxy-refresh
-  printf 'tokenproxy (1 h tokens):         %s token fetches during %s requests\n' "$STEADY_FETCHES" "$(get refresh tokenproxy requests)"
-  printf 'tokenproxy-refresh (%s s tokens): %s token fetches (%s failed) in %s s of its runs; ~%s expected from the schedule\n' \
-    "$REFRESH_LIFETIME" "$REFRESH_FETCHES" "$REFRESH_FAILED" "$REFRESH_ELAPSED" \
-    "$(awk -v s="$REFRESH_ELAPSED" -v l="$REFRESH_LIFETIME" 'BEGIN { printf "%.0f", s / (l * 0.775) }')"
-  printf 'issuers (their /stats):          the 2 s issuer answered %s token requests in those %s s;\n' "$REFRESH_ISSUED" "$REFRESH_ELAPSED"
-  printf '                                 the 1 h issuer answered %s during all the load (%s requests through tokenproxy rows)\n' \
-    "$LONG_ISSUED" "$LOAD_REQUESTS"
-
-  if ((LIMITED)); then
-    printf '\n5. each proxy held to %s CPU (cgroup quota %s ms per %s ms, like limits.cpu: %sm), %s connections\n' \
-      "$(awk -v q="$LIMIT_QUOTA_US" -v p="$LIMIT_PERIOD_US" 'BEGIN { print q / p }')" $((LIMIT_QUOTA_US / 1000)) \
-      $((LIMIT_PERIOD_US / 1000)) $((LIMIT_QUOTA_US * 1000 / LIMIT_PERIOD_US)) "$CONNS"
-    table limited nginx tokenproxy
-    printf 'ratio (req/s): tokenproxy/nginx %s (latency here is mostly the quota: a throttled proxy waits for its next period)\n' \
-      "$(ratio "$(get limited tokenproxy rps)" "$(get limited nginx rps)")"
-  else
-    printf '\n5. each proxy held to half a CPU: skipped (no writable cgroup cpu controller)\n'
-  fi
-
-  printf '\n6. memory (VmRSS; peaks are VmHWM, reset before the scenario where the kernel allows)\n'
-  printf 'tokenproxy, %s routes: idle %s MiB; mid-run at %s conns %s MiB; peak %s MiB; peak with 4 KiB/1 MiB bodies %s MiB; idle after all load %s MiB\n' \
-    "$ROUTES" "$(mib "$TP_IDLE_KIB")" "$CONNS" "$(mib "$(get small-64 tokenproxy rss)")" "$(mib "$TP_LOAD_HWM_KIB")" \
-    "$(mib "$TP_BODY_HWM_KIB")" "$(mib "$TP_AFTER_KIB")"
-  printf 'bare-pingora:          idle %s MiB; mid-run at %s conns %s MiB; peak %s MiB\n' \
-    "$(mib "$BARE_IDLE_KIB")" "$CONNS" "$(mib "$(get small-64 bare-pingora rss)")" "$(mib "$BARE_LOAD_HWM_KIB")"
-
-  printf '\ntargets (informational: the exit status does not depend on them)\n'
-  check() { # DESCRIPTION VALUE CONDITION-ON-v SHOWN
-    local verdict
-    verdict=$(awk -v v="$2" "BEGIN { r = \"FAIL\"; if ($3) r = \"PASS\"; print r }")
-    printf '%s  %-52s %s\n' "$verdict" "$1" "$4"
-  }
-  nginx_rps=$(get small-64 nginx rps)
-  bare_rps=$(get small-64 bare-pingora rps)
-  tp_p99=$(get small-64 tokenproxy p99)
-  nginx_p99=$(get small-64 nginx p99)
-  added=$(($(get small-1 tokenproxy p50) - d50))
-  # Errors of every run of every row: a row with errors measured something other than the rest.
-  all_errors=$(awk -F'\t' '{ s += $11 } END { printf "%d", s }' "$RUNS" "$DISCARDED")
-  tp_errors=$(awk -F'\t' '$2 ~ /^tokenproxy/ { s += $11 } END { printf "%d", s }' "$RUNS" "$DISCARDED")
-  steady_p99=$(get refresh tokenproxy p99)
-  refresh_p99=$(get refresh tokenproxy-refresh p99)
-  check "req/s within 5% of bare pingora (64 conns)" "$(ratio "$tp" "$bare_rps")" 'v >= 0.95' "$(ratio "$tp" "$bare_rps") × bare"
-  check "req/s >= 1.1 × nginx (64 conns)" "$(ratio "$tp" "$nginx_rps")" 'v >= 1.1' "$(ratio "$tp" "$nginx_rps") × nginx"
-  # Every proxy row repeats direct's work on the load core (wrk and the upstream) and adds its
-  # own on the other, so no proxy row can beat direct: when direct itself is under 1.1 × nginx,
-  # this target cannot pass here, however little CPU the proxy uses.
-  direct_rps=$(get small-64 direct rps)
-  if awk -v d="$direct_rps" -v n="$nginx_rps" 'BEGIN { exit !(d < 1.1 * n) }'; then
-    printf '      out of reach on this machine: direct, the ceiling of every proxy row, was %s × nginx
-' \
-      "$(ratio "$direct_rps" "$nginx_rps")"
-  fi
-  if ((LIMITED)); then
-    lim=$(ratio "$(get limited tokenproxy rps)" "$(get limited nginx rps)")
-    check "req/s >= 1.1 × nginx, each held to half a CPU" "$lim" 'v >= 1.1' "$lim × nginx"
-  fi
-  nginx_us=$(get small-64 nginx us_req)
-  check "capacity >= 1.1 × nginx (req/s per proxy CPU)" "$(ratio "$nginx_us" "$tp_us")" 'v >= 1.1' \
-    "$(ratio "$nginx_us" "$tp_us") × nginx ($tp_us vs $nginx_us µs cpu/req)"
-  read -r p99_vs_nginx p99_vs_nginx_rounds <<<"$(paired small-64 tokenproxy nginx)"
-  check "p99 <= nginx p99 (64 conns, paired rounds)" "$p99_vs_nginx" 'v <= 1' \
-    "$p99_vs_nginx × nginx (rounds:$p99_vs_nginx_rounds; medians $tp_p99 vs $nginx_p99 µs)"
-  check "p50 added over direct <= 100 µs (1 conn)" "$added" 'v <= 100' "+$added µs"
-  check "zero errors (every run of every row)" "$all_errors" 'v == 0' "$all_errors ($tp_errors in tokenproxy rows)"
-  check "idle RSS <= 20 MiB with $ROUTES routes" "$TP_IDLE_KIB" 'v <= 20 * 1024' "$(mib "$TP_IDLE_KIB") MiB"
-  check "RSS under load <= 64 MiB (peak, $CONNS conns)" "$TP_LOAD_HWM_KIB" 'v <= 64 * 1024' "$(mib "$TP_LOAD_HWM_KIB") MiB"
-  read -r refresh_vs_steady refresh_rounds <<<"$(paired refresh tokenproxy-refresh tokenproxy)"
-  check "p99 while refreshing within 10% of steady (paired)" "$refresh_vs_steady" 'v <= 1.10' \
-    "$refresh_vs_steady × (rounds:$refresh_rounds; medians $refresh_p99 vs $steady_p99 µs)"
-  # Counted at the issuers: a token request on the request path would show up in the 1 h issuer's
-  # count (one per request) and push the 2 s one far past one per second.
-  check "token requests follow refreshes, not requests" "$REFRESH_ISSUED" \
-    "v >= 1 && v <= $REFRESH_ELAPSED && $LONG_ISSUED == 0" \
-    "$REFRESH_ISSUED at the 2 s issuer, $LONG_ISSUED at the 1 h one"
-
-  # A row whose load core was saturated measured the harness, not the proxy; a proxy core much
-  # busier than the proxy itself was shared with something else.
-  awk -F'\t' -v c="$LOAD_CPU" -v pc="$PROXY_CPU" '$2 != "direct" {
-      if ($10 >= 97) printf "note: %s/%s: cpu%s (load) was %d%% busy: the row may be limited by wrk and the upstream\n", $1, $2, c, $10
-      if ($1 != "small-1" && $9 - $15 - $16 > 15) printf "note: %s/%s: cpu%s was %d%% busy but the proxy used %d%%: something else ran there\n", $1, $2, pc, $9, $15
-    }
-    # One line per set for the rows that lost 3% or more of a core to the hypervisor.
-    $16 >= 3 || $17 >= 3 {
-      if (!($1 in stolen)) sets[++n] = $1
-      stolen[$1] = stolen[$1] sprintf(" %s %.1f/%.1f", $2, $16, $17)
-    }
-    END {
-      for (i = 1; i <= n; i++)
-        printf "note: %s: steal of 3%% or more (cpu%s/cpu%s %%):%s; those rows measured the host too\n", sets[i], pc, c, stolen[sets[i]]
-    }' "$WORK/agg.tsv"
-} >"$REPORT"
+"$REPORT_BIN" report "$WORK" >"$REPORT" || { KEEP=1; die "no report from bench-report (its inputs are kept in $WORK)"; }
 
 cat "$REPORT"
 
