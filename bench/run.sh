@@ -19,7 +19,7 @@
 # Usage: bench/run.sh [--quick] [--update-readme] [--keep]
 #   --quick          smoke mode: 1 s runs, one round, a few seconds of load in all
 #   --update-readme  put the report into bench/README.md (full runs only)
-#   --keep           keep the work directory (configs, logs, raw wrk output)
+#   --keep           keep the work directory (configs, logs, raw wrk output, the report's inputs)
 # Environment: BENCH_PROXY_CPU (0), BENCH_LOAD_CPU (1), BENCH_PORT_BASE (18080),
 #              BENCH_MAX_STEAL (5: a run that lost more than 5% of a core to the hypervisor is
 #              measured again), BENCH_STEAL_RETRIES (2; 0 with --quick), BENCH_PROFILE
@@ -42,7 +42,7 @@ for arg in "$@"; do
     --quick) MODE=quick ;;
     --update-readme) UPDATE_README=1 ;;
     --keep) KEEP=1 ;;
-    -h|--help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) printf 'run.sh: unknown argument %s (try --help)\n' "$arg" >&2; exit 2 ;;
   esac
 done
