@@ -3,18 +3,22 @@
 //!
 //! - `num`: numbers as awk read and C printf printed them, so the report keeps its bytes.
 //! - `stats`: medians, ratios, busy and steal shares, capacity, MiB, the refresh schedule.
-//! - `inputs`: the raw inputs kept in the work directory (runs, discarded runs, refresh
-//!   counters, facts), parsed strictly.
+//! - `inputs`: the raw measurements kept in the work directory (runs, discarded runs, refresh
+//!   counters, CPU tick samples), parsed strictly.
+//! - `facts`: `facts.txt`, the rest of the report's inputs (machine, settings, memory...).
 //! - `aggregate`: per set and row, the figures of the tables; paired per-round ratios.
 //! - `targets`: the PASS/FAIL rules of bench/README.md.
+//! - `notes`: the notes on rows that measured more than the proxy.
 //! - `report`: the report, rendered from the inputs.
 //! - `live`: what the script needs while it runs (counters, a run's line, its steal).
 //! - `cli`: the subcommands `bench/run.sh` calls.
 
 pub mod aggregate;
 pub mod cli;
+pub mod facts;
 pub mod inputs;
 pub mod live;
+pub mod notes;
 pub mod num;
 pub mod report;
 pub mod stats;

@@ -5,9 +5,11 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::aggregate::{aggregate, paired, Row, Table};
-use crate::inputs::{self, Facts, InputError, RefreshRound, Run};
-use crate::num::{awk_num, fixed, g6, int, left, right};
-use crate::stats::{add_elapsed, busy, capacity, expected_refreshes, mib, ratio, stolen};
+use crate::facts::{parse_facts, Facts};
+use crate::inputs::{self, InputError, RefreshRound, Run};
+use crate::notes::notes;
+use crate::num::{awk_num, g6, int, left, right};
+use crate::stats::{busy, capacity, expected_refreshes, mib, ratio, refresh_totals, stolen};
 use crate::targets;
 
 /// Everything one report is made from.
@@ -22,45 +24,12 @@ impl Inputs {
     /// Reads `facts.txt`, `runs.tsv`, `discarded.tsv` and `refresh.tsv` from a work directory.
     pub fn load(dir: &Path) -> Result<Inputs, InputError> {
         Ok(Inputs {
-            facts: inputs::parse_facts(&inputs::read(dir, "facts.txt")?, "facts.txt")?,
+            facts: parse_facts(&inputs::read(dir, "facts.txt")?, "facts.txt")?,
             runs: inputs::parse_runs(&inputs::read(dir, "runs.tsv")?, "runs.tsv")?,
             discarded: inputs::parse_runs(&inputs::read(dir, "discarded.tsv")?, "discarded.tsv")?,
             refresh: inputs::parse_refresh(&inputs::read(dir, "refresh.tsv")?, "refresh.tsv")?,
         })
     }
-}
-
-/// The refresh set's counters summed over its rounds.
-#[derive(Debug, PartialEq)]
-pub struct RefreshTotals {
-    /// Fetches of the steady tokenproxy (1 h tokens) during its runs.
-    pub steady_fetches: i64,
-    /// Fetches of tokenproxy-refresh, and how many of them failed.
-    pub fetches: i64,
-    pub failed: i64,
-    /// Token requests the 2 s issuer answered during tokenproxy-refresh's runs.
-    pub issued: i64,
-    /// Seconds of those runs, as printed ("0" before any round).
-    pub elapsed: String,
-}
-
-pub fn refresh_totals(rounds: &[RefreshRound]) -> RefreshTotals {
-    let mut t = RefreshTotals {
-        steady_fetches: 0,
-        fetches: 0,
-        failed: 0,
-        issued: 0,
-        elapsed: "0".to_string(),
-    };
-    for r in rounds {
-        t.steady_fetches += r.steady_after - r.steady_before;
-        t.elapsed = add_elapsed(awk_num(&t.elapsed), r.start, r.end);
-        t.issued += r.issuer_after - r.issuer_before;
-        let all = r.fetches_after - r.fetches_before;
-        t.fetches += all;
-        t.failed += all - (r.ok_after - r.ok_before);
-    }
-    t
 }
 
 const ROWS: [&str; 5] = [
@@ -538,102 +507,5 @@ fn table(o: &mut String, t: &Table<'_>, pc: &str, lc: &str, set: &str, rows: &[&
                 &g(|r| &r.each),
             ],
         );
-    }
-}
-
-/// Notes on rows whose figures measured something besides the proxy: a saturated load core,
-/// a proxy core much busier than the proxy, steal of 3% or more (one line per set).
-pub fn notes(rows: &[Row], pc: &str, lc: &str) -> String {
-    let mut o = String::new();
-    let mut stolen_sets: Vec<(&str, String)> = Vec::new();
-    for r in rows {
-        let (cpu_p, cpu_l) = (awk_num(&r.cpu_proxy), awk_num(&r.cpu_load));
-        let proc_pct = awk_num(&r.proc_pct);
-        let (st_p, st_l) = (awk_num(&r.steal_proxy), awk_num(&r.steal_load));
-        if r.row != "direct" {
-            if cpu_l >= 97.0 {
-                let _ = writeln!(
-                    o,
-                    "note: {}/{}: cpu{lc} (load) was {}% busy: the row may be limited by wrk and the upstream",
-                    r.set,
-                    r.row,
-                    int(cpu_l)
-                );
-            }
-            if r.set != "small-1" && cpu_p - proc_pct - st_p > 15.0 {
-                let _ = writeln!(
-                    o,
-                    "note: {}/{}: cpu{pc} was {}% busy but the proxy used {}%: something else ran there",
-                    r.set,
-                    r.row,
-                    int(cpu_p),
-                    int(proc_pct)
-                );
-            }
-        }
-        if st_p >= 3.0 || st_l >= 3.0 {
-            let entry = format!(" {} {}/{}", r.row, fixed(st_p, 1), fixed(st_l, 1));
-            match stolen_sets.iter_mut().find(|(s, _)| *s == r.set) {
-                Some((_, list)) => list.push_str(&entry),
-                None => stolen_sets.push((&r.set, entry)),
-            }
-        }
-    }
-    for (set, list) in stolen_sets {
-        let _ = writeln!(
-            o,
-            "note: {set}: steal of 3% or more (cpu{pc}/cpu{lc} %):{list}; those rows measured the host too"
-        );
-    }
-    o
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn round(
-        steady: (i64, i64),
-        fetches: (i64, i64),
-        ok: (i64, i64),
-        issuer: (i64, i64),
-        secs: (f64, f64),
-    ) -> RefreshRound {
-        RefreshRound {
-            steady_before: steady.0,
-            steady_after: steady.1,
-            fetches_before: fetches.0,
-            fetches_after: fetches.1,
-            ok_before: ok.0,
-            ok_after: ok.1,
-            issuer_before: issuer.0,
-            issuer_after: issuer.1,
-            start: secs.0,
-            end: secs.1,
-        }
-    }
-
-    #[test]
-    fn refresh_totals_sum_the_rounds() {
-        let t = refresh_totals(&[
-            round((50, 50), (4, 7), (4, 6), (4, 7), (100.0, 105.04)),
-            round((50, 51), (7, 10), (6, 9), (7, 10), (120.0, 125.04)),
-        ]);
-        assert_eq!(
-            t,
-            RefreshTotals {
-                steady_fetches: 1,
-                fetches: 6,
-                failed: 1,
-                issued: 6,
-                // 5.04 s is kept as 5.0, then 5.0 + 5.04 as 10.0 (not the 10.1 of 10.08)
-                elapsed: "10.0".to_string(),
-            }
-        );
-    }
-
-    #[test]
-    fn no_refresh_rounds_print_zero_seconds() {
-        assert_eq!(refresh_totals(&[]).elapsed, "0");
     }
 }

@@ -1,7 +1,9 @@
 //! The arithmetic of the report: medians, ratios, busy and steal shares, capacity, MiB, the
-//! refresh schedule. Each returns the text the report prints, formatted as the awk did.
+//! refresh counters and schedule. Each returns the text the report prints, formatted as the
+//! awk did.
 
-use crate::num::{fixed, int};
+use crate::inputs::RefreshRound;
+use crate::num::{awk_num, fixed, int};
 
 /// The median: the middle value of an odd count, the mean of the two middle ones of an even
 /// count; `None` for no values.
@@ -74,6 +76,39 @@ pub fn expected_refreshes(elapsed: f64, lifetime: f64) -> String {
 /// seconds), rounded to one decimal at each step as the running total always was.
 pub fn add_elapsed(elapsed: f64, start: f64, end: f64) -> String {
     fixed(elapsed + end - start, 1)
+}
+
+/// The refresh set's counters summed over its rounds.
+#[derive(Debug, PartialEq)]
+pub struct RefreshTotals {
+    /// Fetches of the steady tokenproxy (1 h tokens) during its runs.
+    pub steady_fetches: i64,
+    /// Fetches of tokenproxy-refresh, and how many of them failed.
+    pub fetches: i64,
+    pub failed: i64,
+    /// Token requests the 2 s issuer answered during tokenproxy-refresh's runs.
+    pub issued: i64,
+    /// Seconds of those runs, as printed ("0" before any round).
+    pub elapsed: String,
+}
+
+pub fn refresh_totals(rounds: &[RefreshRound]) -> RefreshTotals {
+    let mut t = RefreshTotals {
+        steady_fetches: 0,
+        fetches: 0,
+        failed: 0,
+        issued: 0,
+        elapsed: "0".to_string(),
+    };
+    for r in rounds {
+        t.steady_fetches += r.steady_after - r.steady_before;
+        t.elapsed = add_elapsed(awk_num(&t.elapsed), r.start, r.end);
+        t.issued += r.issuer_after - r.issuer_before;
+        let all = r.fetches_after - r.fetches_before;
+        t.fetches += all;
+        t.failed += all - (r.ok_after - r.ok_before);
+    }
+    t
 }
 
 #[cfg(test)]
@@ -150,5 +185,50 @@ mod tests {
         assert_eq!(one, "3.1");
         // 3.1 + 2.04 = 5.14 -> 5.1, not the 5.12 an unrounded sum would round from
         assert_eq!(add_elapsed(3.1, 10.0, 12.04), "5.1");
+    }
+
+    fn round(
+        steady: (i64, i64),
+        fetches: (i64, i64),
+        ok: (i64, i64),
+        issuer: (i64, i64),
+        secs: (f64, f64),
+    ) -> RefreshRound {
+        RefreshRound {
+            steady_before: steady.0,
+            steady_after: steady.1,
+            fetches_before: fetches.0,
+            fetches_after: fetches.1,
+            ok_before: ok.0,
+            ok_after: ok.1,
+            issuer_before: issuer.0,
+            issuer_after: issuer.1,
+            start: secs.0,
+            end: secs.1,
+        }
+    }
+
+    #[test]
+    fn refresh_totals_sum_the_rounds() {
+        let t = refresh_totals(&[
+            round((50, 50), (4, 7), (4, 6), (4, 7), (100.0, 105.04)),
+            round((50, 51), (7, 10), (6, 9), (7, 10), (120.0, 125.04)),
+        ]);
+        assert_eq!(
+            t,
+            RefreshTotals {
+                steady_fetches: 1,
+                fetches: 6,
+                failed: 1,
+                issued: 6,
+                // 5.04 s is kept as 5.0, then 5.0 + 5.04 as 10.0 (not the 10.1 of 10.08)
+                elapsed: "10.0".to_string(),
+            }
+        );
+    }
+
+    #[test]
+    fn no_refresh_rounds_print_zero_seconds() {
+        assert_eq!(refresh_totals(&[]).elapsed, "0");
     }
 }
