@@ -24,23 +24,25 @@
 //! - [`demo`]: the self-contained demo: a token issuer and an echo API.
 //! - [`cli`]: the command line.
 
-pub mod admin;
-pub mod app;
+#![forbid(unsafe_code)]
+
+pub(crate) mod admin;
+pub(crate) mod app;
 pub mod cli;
 pub mod config;
-pub mod credentials;
+pub(crate) mod credentials;
 pub mod demo;
 pub mod forward;
 pub mod h1;
-pub mod logging;
-pub mod metrics;
+pub(crate) mod logging;
+pub(crate) mod metrics;
 pub mod proxy;
-pub mod reload;
-pub mod routes;
+pub(crate) mod reload;
+pub(crate) mod routes;
 pub mod secret;
-pub mod serve;
-pub mod server;
+pub(crate) mod serve;
+pub(crate) mod server;
 pub mod shared_cache;
-pub mod shutdown;
+pub(crate) mod shutdown;
 pub mod token;
-pub mod upstream;
+pub(crate) mod upstream;

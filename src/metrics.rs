@@ -36,7 +36,6 @@ pub struct Metrics {
     pub idp_quota_limit: GaugeVec,
     pub config_reloads: IntCounterVec,
     pub config_last_reload_success: Gauge,
-    pub build_info: IntGaugeVec,
     pub shared_cache_requests: IntCounterVec,
     pub shared_cache_up: IntGauge,
 }
@@ -127,7 +126,6 @@ impl Metrics {
             config_reloads: counter(&r, "tokenproxy_config_reloads_total", "Config reloads by outcome (success, error).", &["outcome"]),
             shared_cache_requests: counter(&r, "tokenproxy_shared_cache_requests_total", "Operations on the shared token cache by op (get, set, lock, delete) and outcome (hit, miss, ok, contended, error, timeout).", &["op", "outcome"]),
             config_last_reload_success,
-            build_info,
             shared_cache_up,
             registry: r,
         }
