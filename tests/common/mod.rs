@@ -99,42 +99,28 @@ pub async fn metric(admin: u16, series: &str) -> f64 {
 /// A loopback port that refuses connections for as long as the guard lives: bound (so nothing
 /// else can take it) but not listening.
 pub struct ClosedPort {
-    fd: i32,
+    _socket: tokio::net::TcpSocket,
     pub port: u16,
 }
 
 impl ClosedPort {
     pub fn new() -> Self {
-        unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-            assert!(fd >= 0);
-            let mut addr: libc::sockaddr_in = std::mem::zeroed();
-            addr.sin_family = libc::AF_INET as libc::sa_family_t;
-            addr.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
-            addr.sin_port = 0;
-            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            assert_eq!(
-                libc::bind(fd, &addr as *const _ as *const libc::sockaddr, len),
-                0
-            );
-            let mut out: libc::sockaddr_in = std::mem::zeroed();
-            let mut out_len = len;
-            assert_eq!(
-                libc::getsockname(fd, &mut out as *mut _ as *mut libc::sockaddr, &mut out_len),
-                0
-            );
-            ClosedPort {
-                fd,
-                port: u16::from_be(out.sin_port),
-            }
+        let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+        socket
+            .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind 127.0.0.1:0");
+        let port = socket.local_addr().expect("its address").port();
+        ClosedPort {
+            _socket: socket,
+            port,
         }
     }
 }
 
-impl Drop for ClosedPort {
-    fn drop(&mut self) {
-        unsafe {
-            libc::close(self.fd);
-        }
-    }
+/// Sends signal `sig` (a `libc::SIG*` number) to process `pid`.
+pub fn send_signal(pid: u32, sig: i32) {
+    use nix::sys::signal::{kill, Signal};
+    let sig = Signal::try_from(sig).expect("a known signal");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a process id"));
+    kill(pid, sig).expect("the signal was sent");
 }

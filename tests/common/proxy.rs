@@ -118,9 +118,7 @@ impl Proxy {
     }
 
     pub fn signal(&self, sig: i32) {
-        unsafe {
-            libc::kill(self.pid(), sig);
-        }
+        super::send_signal(self.pid() as u32, sig);
     }
 
     /// Waits up to `timeout` for the process to exit.

@@ -160,9 +160,7 @@ impl RedisServer {
 
     pub fn signal(&self, sig: i32) {
         if let Some(c) = &self.child {
-            unsafe {
-                libc::kill(c.id() as i32, sig);
-            }
+            super::send_signal(c.id(), sig);
         }
     }
 }
