@@ -26,7 +26,7 @@ pub async fn run(listener: TcpListener, routes: Arc<RouteTable>, stop: Cancellat
         },
         stop,
     )
-    .await
+    .await;
 }
 
 fn handle(req: &Request<Incoming>, routes: &RouteTable) -> Response<Body> {

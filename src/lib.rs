@@ -25,6 +25,18 @@
 //! - [`cli`]: the command line.
 
 #![forbid(unsafe_code)]
+// A few of clippy's pedantic lints that the team agreed on (CI runs clippy with -D warnings):
+// casts that can truncate or change sign, Instant/Duration subtraction that can panic, very long
+// functions (the threshold is in clippy.toml), and two consistency lints.
+#![warn(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap,
+    clippy::unchecked_time_subtraction,
+    clippy::too_many_lines,
+    clippy::semicolon_if_nothing_returned,
+    clippy::redundant_closure_for_method_calls
+)]
 
 pub(crate) mod admin;
 pub(crate) mod app;

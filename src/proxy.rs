@@ -175,7 +175,7 @@ fn decide(session: &Session, route: &RouteState) -> std::result::Result<Forward,
     let raw = session
         .as_downstream()
         .as_http1()
-        .map(|h1| h1.get_headers_raw_bytes())
+        .map(pingora::protocols::http::v1::server::HttpSession::get_headers_raw_bytes)
         .ok_or(Answer::BadRequest)?;
     let mut headers = [httparse::EMPTY_HEADER; forward::MAX_HEADERS];
     let (_, req) = forward::parse_head(&raw, &mut headers)?.ok_or(Answer::BadRequest)?;

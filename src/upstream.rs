@@ -85,7 +85,7 @@ impl UpstreamTarget {
                 None => warn!(host = %self.upstream.host, "upstream host resolved to no address"),
             },
             Err(e) => {
-                warn!(host = %self.upstream.host, error = %e, "cannot resolve upstream host; keeping the last address")
+                warn!(host = %self.upstream.host, error = %e, "cannot resolve upstream host; keeping the last address");
             }
         }
     }

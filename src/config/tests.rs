@@ -84,6 +84,7 @@ fn upstream_authority_keeps_a_non_default_port_and_ipv6_brackets() {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // one table of cases
 fn rejections_name_the_key() {
     let cases: &[(&str, &str, &str)] = &[
         (

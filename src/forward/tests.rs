@@ -155,7 +155,7 @@ fn accepted_requests_and_what_they_forward() {
         },
     );
     with_plan(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", true, |p| {
-        assert!(p.unwrap().inject)
+        assert!(p.unwrap().inject);
     });
 }
 

@@ -283,6 +283,7 @@ impl ServerApp for H1App {
 impl H1App {
     /// Reads a whole request head, decides on it with the request policy ([`crate::forward`]),
     /// and answers it, serves it, or leaves it at the front of `conn.buf` for pingora.
+    #[allow(clippy::too_many_lines)] // to be split with the rest of this file (issue 17)
     async fn serve(&self, conn: &mut Conn, local: Option<SocketAddr>) -> Next {
         let step = loop {
             if !conn.buf.is_empty() {
@@ -616,7 +617,7 @@ impl H1App {
             close: plan.close,
             generation: injection.as_ref().map(|i| i.generation),
             body_len: match plan.body {
-                forward::Body::Length(n) => n as usize,
+                forward::Body::Length(n) => usize::try_from(n).unwrap_or(usize::MAX),
                 _ => 0,
             },
             method_path,

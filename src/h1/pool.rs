@@ -71,7 +71,9 @@ impl Pool {
 
 fn lock(shard: &Mutex<Idle>) -> std::sync::MutexGuard<'_, Idle> {
     // The critical sections cannot panic; a poisoned pool is still a valid Vec.
-    shard.lock().unwrap_or_else(|e| e.into_inner())
+    shard
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A number for the calling thread, given in the order threads first use a pool: the worker

@@ -184,7 +184,7 @@ impl SharedCache {
         ttl: Duration,
     ) -> Result<Vec<u8>, CacheError> {
         let sealed = self.config.keyring.seal(token, keys.value.as_bytes())?;
-        let ms = ttl.as_millis().max(1) as u64;
+        let ms = u64::try_from(ttl.as_millis().max(1)).unwrap_or(u64::MAX);
         let bytes = sealed.clone();
         self.run("set", |mut c| async move {
             redis::cmd("SET")
@@ -210,7 +210,7 @@ impl SharedCache {
             message: "no random lock owner".into(),
         })?;
         let owner: String = id.iter().map(|b| format!("{b:02x}")).collect();
-        let ms = self.config.lock_ttl.as_millis() as u64;
+        let ms = u64::try_from(self.config.lock_ttl.as_millis()).unwrap_or(u64::MAX);
         let value = owner.clone();
         let taken: Option<String> = self
             .run("lock", |mut c| async move {
@@ -249,7 +249,7 @@ impl SharedCache {
         lock: Lock,
         hold: Duration,
     ) -> Result<(), CacheError> {
-        let ms = hold.as_millis().max(1) as u64;
+        let ms = u64::try_from(hold.as_millis().max(1)).unwrap_or(u64::MAX);
         let script = &self.cap;
         let owner = lock.owner;
         self.run("lock", |mut c| async move {
@@ -326,7 +326,10 @@ impl SharedCache {
             Err(_) => Err(CacheError::Timeout(timeout)),
         };
         pending.done = true;
-        let mut problem = self.problem.lock().unwrap_or_else(|e| e.into_inner());
+        let mut problem = self
+            .problem
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match &result {
             Ok(_) => {
                 if problem.take().is_some() {
@@ -348,7 +351,10 @@ impl SharedCache {
 
     async fn drop_connection(&self) {
         *self.conn.lock().await = None;
-        *self.pause_until.lock().unwrap_or_else(|e| e.into_inner()) =
+        *self
+            .pause_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
             Some(Instant::now() + RECONNECT_PAUSE);
     }
 
@@ -371,7 +377,10 @@ impl SharedCache {
             debug!("shared cache: the redis password file changed; connecting again");
         }
         {
-            let mut pause = self.pause_until.lock().unwrap_or_else(|e| e.into_inner());
+            let mut pause = self
+                .pause_until
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if pause.is_some_and(|p| Instant::now() < p) {
                 return Err(CacheError::Paused);
             }

@@ -245,7 +245,7 @@ impl Refresher {
         info!(
             provider = %self.slot.key.provider,
             audience = self.slot.key.audience.as_deref().unwrap_or(""),
-            duration_ms = elapsed.as_millis() as u64,
+            duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             next_refresh_in_s = refresh_in.as_secs_f64(),
             for_the_fleet = lock.is_some(),
             "token fetched"

@@ -302,7 +302,7 @@ fn render(formats: &[HeaderFormat], raw: &Secret) -> Option<Vec<HeaderValue>> {
 /// Locks a mutex, recovering the data if a thread panicked while holding it: the data here is
 /// always left consistent, so a poisoned lock must not take the proxy down.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -288,7 +288,10 @@ impl TokenClient {
         provider: &Provider,
         identity: &TlsIdentity,
     ) -> Result<reqwest::Client, reqwest::Error> {
-        let mut cached = self.mtls.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cached = self
+            .mtls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((digest, client)) = cached.as_ref() {
             if *digest == identity.digest {
                 return Ok(client.clone());
@@ -563,7 +566,11 @@ pub fn jwt_exp(token: &str) -> Option<u64> {
     match claims.get("exp")? {
         Value::Number(n) => n
             .as_u64()
-            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+            // A float `exp` (seconds with a fraction): non-negative, and `as` saturates.
+            .or_else(|| {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)
+            }),
         _ => None,
     }
 }

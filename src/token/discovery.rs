@@ -146,14 +146,20 @@ impl Discovery {
     /// refresh keeps the last good document; with none, it is an error.
     pub async fn document(&self, http: &reqwest::Client) -> Result<Arc<Document>, String> {
         let (cached, due) = {
-            let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let s = self
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             (s.document.clone(), Instant::now() >= s.next_fetch)
         };
         if let (Some(doc), false) = (&cached, due) {
             return Ok(doc.clone());
         }
         let fetched = self.fetch(http).await;
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match fetched {
             Ok(doc) => {
                 let doc = Arc::new(doc);
@@ -197,7 +203,7 @@ impl Discovery {
     fn has_document(&self) -> bool {
         self.state
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .document
             .is_some()
     }
@@ -206,7 +212,7 @@ impl Discovery {
     pub fn next_fetch(&self) -> Instant {
         self.state
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .next_fetch
     }
 

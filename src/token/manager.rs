@@ -57,7 +57,10 @@ impl TokenManager {
             clients.insert(name.clone(), client);
         }
         let wanted: BTreeSet<&TokenKey> = config.routes.iter().map(|r| &r.token).collect();
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         entries.retain(|key, entry| {
             let keep = wanted.contains(key)
                 && config
@@ -124,7 +127,10 @@ impl TokenManager {
 
     /// Makes the refreshers of `provider` that are failing try again now.
     pub fn wake_failing(&self, provider: &str) {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (key, entry) in entries.iter() {
             if key.provider == provider && entry.slot.status().consecutive_failures > 0 {
                 entry.slot.request_refresh();
@@ -134,7 +140,10 @@ impl TokenManager {
 
     /// Stops every refresher.
     pub fn shutdown(&self) {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for entry in entries.values() {
             entry.cancel.cancel();
         }

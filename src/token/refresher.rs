@@ -58,7 +58,7 @@ pub async fn run(slot: Arc<TokenSlot>, source: Arc<ArcSwap<Source>>, cancel: Can
                     provider = %slot.key.provider,
                     auth_method = src.provider.auth_method.as_str(),
                     audience = slot.key.audience.as_deref().unwrap_or(""),
-                    duration_ms = elapsed.as_millis() as u64,
+                    duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
                     next_refresh_in_s = refresh_in.as_secs_f64(),
                     "token fetched"
                 );

@@ -59,7 +59,7 @@ impl RefreshPolicy {
 
     /// How long after it was requested a token may be injected.
     pub fn usable_for(&self, lifetime: Duration) -> Duration {
-        lifetime - self.skew(lifetime)
+        lifetime.checked_sub(self.skew(lifetime)).unwrap()
     }
 
     /// How long after it was requested a token is refreshed. `draw` is uniform in `[0, 1)`.
@@ -169,7 +169,8 @@ mod tests {
         for (failures, ceiling) in ceilings {
             let hi = p.backoff(failures, top);
             assert!(
-                hi <= secs(ceiling) && hi > secs(ceiling) - Duration::from_millis(1),
+                hi <= secs(ceiling)
+                    && hi > secs(ceiling).checked_sub(Duration::from_millis(1)).unwrap(),
                 "{failures}: {hi:?}"
             );
             let mid = p.backoff(failures, 0.5);
