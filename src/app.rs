@@ -2,12 +2,15 @@
 //! manager and the route table, and how a new config is put in force (at start-up and on
 //! reload). [`crate::server`] builds it; [`crate::reload`] and [`crate::admin`] use it.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
 use crate::config::{Config, ConfigError};
+use crate::listeners;
 use crate::routes::RouteTable;
 use crate::token::manager::TokenManager;
 
@@ -16,6 +19,8 @@ pub struct App {
     /// The file to reload from; `None` for a config built in memory (the demo).
     pub config_path: Option<PathBuf>,
     pub config: ArcSwap<Config>,
+    /// What each port-0 route's address became at start-up, for reloads.
+    pub resolved_listens: BTreeMap<String, SocketAddr>,
     pub tokens: TokenManager,
     pub routes: Arc<RouteTable>,
 }
@@ -33,7 +38,9 @@ impl App {
     /// Like [`App::apply`], for a reload: a route that moves to a token not in force before
     /// waits (up to its provider's timeout) for that token before taking over, so that the switch
     /// does not turn into 503s while the first fetch is under way.
-    pub async fn reload(&self, config: Config) -> Result<Vec<String>, ConfigError> {
+    pub async fn reload(&self, mut config: Config) -> Result<Vec<String>, ConfigError> {
+        config.admin_listen = self.config.load().admin_listen;
+        listeners::apply_resolved(&mut config, &self.resolved_listens);
         let in_force: Vec<_> = self
             .routes
             .routes()

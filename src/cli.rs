@@ -27,6 +27,10 @@ enum Command {
         /// Config file [default: $TOKENPROXY_CONFIG, then ./config.yaml]
         #[arg(long, env = "TOKENPROXY_CONFIG", default_value = "config.yaml")]
         config: PathBuf,
+        /// Once every listener accepts connections, write the listen addresses in force (port 0
+        /// resolved) to this file as JSON: {"admin": "IP:port", "routes": {"NAME": "IP:port"}}
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
     },
     /// Load and validate a config file; bind nothing, fetch nothing.
     Check {
@@ -65,7 +69,10 @@ pub fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Run { config: path } => {
+        Command::Run {
+            config: path,
+            ready_file,
+        } => {
             let config = match Config::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
@@ -74,7 +81,7 @@ pub fn main() -> ExitCode {
                 }
             };
             logging::init(&config.log);
-            match server::run(config, Some(path)) {
+            match server::run(config, Some(path), ready_file) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start");

@@ -19,6 +19,7 @@
 //! - [`shared_cache`]: the optional fleet-wide token cache on Redis (encrypted, lock-elected fetch).
 //! - [`app`]: the running proxy's shared state, and putting a config in force.
 //! - [`server`]: wiring of a running proxy.
+//! - [`listeners`]: port 0 resolved and reserved, and the `--ready-file`.
 //! - [`logging`]: tracing set-up.
 //! - [`serve`]: a small hyper server loop for the admin and demo listeners.
 //! - [`demo`]: the self-contained demo: a token issuer and an echo API.
@@ -46,6 +47,7 @@ pub(crate) mod credentials;
 pub mod demo;
 pub mod forward;
 pub mod h1;
+pub(crate) mod listeners;
 pub(crate) mod logging;
 pub(crate) mod metrics;
 pub mod proxy;

@@ -125,7 +125,10 @@ pub async fn reload(app: &App, path: &Path) {
         }
     };
     let old = app.config.load_full();
-    if config.admin_listen != old.admin_listen {
+    // `:0` asks for any port: the one it got at start-up is still what it asks for.
+    let same_admin = config.admin_listen == old.admin_listen
+        || (config.admin_listen.port() == 0 && config.admin_listen.ip() == old.admin_listen.ip());
+    if !same_admin {
         warn!(old = %old.admin_listen, new = %config.admin_listen, "admin.listen changed: takes effect after a restart");
     }
     let same_cache = match (&config.shared_cache, &old.shared_cache) {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use pingora::listeners::TcpSocketOptions;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
@@ -19,7 +20,7 @@ use crate::routes::RouteTable;
 use crate::shared_cache::SharedCache;
 use crate::shutdown::Signals;
 use crate::token::manager::TokenManager;
-use crate::{admin, h1, metrics, proxy, reload};
+use crate::{admin, h1, listeners, metrics, proxy, reload};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -37,18 +38,36 @@ pub enum StartError {
 }
 
 /// Runs the proxy until SIGTERM or SIGINT. Returns once shut down.
-pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), StartError> {
+/// With `ready_file`, the listen addresses in force are written there once every listener accepts
+/// connections ([`listeners::ready_json`]).
+pub fn run(
+    mut config: Config,
+    config_path: Option<PathBuf>,
+    ready_file: Option<PathBuf>,
+) -> Result<(), StartError> {
     for r in &config.routes {
         if !is_loopback(&r.listen) {
             warn!(route = %r.name, listen = %r.listen, "route listens on a non-loopback address: anyone who can reach it uses its credentials");
         }
     }
     // Bind-check every address first, so that a taken port is reported with its key instead of
-    // failing inside pingora.
+    // failing inside pingora. Port 0 becomes the port the kernel gave.
     let admin_std = bind(&config.admin_listen, "admin.listen")?;
+    config.admin_listen = admin_std.local_addr().map_err(|source| StartError::Bind {
+        key: "admin.listen".into(),
+        addr: config.admin_listen,
+        source,
+    })?;
     for (i, r) in config.routes.iter().enumerate() {
-        drop(bind(&r.listen, &format!("routes[{i}].listen"))?);
+        if r.listen.port() != 0 {
+            drop(bind(&r.listen, &format!("routes[{i}].listen"))?);
+        }
     }
+    let reserved = listeners::resolve(&mut config).map_err(|source| StartError::Bind {
+        key: "routes[].listen".into(),
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        source,
+    })?;
 
     let control = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -58,6 +77,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), StartErro
         .map_err(StartError::Runtime)?;
     let app = Arc::new(App {
         config_path,
+        resolved_listens: reserved.resolved.clone(),
         config: ArcSwap::from_pointee(config.clone()),
         tokens: TokenManager::with_shared_cache(
             config
@@ -109,13 +129,21 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), StartErro
         h1::H1App::new(pingora_proxy, app.routes.clone()),
     );
     for addr in app.routes.listen_addrs() {
-        service.add_tcp(&addr.to_string());
+        if reserved.resolved.values().any(|a| a == addr) {
+            // The reserving socket holds the port with SO_REUSEPORT until this one listens.
+            let mut options = TcpSocketOptions::default();
+            options.so_reuseport = Some(true);
+            service.add_tcp_with_settings(&addr.to_string(), options);
+        } else {
+            service.add_tcp(&addr.to_string());
+        }
     }
     server.add_service(service);
     for r in app.config.load().routes.iter() {
         info!(route = %r.name, listen = %r.listen, upstream = %r.upstream.authority, token = %r.token, "route");
     }
-    control.spawn(mark_listening(app.routes.clone()));
+    let ready = ready_file.map(|path| (path, listeners::ready_json(&app.config.load())));
+    control.spawn(mark_listening(app.routes.clone(), reserved, ready));
     let on_exit = {
         let app = app.clone();
         Arc::new(move || app.tokens.shutdown()) as Arc<dyn Fn() + Send + Sync>
@@ -138,7 +166,11 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), StartErro
 
 /// Waits until every proxy listener accepts a connection (pingora binds them on its own
 /// runtime), then marks the route table as listening for `/readyz`.
-async fn mark_listening(routes: Arc<RouteTable>) {
+async fn mark_listening(
+    routes: Arc<RouteTable>,
+    reserved: listeners::Reserved,
+    ready: Option<(PathBuf, String)>,
+) {
     let addrs: Vec<SocketAddr> = routes.listen_addrs().copied().collect();
     for addr in addrs {
         let target = if addr.ip().is_unspecified() {
@@ -158,7 +190,13 @@ async fn mark_listening(routes: Arc<RouteTable>) {
         }
     }
     routes.set_listening();
+    drop(reserved);
     info!("proxy listeners up");
+    if let Some((path, content)) = ready {
+        if let Err(e) = listeners::write_atomically(&path, &content) {
+            warn!(path = %path.display(), error = %e, "cannot write the ready file");
+        }
+    }
 }
 
 /// Whether this process holds a listening TCP socket bound to `addr`: the socket inodes among

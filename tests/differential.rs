@@ -10,7 +10,6 @@ mod common;
 use std::time::Duration;
 
 use common::config::Cfg;
-use common::free_port;
 use common::idp::{Idp, Mode};
 use common::proxy::Proxy;
 use common::rawup::{with_length, Client, RawUpstream, Received, Reply, Then};
@@ -44,13 +43,13 @@ where
     })
     .await;
     let up = RawUpstream::start(handler).await;
-    let (admin, port) = (free_port(), free_port());
-    let yaml = Cfg::new(admin, &idp.token_url(), SECRET)
+    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
         .top(&format!("lean_path: {lean}"))
-        .route("diff", port, &up.url(), &[])
+        .route("diff", 0, &up.url(), &[])
         .build();
-    let mut proxy = Proxy::start(&yaml, admin, &[("RUST_LOG", "info")]);
+    let mut proxy = Proxy::start(&yaml, 0, &[("RUST_LOG", "info")]);
     proxy.ready().await;
+    let port = proxy.port("diff");
     let tokens = idp.issued_tokens();
     assert_eq!(tokens.len(), 1, "one route, one token");
     Side {

@@ -9,11 +9,9 @@
 mod common;
 
 use std::io;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use common::config::Cfg;
-use common::free_port;
 use common::idp::{Idp, Mode};
 use common::proxy::Proxy;
 use common::rawup::{with_length, Client, Framing, RawUpstream, Received, Reply, Then};
@@ -55,106 +53,24 @@ where
     F: Fn(&Received) -> Reply + Send + Sync + 'static,
 {
     let up = RawUpstream::start(handler).await;
-    // A port can be taken between `free_port` and the proxy's bind, by any socket on the host
-    // (tests in other processes too): then everything but the upstream starts again on other
-    // ports, with a new IdP so that exactly one token is ever issued for the rig.
-    for _ in 0..5 {
-        let idp = Idp::start(Mode::Ok {
-            lifetime: Duration::from_secs(300),
-        })
-        .await;
-        let (admin, port) = (fresh_port(), fresh_port());
-        let yaml = Cfg::new(admin, &idp.token_url(), SECRET)
-            .route("raw", port, &up.url(), route_settings)
-            .build();
-        let mut proxy = Proxy::start(&yaml, admin, &[("RUST_LOG", "info")]);
-        if !became_ready(&mut proxy, &[admin, port]).await {
-            continue;
-        }
-        let tokens = idp.issued_tokens();
-        assert_eq!(tokens.len(), 1, "one route, one token: {tokens:?}");
-        return Rig {
-            bearer: format!("Bearer {}", tokens[0]),
-            up,
-            port,
-            proxy,
-            _idp: idp,
-        };
+    let idp = Idp::start(Mode::Ok {
+        lifetime: Duration::from_secs(300),
+    })
+    .await;
+    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
+        .route("raw", 0, &up.url(), route_settings)
+        .build();
+    let mut proxy = Proxy::start(&yaml, 0, &[("RUST_LOG", "info")]);
+    proxy.ready().await;
+    let tokens = idp.issued_tokens();
+    assert_eq!(tokens.len(), 1, "one route, one token: {tokens:?}");
+    Rig {
+        bearer: format!("Bearer {}", tokens[0]),
+        port: proxy.port("raw"),
+        up,
+        proxy,
+        _idp: idp,
     }
-    panic!("the proxy found a port taken five times over");
-}
-
-/// A free port never handed out before in this test binary, so two rigs starting at once
-/// cannot be given the same one.
-fn fresh_port() -> u16 {
-    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap();
-    loop {
-        let port = free_port();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
-}
-
-/// Polls until the proxy itself listens on every one of `ports` and `/readyz` answers 200
-/// (true), or it found a port taken (false; dropping it kills it); panics on any other exit or
-/// after 20 s. Unlike [`Proxy::ready`], a listener of another process on a port never counts.
-async fn became_ready(proxy: &mut Proxy, ports: &[u16]) -> bool {
-    let url = proxy.admin_url("/readyz");
-    let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = proxy.wait_exit(Duration::ZERO).await {
-            let log = proxy.stderr();
-            assert!(
-                log.contains("Address already in use"),
-                "tokenproxy exited early with {status}; stderr:\n{log}"
-            );
-            return false;
-        }
-        // pingora binds the route listener again after the start-up check and, finding the
-        // port taken, logs this and retries every second.
-        if proxy.stderr().contains("is in use, will try again") {
-            return false;
-        }
-        if ports.iter().all(|&p| listens_on(proxy.pid(), p)) {
-            if let Ok(r) = http.get(&url).send().await {
-                if r.status() == 200 {
-                    return true;
-                }
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "proxy not ready in 20s; stderr:\n{}",
-            proxy.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Whether process `pid` holds the socket listening on 127.0.0.1:`port`: the socket's inode
-/// from `/proc/net/tcp` (state `0A` is LISTEN) among the process's open files.
-fn listens_on(pid: i32, port: u16) -> bool {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    let local = format!("0100007F:{port:04X}");
-    let sockets: Vec<String> = table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let listening = f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A");
-            listening.then(|| f.get(9).map(|inode| format!("socket:[{inode}]")))?
-        })
-        .collect();
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
-    };
-    fds.flatten()
-        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-        .any(|target| sockets.iter().any(|s| target.as_os_str() == s.as_str()))
 }
 
 impl Rig {

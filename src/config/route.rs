@@ -133,9 +133,6 @@ pub(super) fn parse_listen(key: &str, value: &str) -> Result<SocketAddr, ConfigE
             format!("\"{value}\" is not an IP:port address (e.g. 127.0.0.1:8081 or [::1]:8081)"),
         )
     })?;
-    if addr.port() == 0 {
-        return Err(ConfigError::key(key, "port 0 is not allowed; pick a port"));
-    }
     Ok(addr)
 }
 

@@ -101,7 +101,8 @@ pub(super) fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
                 format!("duplicate route name \"{}\"", route.name),
             ));
         }
-        if !listens.insert(route.listen) {
+        // Port 0 asks for a port of the kernel's choosing: each such route gets its own.
+        if route.listen.port() != 0 && !listens.insert(route.listen) {
             return Err(ConfigError::key(
                 format!("routes[{i}].listen"),
                 format!(

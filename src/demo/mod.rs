@@ -200,7 +200,7 @@ routes:
     println!("  proxy         http://127.0.0.1:{proxy_port}/  ->  http://{api_addr}/api/");
     println!("  admin         http://127.0.0.1:{admin_port}/readyz /tokens /metrics");
     rt.spawn(first_request(proxy_port, admin_port, issuer));
-    server::run(config, None)?;
+    server::run(config, None, None)?;
     Ok(())
 }
 

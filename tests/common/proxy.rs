@@ -1,5 +1,6 @@
 //! The real `tokenproxy` binary as a child process, with its stderr kept for assertions.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -8,7 +9,10 @@ use super::wait_for;
 
 pub struct Proxy {
     child: Option<Child>,
+    /// The admin port: as given, or (given 0) as the proxy reported it in its ready file.
     pub admin: u16,
+    /// Route name → the port it listens on, from the ready file (see [`Proxy::port`]).
+    ports: BTreeMap<String, u16>,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     stderr_path: PathBuf,
@@ -20,7 +24,9 @@ pub fn binary() -> &'static str {
 
 impl Proxy {
     /// Writes `yaml` to a temporary config file and runs `tokenproxy run` on it with
-    /// `RUST_LOG=debug` (or the `RUST_LOG` in `env`). `admin` is the port of `admin.listen`.
+    /// `RUST_LOG=debug` (or the `RUST_LOG` in `env`). `admin` is the port of `admin.listen`, or 0
+    /// when the config asks for any port: then [`Proxy::ready`] and [`Proxy::listening`] learn
+    /// the ports the proxy got from its `--ready-file`.
     pub fn start(yaml: &str, admin: u16, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         Self::start_in(dir, yaml, admin, env)
@@ -35,6 +41,8 @@ impl Proxy {
         cmd.arg("run")
             .arg("--config")
             .arg(&config_path)
+            .arg("--ready-file")
+            .arg(dir.path().join("ready.json"))
             .env("RUST_LOG", "debug")
             .env_remove("TOKENPROXY_CONFIG")
             .stdin(Stdio::null())
@@ -47,6 +55,7 @@ impl Proxy {
         Proxy {
             child: Some(child),
             admin,
+            ports: BTreeMap::new(),
             dir,
             config_path,
             stderr_path,
@@ -74,8 +83,48 @@ impl Proxy {
         }
     }
 
+    /// Waits for the ready file the proxy writes once its listeners are up, and takes the ports
+    /// it names. Done once; [`Proxy::ready`] and [`Proxy::listening`] call it.
+    pub async fn bound(&mut self) {
+        if !self.ports.is_empty() {
+            return;
+        }
+        let path = self.dir.path().join("ready.json");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let text = loop {
+            self.assert_running();
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                break text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no ready file in 20s; stderr:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let ready: serde_json::Value = serde_json::from_str(&text).expect("ready file is JSON");
+        let port = |addr: &serde_json::Value| -> u16 {
+            let addr: std::net::SocketAddr = addr.as_str().unwrap().parse().unwrap();
+            addr.port()
+        };
+        self.admin = port(&ready["admin"]);
+        for (name, addr) in ready["routes"].as_object().expect("routes") {
+            self.ports.insert(name.clone(), port(addr));
+        }
+    }
+
+    /// The port route `name` listens on (after [`Proxy::ready`] or [`Proxy::listening`]).
+    pub fn port(&self, name: &str) -> u16 {
+        *self
+            .ports
+            .get(name)
+            .unwrap_or_else(|| panic!("no route {name} in the ready file (call ready() first)"))
+    }
+
     /// Waits until `/readyz` answers 200: tokens fetched and listeners up.
     pub async fn ready(&mut self) {
+        self.bound().await;
         let url = self.admin_url("/readyz");
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -97,6 +146,7 @@ impl Proxy {
 
     /// Waits until the admin listener answers and every proxy listener is up, tokens or not.
     pub async fn listening(&mut self) {
+        self.bound().await;
         let url = self.admin_url("/readyz");
         let client = reqwest::Client::new();
         let ok = wait_for(Duration::from_secs(20), || {
