@@ -34,13 +34,18 @@ async fn a_revoked_token_is_replaced_once_for_fifty_concurrent_401s() {
     })
     .await;
     let up = Upstream::http(Some(idp.checker())).await;
-    let (admin, port, off) = (free_port(), free_port(), free_port());
     let upstream = format!("http://{}", up.addr);
-    let config = cfg(&idp, admin, "400ms")
-        .route("api", port, &upstream, &[])
-        .route("noreplay", off, &upstream, &["replay: false"]);
-    let mut proxy = Proxy::start(&config.build(), admin, &[("RUST_LOG", "info")]);
+    let config = cfg(&idp, 0, "400ms").route("api", 0, &upstream, &[]).route(
+        "noreplay",
+        0,
+        &upstream,
+        &["replay: false"],
+    );
+    let mut proxy = Proxy::start(&config.build(), 0, &[("RUST_LOG", "info")]);
     proxy.ready().await;
+    let admin = proxy.admin;
+    let port = proxy.port("api");
+    let off = proxy.port("noreplay");
     let first = idp.issued_tokens()[0].clone();
     up.revoke(&first);
 
@@ -280,10 +285,10 @@ async fn idp_quota_header_is_exported_and_shown() {
     .await;
     idp.set_quota_header("b=per_hour;q=100;r=98;t=3600,b=per_day;q=1000;r=996;t=86400,b=broken");
     let up = Upstream::http(None).await;
-    let (admin, port) = (free_port(), free_port());
-    let config = cfg(&idp, admin, "400ms").route("api", port, &format!("http://{}", up.addr), &[]);
-    let mut proxy = Proxy::start(&config.build(), admin, &[]);
+    let config = cfg(&idp, 0, "400ms").route("api", 0, &format!("http://{}", up.addr), &[]);
+    let mut proxy = Proxy::start(&config.build(), 0, &[]);
     proxy.ready().await;
+    let admin = proxy.admin;
     assert_eq!(
         metric(
             admin,
@@ -346,12 +351,13 @@ async fn upstream_resets_mid_response_and_the_proxy_keeps_serving() {
     .await;
     let up = Upstream::http(None).await;
     let reset = resetting_upstream().await;
-    let (admin, good, bad) = (free_port(), free_port(), free_port());
-    let config = cfg(&idp, admin, "400ms")
-        .route("good", good, &format!("http://{}", up.addr), &[])
-        .route("reset", bad, &format!("http://{reset}"), &[]);
-    let mut proxy = Proxy::start(&config.build(), admin, &[("RUST_LOG", "info")]);
+    let config = cfg(&idp, 0, "400ms")
+        .route("good", 0, &format!("http://{}", up.addr), &[])
+        .route("reset", 0, &format!("http://{reset}"), &[]);
+    let mut proxy = Proxy::start(&config.build(), 0, &[("RUST_LOG", "info")]);
     proxy.ready().await;
+    let good = proxy.port("good");
+    let bad = proxy.port("reset");
     for _ in 0..5 {
         let body = match client()
             .get(format!("http://127.0.0.1:{bad}/x"))
@@ -383,10 +389,10 @@ async fn a_burst_of_2000_requests_over_200_connections_across_a_refresh() {
     let lifetime = Duration::from_secs(2);
     let idp = Idp::start(Mode::Ok { lifetime }).await;
     let up = Upstream::http(Some(idp.checker())).await;
-    let (admin, port) = (free_port(), free_port());
-    let config = cfg(&idp, admin, "400ms").route("api", port, &format!("http://{}", up.addr), &[]);
-    let mut proxy = Proxy::start(&config.build(), admin, &[("RUST_LOG", "warn")]);
+    let config = cfg(&idp, 0, "400ms").route("api", 0, &format!("http://{}", up.addr), &[]);
+    let mut proxy = Proxy::start(&config.build(), 0, &[("RUST_LOG", "warn")]);
     proxy.ready().await;
+    let port = proxy.port("api");
     let fetches_before = idp.request_count();
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -468,10 +474,10 @@ async fn hostile_client_input_gets_a_4xx_and_goes_nowhere_else() {
     })
     .await;
     let up = Upstream::http(Some(idp.checker())).await;
-    let (admin, port) = (free_port(), free_port());
-    let config = cfg(&idp, admin, "400ms").route("api", port, &format!("http://{}", up.addr), &[]);
-    let mut proxy = Proxy::start(&config.build(), admin, &[("RUST_LOG", "info")]);
+    let config = cfg(&idp, 0, "400ms").route("api", 0, &format!("http://{}", up.addr), &[]);
+    let mut proxy = Proxy::start(&config.build(), 0, &[("RUST_LOG", "info")]);
     proxy.ready().await;
+    let port = proxy.port("api");
     let big_header = format!(
         "GET /a HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
         "a".repeat(200 * 1024)
@@ -556,10 +562,10 @@ async fn websocket_upgrade_passes_through_with_the_token_on_the_handshake() {
             s.write_all(&buf[..n]).await.unwrap();
         }
     });
-    let (admin, port) = (free_port(), free_port());
-    let config = cfg(&idp, admin, "400ms").route("ws", port, &format!("http://{ws_addr}"), &[]);
-    let mut proxy = Proxy::start(&config.build(), admin, &[("RUST_LOG", "info")]);
+    let config = cfg(&idp, 0, "400ms").route("ws", 0, &format!("http://{ws_addr}"), &[]);
+    let mut proxy = Proxy::start(&config.build(), 0, &[("RUST_LOG", "info")]);
     proxy.ready().await;
+    let port = proxy.port("ws");
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     s.write_all(b"GET /socket HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").await.unwrap();
     let mut head = Vec::new();
@@ -605,14 +611,15 @@ async fn http2_to_the_upstream_when_offered_and_not_when_off() {
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, &ca.ca_pem).unwrap();
-    let (admin, auto, off) = (free_port(), free_port(), free_port());
     let upstream = format!("https://localhost:{}", up.addr.port());
     let ca_line = format!("ca_file: {}", ca_file.display());
-    let config = cfg(&idp, admin, "400ms")
-        .route("auto", auto, &upstream, &[&ca_line])
-        .route("off", off, &upstream, &[&ca_line, "http2: off"]);
-    let mut proxy = Proxy::start_in(dir, &config.build(), admin, &[("RUST_LOG", "info")]);
+    let config = cfg(&idp, 0, "400ms")
+        .route("auto", 0, &upstream, &[&ca_line])
+        .route("off", 0, &upstream, &[&ca_line, "http2: off"]);
+    let mut proxy = Proxy::start_in(dir, &config.build(), 0, &[("RUST_LOG", "info")]);
     proxy.ready().await;
+    let auto = proxy.port("auto");
+    let off = proxy.port("off");
     let r = client()
         .post(format!("http://127.0.0.1:{auto}/h2"))
         .body("over h2")

@@ -11,7 +11,7 @@ use common::idp::{Idp, Mode};
 use common::proxy::Proxy;
 use common::tls::TestCa;
 use common::upstream::{sha256_hex, Upstream};
-use common::{client, free_port, metric};
+use common::{client, metric};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SECRET: &str = "lean-secret";
@@ -65,18 +65,20 @@ async fn plain_requests_are_served_lean_and_the_rest_by_pingora_with_the_same_re
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, &ca.ca_pem).unwrap();
-    let (admin, port, tls) = (free_port(), free_port(), free_port());
-    let yaml = Cfg::new(admin, &idp.token_url(), SECRET)
-        .route("api", port, &format!("http://{}/base/", up.addr), &[])
+    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
+        .route("api", 0, &format!("http://{}/base/", up.addr), &[])
         .route(
             "tls",
-            tls,
+            0,
             &format!("https://localhost:{}", tls_up.addr.port()),
             &[&format!("ca_file: {}", ca_file.display())],
         )
         .build();
-    let mut proxy = Proxy::start_in(dir, &yaml, admin, &[]);
+    let mut proxy = Proxy::start_in(dir, &yaml, 0, &[]);
     proxy.ready().await;
+    let admin = proxy.admin;
+    let port = proxy.port("api");
+    let tls = proxy.port("tls");
     let c = client();
 
     // Served lean: a GET, and a POST with a small body.
@@ -188,13 +190,14 @@ async fn plain_requests_are_served_lean_and_the_rest_by_pingora_with_the_same_re
 async fn lean_path_false_sends_every_request_through_pingora() {
     let idp = Idp::start(ok_mode()).await;
     let up = Upstream::http(Some(idp.checker())).await;
-    let (admin, port) = (free_port(), free_port());
-    let yaml = Cfg::new(admin, &idp.token_url(), SECRET)
+    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
         .top("lean_path: false")
-        .route("api", port, &format!("http://{}", up.addr), &[])
+        .route("api", 0, &format!("http://{}", up.addr), &[])
         .build();
-    let mut proxy = Proxy::start(&yaml, admin, &[]);
+    let mut proxy = Proxy::start(&yaml, 0, &[]);
     proxy.ready().await;
+    let admin = proxy.admin;
+    let port = proxy.port("api");
     for _ in 0..3 {
         let r = client()
             .get(format!("http://127.0.0.1:{port}/x"))
@@ -211,15 +214,16 @@ async fn lean_path_false_sends_every_request_through_pingora() {
 async fn lean_path_can_be_turned_off_and_on_by_reload() {
     let idp = Idp::start(ok_mode()).await;
     let up = Upstream::http(Some(idp.checker())).await;
-    let (admin, port) = (free_port(), free_port());
     let config = |lean: bool| {
-        Cfg::new(admin, &idp.token_url(), SECRET)
+        Cfg::new(0, &idp.token_url(), SECRET)
             .top(&format!("lean_path: {lean}"))
-            .route("api", port, &format!("http://{}", up.addr), &[])
+            .route("api", 0, &format!("http://{}", up.addr), &[])
             .build()
     };
-    let mut proxy = Proxy::start(&config(true), admin, &[]);
+    let mut proxy = Proxy::start(&config(true), 0, &[]);
     proxy.ready().await;
+    let admin = proxy.admin;
+    let port = proxy.port("api");
     // A keep-alive client: a connection the lean path handed to pingora comes back to it, and
     // the switch applies from the next request on, on whatever connection carries it.
     let c = reqwest::Client::new();
@@ -258,13 +262,14 @@ async fn lean_path_can_be_turned_off_and_on_by_reload() {
 async fn without_a_token_the_request_goes_to_pingora_which_answers_503() {
     let idp = Idp::start(Mode::Status(500, r#"{"error":"server_error"}"#.into())).await;
     let up = Upstream::http(None).await;
-    let (admin, port) = (free_port(), free_port());
-    let yaml = Cfg::new(admin, &idp.token_url(), SECRET)
+    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
         .provider("refresh: { retry_initial: 100ms, retry_max: 200ms }")
-        .route("api", port, &format!("http://{}", up.addr), &[])
+        .route("api", 0, &format!("http://{}", up.addr), &[])
         .build();
-    let mut proxy = Proxy::start(&yaml, admin, &[]);
+    let mut proxy = Proxy::start(&yaml, 0, &[]);
     proxy.listening().await;
+    let admin = proxy.admin;
+    let port = proxy.port("api");
     let r = client()
         .get(format!("http://127.0.0.1:{port}/x"))
         .send()

@@ -12,7 +12,7 @@ use common::config::Cfg;
 use common::idp::{Idp, Mode};
 use common::proxy::Proxy;
 use common::rawup::{Client, RawUpstream, Received, Reply};
-use common::{free_port, metric, wait_for};
+use common::{metric, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -47,14 +47,14 @@ where
         lifetime: Duration::from_secs(300),
     })
     .await;
-    let (admin, port) = (free_port(), free_port());
-    let mut cfg = Cfg::new(admin, &idp.token_url(), SECRET);
+    let mut cfg = Cfg::new(0, &idp.token_url(), SECRET);
     for line in top {
         cfg = cfg.top(line);
     }
-    let yaml = cfg.route("raw", port, &up.url(), &[]).build();
-    let mut proxy = Proxy::start(&yaml, admin, &[("RUST_LOG", "info")]);
+    let yaml = cfg.route("raw", 0, &up.url(), &[]).build();
+    let mut proxy = Proxy::start(&yaml, 0, &[("RUST_LOG", "info")]);
     proxy.ready().await;
+    let port = proxy.port("raw");
     Rig {
         up,
         port,

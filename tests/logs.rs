@@ -190,12 +190,12 @@ async fn access_log_is_off_by_default_and_text_format_is_plain() {
     })
     .await;
     let up = Upstream::http(None).await;
-    let (admin, port) = (free_port(), free_port());
-    let yaml = Cfg::new(admin, &idp.token_url(), "x")
-        .route("api", port, &format!("http://{}", up.addr), &[])
+    let yaml = Cfg::new(0, &idp.token_url(), "x")
+        .route("api", 0, &format!("http://{}", up.addr), &[])
         .build();
-    let mut proxy = Proxy::start(&yaml, admin, &[("RUST_LOG", "info")]);
+    let mut proxy = Proxy::start(&yaml, 0, &[("RUST_LOG", "info")]);
     proxy.ready().await;
+    let port = proxy.port("api");
     client()
         .get(format!("http://127.0.0.1:{port}/only-once"))
         .send()

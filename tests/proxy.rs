@@ -25,15 +25,16 @@ fn ok_mode() -> Mode {
 async fn injects_exactly_one_bearer_and_never_the_callers_own() {
     let idp = Idp::start(ok_mode()).await;
     let up = Upstream::http(Some(idp.checker())).await;
-    let (admin, replace, keep) = (free_port(), free_port(), free_port());
     let upstream = format!("http://{}", up.addr);
     let token = "token: { provider: idp, audience: https://api.example/ }";
-    let yaml = Cfg::new(admin, &idp.token_url(), SECRET)
-        .route("replace", replace, &upstream, &[token])
-        .route("keep", keep, &upstream, &["existing: keep", token])
+    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
+        .route("replace", 0, &upstream, &[token])
+        .route("keep", 0, &upstream, &["existing: keep", token])
         .build();
-    let mut proxy = Proxy::start(&yaml, admin, &[]);
+    let mut proxy = Proxy::start(&yaml, 0, &[]);
     proxy.ready().await;
+    let replace = proxy.port("replace");
+    let keep = proxy.port("keep");
     let c = client();
 
     let r = c
@@ -150,19 +151,20 @@ async fn https_upstream_with_generated_ca_gets_sni_host_and_base_path() {
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, &ca.ca_pem).unwrap();
-    let (admin, port, untrusted) = (free_port(), free_port(), free_port());
     let upstream = format!("https://localhost:{}/api/v1/", up.addr.port());
-    let yaml = Cfg::new(admin, &idp.token_url(), SECRET)
+    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
         .route(
             "tls",
-            port,
+            0,
             &upstream,
             &[&format!("ca_file: {}", ca_file.display())],
         )
-        .route("untrusted", untrusted, &upstream, &[])
+        .route("untrusted", 0, &upstream, &[])
         .build();
-    let mut proxy = Proxy::start_in(dir, &yaml, admin, &[]);
+    let mut proxy = Proxy::start_in(dir, &yaml, 0, &[]);
     proxy.ready().await;
+    let port = proxy.port("tls");
+    let untrusted = proxy.port("untrusted");
     let c = client();
     let r = c
         .post(format!(
@@ -204,12 +206,12 @@ async fn https_upstream_with_generated_ca_gets_sni_host_and_base_path() {
 async fn ten_mib_bodies_stream_through_intact_both_ways() {
     let idp = Idp::start(ok_mode()).await;
     let up = Upstream::http(Some(idp.checker())).await;
-    let (admin, port) = (free_port(), free_port());
-    let yaml = Cfg::new(admin, &idp.token_url(), SECRET)
-        .route("big", port, &format!("http://{}", up.addr), &[])
+    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
+        .route("big", 0, &format!("http://{}", up.addr), &[])
         .build();
-    let mut proxy = Proxy::start(&yaml, admin, &[("RUST_LOG", "info")]);
+    let mut proxy = Proxy::start(&yaml, 0, &[("RUST_LOG", "info")]);
     proxy.ready().await;
+    let port = proxy.port("big");
     let c = client();
     const N: usize = 10 * 1024 * 1024;
     let upload = pattern(N);
@@ -245,23 +247,24 @@ async fn upstream_refused_is_502_and_timeout_is_504_with_json_naming_the_route()
     let idp = Idp::start(ok_mode()).await;
     let up = Upstream::http(Some(idp.checker())).await;
     let closed = common::ClosedPort::new();
-    let (admin, refused, slow) = (free_port(), free_port(), free_port());
-    let yaml = Cfg::new(admin, &idp.token_url(), SECRET)
+    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
         .route(
             "refused",
-            refused,
+            0,
             &format!("http://127.0.0.1:{}", closed.port),
             &[],
         )
         .route(
             "slow",
-            slow,
+            0,
             &format!("http://{}", up.addr),
             &["read_timeout: 300ms"],
         )
         .build();
-    let mut proxy = Proxy::start(&yaml, admin, &[]);
+    let mut proxy = Proxy::start(&yaml, 0, &[]);
     proxy.ready().await;
+    let refused = proxy.port("refused");
+    let slow = proxy.port("slow");
     let c = client();
 
     let r = c
@@ -304,13 +307,14 @@ async fn without_a_token_nothing_is_forwarded_and_the_caller_gets_503() {
     ))
     .await;
     let up = Upstream::http(None).await;
-    let (admin, port) = (free_port(), free_port());
-    let yaml = Cfg::new(admin, &idp.token_url(), SECRET)
+    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
         .provider("refresh: { retry_initial: 100ms, retry_max: 200ms }")
-        .route("orders", port, &format!("http://{}", up.addr), &[])
+        .route("orders", 0, &format!("http://{}", up.addr), &[])
         .build();
-    let mut proxy = Proxy::start(&yaml, admin, &[]);
+    let mut proxy = Proxy::start(&yaml, 0, &[]);
     proxy.listening().await;
+    let admin = proxy.admin;
+    let port = proxy.port("orders");
     let c = client();
     // Until the first answer from the IdP the reason is that the token is still pending.
     let failed = common::wait_for(Duration::from_secs(10), || async {
