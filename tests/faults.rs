@@ -14,7 +14,7 @@ use common::idp::{Idp, Mode};
 use common::proxy::Proxy;
 use common::tls::TestCa;
 use common::upstream::{sha256_hex, Upstream};
-use common::{client, free_port, metric, wait_for};
+use common::{client, metric, wait_for};
 
 const SECRET: &str = "fault-secret";
 
@@ -128,15 +128,16 @@ async fn a_body_over_the_replay_buffer_gets_the_401_back() {
     })
     .await;
     let up = Upstream::http(Some(idp.checker())).await;
-    let (admin, port) = (free_port(), free_port());
-    let config = cfg(&idp, admin, "400ms").route(
+    let config = cfg(&idp, 0, "400ms").route(
         "api",
-        port,
+        0,
         &format!("http://{}", up.addr),
         &["replay_buffer: 1024"],
     );
-    let mut proxy = Proxy::start(&config.build(), admin, &[("RUST_LOG", "info")]);
+    let mut proxy = Proxy::start(&config.build(), 0, &[("RUST_LOG", "info")]);
     proxy.ready().await;
+    let admin = proxy.admin;
+    let port = proxy.port("api");
     up.revoke(&idp.issued_tokens()[0]);
     let r = client()
         .post(format!("http://127.0.0.1:{port}/big"))
@@ -169,11 +170,10 @@ async fn idp_fault(mode: Mode, reason: &str, min_gap: Duration, retry_max: &str)
     let lifetime = Duration::from_secs(2);
     let idp = Idp::start(Mode::Ok { lifetime }).await;
     let up = Upstream::http(Some(idp.checker())).await;
-    let (admin, port) = (free_port(), free_port());
-    let config =
-        cfg(&idp, admin, retry_max).route("api", port, &format!("http://{}", up.addr), &[]);
-    let mut proxy = Proxy::start(&config.build(), admin, &[("RUST_LOG", "info")]);
+    let config = cfg(&idp, 0, retry_max).route("api", 0, &format!("http://{}", up.addr), &[]);
+    let mut proxy = Proxy::start(&config.build(), 0, &[("RUST_LOG", "info")]);
     proxy.ready().await;
+    let port = proxy.port("api");
     let failing_since = Instant::now();
     idp.set_mode(mode);
     let c = client();

@@ -29,18 +29,18 @@ async fn status(url: &str) -> (u16, serde_json::Value) {
 async fn readyz_follows_the_tokens_and_tokens_shows_no_secret() {
     let idp = Idp::start(Mode::Status(503, "{}".into())).await;
     let up = Upstream::http(None).await;
-    let (admin, port) = (free_port(), free_port());
-    let yaml = Cfg::new(admin, &idp.token_url(), SECRET)
+    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
         .provider("refresh: { retry_initial: 100ms, retry_max: 300ms }")
         .route(
             "orders",
-            port,
+            0,
             &format!("http://{}", up.addr),
             &[r#"token: { provider: idp, audience: "https://orders/", scope: "read" }"#],
         )
         .build();
-    let mut proxy = Proxy::start(&yaml, admin, &[]);
+    let mut proxy = Proxy::start(&yaml, 0, &[]);
     proxy.listening().await;
+    let admin = proxy.admin;
 
     // Before the first token: 503, naming the route and the last error.
     let (s, body) = status(&proxy.admin_url("/readyz")).await;
