@@ -15,7 +15,7 @@ use base64::Engine as _;
 use common::idp::{Idp, Mode};
 use common::proxy::Proxy;
 use common::upstream::Upstream;
-use common::{client, free_port, wait_for};
+use common::{client, wait_for};
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
@@ -66,7 +66,7 @@ async fn client_assertion_file_is_sent_as_read_and_an_expired_one_is_not() {
     let token_file = dir.path().join("idp-token");
     swap(&token_file, &sa_token(3600, 1));
     idp.accept_only_assertion_from(&token_file);
-    let (admin, port) = (free_port(), free_port());
+    let (admin, port) = (0u16, 0u16);
     let yaml = format!(
         r#"admin: {{ listen: 127.0.0.1:{admin} }}
 providers:
@@ -88,6 +88,7 @@ routes:
     );
     let mut proxy = Proxy::start_in(dir, &yaml, admin, &[]);
     proxy.ready().await;
+    let port = proxy.port("api");
     let r = client()
         .get(format!("http://127.0.0.1:{port}/orders"))
         .send()
@@ -239,7 +240,7 @@ async fn discovery_for_another_issuer_is_discovery_failed_until_it_is_right() {
         r#"{{"issuer":"{issuer}/tenant","token_endpoint":"{}"}}"#,
         idp.token_url()
     );
-    let (admin, port) = (free_port(), free_port());
+    let (admin, port) = (0u16, 0u16);
     let yaml = format!(
         r#"admin: {{ listen: 127.0.0.1:{admin} }}
 providers:
@@ -258,6 +259,7 @@ routes:
     );
     let mut proxy = Proxy::start(&yaml, admin, &[]);
     proxy.listening().await;
+    let port = proxy.port("api");
     let url = format!("http://127.0.0.1:{port}/x");
     assert!(
         wait_for(Duration::from_secs(10), || {
@@ -367,7 +369,7 @@ async fn private_key_jwt_sends_a_fresh_signed_assertion_per_token_request() {
     let key = rcgen::KeyPair::generate().unwrap();
     let key_file = dir.path().join("client-key.pem");
     std::fs::write(&key_file, key.serialize_pem()).unwrap();
-    let (admin, port) = (free_port(), free_port());
+    let (admin, port) = (0u16, 0u16);
     let yaml = format!(
         r#"admin: {{ listen: 127.0.0.1:{admin} }}
 providers:
@@ -389,6 +391,7 @@ routes:
     );
     let mut proxy = Proxy::start_in(dir, &yaml, admin, &[]);
     proxy.ready().await;
+    let port = proxy.port("api");
     assert!(
         wait_for(Duration::from_secs(10), || async {
             idp.request_count() >= 3

@@ -219,7 +219,7 @@ async fn a_rotated_secret_file_is_used_without_a_restart() {
     std::fs::write(v1.join("client_secret"), "old-secret\n").unwrap();
     std::os::unix::fs::symlink("..v1", dir.path().join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/client_secret", dir.path().join("client_secret")).unwrap();
-    let (admin, port) = (free_port(), free_port());
+    let (admin, port) = (0u16, 0u16);
     let yaml = format!(
         r#"
 admin: {{ listen: 127.0.0.1:{admin} }}
@@ -241,6 +241,7 @@ routes:
     );
     let mut proxy = Proxy::start_in(dir, &yaml, admin, &[]);
     proxy.ready().await;
+    let (admin, port) = (proxy.admin, proxy.port("api"));
 
     // The IdP now takes only the new secret; fetches with the old one fail with invalid_client.
     idp.accept_only_secret("new-secret");
