@@ -9,7 +9,7 @@ use common::config::Cfg;
 use common::idp::{Idp, Mode};
 use common::proxy::Proxy;
 use common::upstream::Upstream;
-use common::{client, free_port, metric, wait_for};
+use common::{client, metric, wait_for};
 
 const SECRET: &str = "ops-secret";
 
@@ -126,13 +126,14 @@ async fn reload_on_sighup_rejects_bad_configs_and_follows_file_edits() {
         Upstream::http(Some(idp.checker())).await,
         Upstream::http(Some(idp.checker())).await,
     );
-    let (admin, port) = (free_port(), free_port());
+    let (admin, port) = (0u16, 0u16);
     let mut proxy = Proxy::start(
         &reload_config(&idp, admin, port, &up_a, "https://a/"),
         admin,
         &[],
     );
     proxy.ready().await;
+    let (admin, port) = (proxy.admin, proxy.port("api"));
     let url = format!("http://127.0.0.1:{port}/x");
     let c = reqwest::Client::new();
     assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
@@ -297,9 +298,10 @@ fn shutdown_config(idp: &Idp, up: &Upstream, admin: u16, port: u16, grace: &str)
 async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
     let idp = Idp::start(lifetime(300)).await;
     let up = Upstream::http(Some(idp.checker())).await;
-    let (admin, port) = (free_port(), free_port());
+    let (admin, port) = (0u16, 0u16);
     let mut proxy = Proxy::start(&shutdown_config(&idp, &up, admin, port, "10s"), admin, &[]);
     proxy.ready().await;
+    let port = proxy.port("api");
     let slow = tokio::spawn(async move {
         let r = client()
             .get(format!("http://127.0.0.1:{port}/slow?sleep_ms=1500"))
@@ -340,9 +342,10 @@ async fn idle_sigterm_and_sigint_exit_at_once_not_after_the_grace_period() {
     for sig in [libc::SIGTERM, libc::SIGINT] {
         let idp = Idp::start(lifetime(300)).await;
         let up = Upstream::http(None).await;
-        let (admin, port) = (free_port(), free_port());
+        let (admin, port) = (0u16, 0u16);
         let mut proxy = Proxy::start(&shutdown_config(&idp, &up, admin, port, "30s"), admin, &[]);
         proxy.ready().await;
+        let port = proxy.port("api");
         // A kept-alive idle connection must not hold the exit up.
         let c = reqwest::Client::new();
         assert_eq!(

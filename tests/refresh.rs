@@ -10,7 +10,7 @@ use common::config::Cfg;
 use common::idp::{Idp, Mode};
 use common::proxy::Proxy;
 use common::upstream::Upstream;
-use common::{free_port, wait_for};
+use common::wait_for;
 
 const SECRET: &str = "refresh-secret";
 
@@ -67,13 +67,14 @@ async fn steady_traffic(port: u16, workers: usize, duration: Duration) -> (usize
 async fn steady_traffic_never_carries_an_expired_token(mode: Mode, lifetime: Duration) {
     let idp = Idp::start(mode).await;
     let up = Upstream::http(Some(idp.checker())).await;
-    let (admin, port) = (free_port(), free_port());
+    let (admin, port) = (0u16, 0u16);
     let mut proxy = Proxy::start(
         &config(&idp, &up, admin, port),
         admin,
         &[("RUST_LOG", "info")],
     );
     proxy.ready().await;
+    let port = proxy.port("api");
     let run = lifetime * 3 + lifetime / 2;
     let (ok, bad) = steady_traffic(port, 4, run).await;
     assert!(bad.is_empty(), "non-200 answers: {bad:?}");
@@ -128,9 +129,10 @@ async fn serves_until_expiry_then_503_then_recovers(failure: Failure) {
     let lifetime = Duration::from_secs(3);
     let idp = Idp::start(Mode::Ok { lifetime }).await;
     let up = Upstream::http(Some(idp.checker())).await;
-    let (admin, port) = (free_port(), free_port());
+    let (admin, port) = (0u16, 0u16);
     let mut proxy = Proxy::start(&config(&idp, &up, admin, port), admin, &[]);
     proxy.ready().await;
+    let port = proxy.port("api");
     let ready_at = Instant::now();
     match &failure {
         Failure::Down => idp.stop(),
