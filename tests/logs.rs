@@ -11,7 +11,7 @@ use common::config::Cfg;
 use common::idp::{Idp, Mode};
 use common::proxy::Proxy;
 use common::upstream::Upstream;
-use common::{client, free_port, metric, wait_for};
+use common::{client, metric, wait_for};
 
 const SECRET: &str = "log-test-client-secret-7f3a";
 
@@ -22,7 +22,7 @@ async fn no_secret_or_token_in_trace_logs_on_any_path() {
     })
     .await;
     let up = Upstream::http(Some(idp.checker())).await;
-    let (admin, port, dead) = (free_port(), free_port(), free_port());
+    let (admin, port, dead) = (0u16, 0u16, 0u16);
     let closed = common::ClosedPort::new();
     let yaml = format!(
         r#"
@@ -56,6 +56,7 @@ routes:
     );
     let mut proxy = Proxy::start(&yaml, admin, &[("RUST_LOG", "trace")]);
     proxy.ready().await;
+    let (admin, port, dead) = (proxy.admin, proxy.port("api"), proxy.port("dead"));
     let c = client();
     let callers = "Bearer callers-own-credential-9c1d";
     assert_eq!(

@@ -54,30 +54,29 @@ async fn prometheus_scrapes_the_metrics_with_their_labels() {
     })
     .await;
     let up = Upstream::http(None).await;
-    let (admin, port) = (free_port(), free_port());
     let closed = common::ClosedPort::new();
     let yaml = format!(
         r#"
-admin: {{ listen: 127.0.0.1:{admin} }}
+admin: {{ listen: 127.0.0.1:0 }}
 providers:
   auth0: {{ token_url: "{url}", client_id: cid, client_secret: prom-secret }}
 routes:
   - name: orders
-    listen: 127.0.0.1:{port}
+    listen: 127.0.0.1:0
     upstream: http://{up}
     token: {{ provider: auth0, audience: "https://orders/" }}
   - name: broken
-    listen: 127.0.0.1:{broken}
+    listen: 127.0.0.1:0
     upstream: http://127.0.0.1:{closed_port}
     token: {{ provider: auth0, audience: "https://orders/" }}
 "#,
         closed_port = closed.port,
         url = idp.token_url(),
         up = up.addr,
-        broken = free_port(),
     );
-    let mut proxy = Proxy::start(&yaml, admin, &[("RUST_LOG", "info")]);
+    let mut proxy = Proxy::start(&yaml, 0, &[("RUST_LOG", "info")]);
     proxy.ready().await;
+    let (admin, port) = (proxy.admin, proxy.port("orders"));
     for _ in 0..3 {
         assert_eq!(
             client()
@@ -191,10 +190,7 @@ routes:
 
     let up_errors = {
         client()
-            .get(format!(
-                "http://127.0.0.1:{}/x",
-                proxy_port_of(&yaml, "broken")
-            ))
+            .get(format!("http://127.0.0.1:{}/x", proxy.port("broken")))
             .send()
             .await
             .unwrap();
@@ -205,14 +201,4 @@ routes:
         .await
     };
     assert!(up_errors, "upstream connect errors not counted");
-}
-
-/// The listen port of route `name` in `yaml`.
-fn proxy_port_of(yaml: &str, name: &str) -> u16 {
-    let after = yaml.split(&format!("name: {name}")).nth(1).unwrap();
-    let listen = after
-        .lines()
-        .find(|l| l.trim().starts_with("listen:"))
-        .unwrap();
-    listen.rsplit(':').next().unwrap().trim().parse().unwrap()
 }

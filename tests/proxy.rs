@@ -6,12 +6,12 @@ mod common;
 
 use std::time::Duration;
 
+use common::client;
 use common::config::Cfg;
 use common::idp::{Idp, Mode};
 use common::proxy::Proxy;
 use common::tls::TestCa;
 use common::upstream::{pattern, sha256_hex, Upstream};
-use common::{client, free_port};
 
 const SECRET: &str = "s3cret-value-&:+";
 
@@ -78,14 +78,13 @@ async fn injects_exactly_one_bearer_and_never_the_callers_own() {
 async fn token_requests_in_both_encodings_and_both_auth_methods() {
     let idp = Idp::start(ok_mode()).await;
     let up = Upstream::http(None).await;
-    let admin = free_port();
     let combos = [
         ("post_form", "client_secret_post", "form"),
         ("post_json", "client_secret_post", "json"),
         ("basic_form", "client_secret_basic", "form"),
         ("basic_json", "client_secret_basic", "json"),
     ];
-    let mut yaml = format!("admin: {{ listen: 127.0.0.1:{admin} }}\nproviders:\n");
+    let mut yaml = "admin: { listen: 127.0.0.1:0 }\nproviders:\n".to_string();
     for (name, method, body) in combos {
         yaml += &format!(
             "  {name}:\n    token_url: \"{}\"\n    client_id: \"client {name}\"\n    client_secret: \"{SECRET}\"\n    auth_method: {method}\n    body: {body}\n    params: {{ organization: org_123 }}\n",
@@ -95,12 +94,11 @@ async fn token_requests_in_both_encodings_and_both_auth_methods() {
     yaml += "routes:\n";
     for (name, _, _) in combos {
         yaml += &format!(
-            "  - name: {name}\n    listen: 127.0.0.1:{}\n    upstream: http://{}\n    token: {{ provider: {name}, audience: \"https://api/{name}\", scope: \"read:a write:b\", resource: \"https://res/\" }}\n",
-            free_port(),
+            "  - name: {name}\n    listen: 127.0.0.1:0\n    upstream: http://{}\n    token: {{ provider: {name}, audience: \"https://api/{name}\", scope: \"read:a write:b\", resource: \"https://res/\" }}\n",
             up.addr
         );
     }
-    let mut proxy = Proxy::start(&yaml, admin, &[]);
+    let mut proxy = Proxy::start(&yaml, 0, &[]);
     proxy.ready().await;
 
     let requests = idp.requests();
