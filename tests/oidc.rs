@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use common::proxy::Proxy;
 use common::upstream::Upstream;
-use common::{client, free_port, wait_for};
+use common::{client, wait_for};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
 /// The node process; killed when dropped.
@@ -281,8 +281,7 @@ async fn private_key_jwt_and_tls_client_auth_against_oidc_provider_with_rotation
 
     let idp = OidcProvider::start(d);
     let up = Upstream::http(None).await;
-    let (admin, jwt_port, mtls_port, self_port) =
-        (free_port(), free_port(), free_port(), free_port());
+    let (admin, jwt_port, mtls_port, self_port) = (0, 0, 0, 0);
     let yaml = format!(
         r#"admin: {{ listen: 127.0.0.1:{admin} }}
 providers:
@@ -332,6 +331,11 @@ routes:
         ready.is_ok(),
         "not ready; oidc-provider log:\n{}",
         idp.log()
+    );
+    let (jwt_port, mtls_port, self_port) = (
+        proxy.port("jwt"),
+        proxy.port("mtls"),
+        proxy.port("self-signed"),
     );
 
     // Tokens issued by oidc-provider for each client reach the upstream.
