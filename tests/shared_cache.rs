@@ -15,7 +15,7 @@ use common::idp::{Idp, Mode};
 use common::proxy::Proxy;
 use common::redis::RedisServer;
 use common::upstream::Upstream;
-use common::{free_port, metric, wait_for};
+use common::{metric, wait_for};
 
 const SECRET: &str = "shared-cache-secret";
 /// `shared_cache.timeout` for the tests that are not about a slow Redis: room for a loaded CI
@@ -41,11 +41,16 @@ struct Opts {
 
 struct Replica {
     proxy: Proxy,
-    port: u16,
+}
+
+impl Replica {
+    /// The route's port, once the proxy has reported it (after `proxy.ready()`).
+    fn port(&self) -> u16 {
+        self.proxy.port("api")
+    }
 }
 
 fn start_replica(idp: &Idp, up: &Upstream, redis: &RedisServer, o: &Opts) -> Replica {
-    let (admin, port) = (free_port(), free_port());
     let mut redis_lines = String::new();
     if let Some(p) = &o.password_file {
         redis_lines += &format!("    password_file: {}\n", p.display());
@@ -56,7 +61,7 @@ fn start_replica(idp: &Idp, up: &Upstream, redis: &RedisServer, o: &Opts) -> Rep
     if let Some(ca) = &o.ca_file {
         redis_lines += &format!("    ca_file: {}\n", ca.display());
     }
-    let yaml = Cfg::new(admin, &idp.token_url(), SECRET)
+    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
         .top(&format!(
             "shared_cache:\n  redis:\n    url: {}\n{redis_lines}  encryption_key_file: {}\n  timeout: {}\n  lock_ttl: 5s",
             redis.url(),
@@ -67,13 +72,13 @@ fn start_replica(idp: &Idp, up: &Upstream, redis: &RedisServer, o: &Opts) -> Rep
         .provider("refresh: { retry_initial: 100ms, retry_max: 400ms }")
         .route(
             "api",
-            port,
+            0,
             &format!("http://{}", up.addr),
             &["token: { provider: idp, audience: https://api.example/ }"],
         )
         .build();
-    let proxy = Proxy::start(&yaml, admin, &[("RUST_LOG", "info,tokenproxy=debug")]);
-    Replica { proxy, port }
+    let proxy = Proxy::start(&yaml, 0, &[("RUST_LOG", "info,tokenproxy=debug")]);
+    Replica { proxy }
 }
 
 async fn start_fleet(
@@ -204,7 +209,7 @@ async fn the_fleet_asks_the_idp_about_once_per_refresh_period() {
         "three replicas starting against an empty cache cost one token request"
     );
     let run = lifetime * 4;
-    let ports: Vec<u16> = fleet.iter().map(|r| r.port).collect();
+    let ports: Vec<u16> = fleet.iter().map(Replica::port).collect();
     let t = traffic(&ports, run).await;
     assert_all_valid(&up, &t);
     // Refresh at 75-80% of the lifetime: about one request per 0.8 lifetimes for the whole fleet.
@@ -274,7 +279,7 @@ async fn a_new_replica_starts_from_a_warm_cache_without_a_token_request() {
     assert_eq!(idp_fetches(&second[0]).await, 0.0);
     assert_eq!(cache_ops(&second[0], "get", "hit").await, 1.0);
     let r = common::client()
-        .get(format!("http://127.0.0.1:{}/x", second[0].port))
+        .get(format!("http://127.0.0.1:{}/x", second[0].port()))
         .send()
         .await
         .unwrap();
@@ -363,7 +368,7 @@ async fn redis_killed_then_restarted_replicas_fall_back_and_come_back() {
         ..Opts::default()
     };
     let fleet = start_fleet(3, &idp, &up, &redis, &o).await;
-    let ports: Vec<u16> = fleet.iter().map(|r| r.port).collect();
+    let ports: Vec<u16> = fleet.iter().map(Replica::port).collect();
     let fetched_before: Vec<f64> =
         futures_util::future::join_all(fleet.iter().map(idp_fetches)).await;
 
@@ -443,7 +448,7 @@ async fn redis_paused_longer_than_the_timeout_blocks_no_request() {
         ..Opts::default()
     };
     let fleet = start_fleet(2, &idp, &up, &redis, &o).await;
-    let ports: Vec<u16> = fleet.iter().map(|r| r.port).collect();
+    let ports: Vec<u16> = fleet.iter().map(Replica::port).collect();
     let before = idp.request_count();
     redis.signal(libc::SIGSTOP);
     let t = traffic(&ports, lifetime * 2).await;
@@ -536,7 +541,7 @@ async fn a_wrong_password_and_another_key_count_as_misses_logged_once() {
         )
         .await,
     );
-    let ports: Vec<u16> = fleet.iter().map(|r| r.port).collect();
+    let ports: Vec<u16> = fleet.iter().map(Replica::port).collect();
     let t = traffic(&ports, lifetime * 3).await;
     assert_all_valid(&up, &t);
     let [same_key, other_key, wrong_pw] = [&fleet[0], &fleet[1], &fleet[2]];
@@ -597,7 +602,7 @@ async fn a_rejected_token_costs_the_fleet_one_new_token() {
         let client = client.clone();
         (0..4).map(move |i| {
             let client = client.clone();
-            let port = r.port;
+            let port = r.port();
             async move {
                 client
                     .get(format!("http://127.0.0.1:{port}/after-401/{i}"))
@@ -619,7 +624,7 @@ async fn a_rejected_token_costs_the_fleet_one_new_token() {
         .unwrap();
     for r in &fleet {
         let resp = client
-            .get(format!("http://127.0.0.1:{}/later", r.port))
+            .get(format!("http://127.0.0.1:{}/later", r.port()))
             .send()
             .await
             .unwrap();
@@ -749,7 +754,7 @@ async fn a_replica_whose_fleet_never_refreshes_fetches_its_own_before_expiry() {
     let lock = value.replace("tokenproxy:token:", "tokenproxy:lock:");
     redis.cli(&["SET", &lock, "stuck-replica", "PX", "60000"]);
     let before = idp.request_count();
-    let t = traffic(&[fleet[0].port], lifetime * 3).await;
+    let t = traffic(&[fleet[0].port()], lifetime * 3).await;
     assert_all_valid(&up, &t);
     assert!(cache_ops(&fleet[0], "lock", "contended").await >= 2.0);
     assert!(
