@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::idp::{Idp, Mode};
 use common::proxy::Proxy;
 use common::upstream::Upstream;
-use common::{client, free_port, wait_for};
+use common::{client, port_for_external_server, wait_for};
 
 struct Prometheus(Child);
 
@@ -134,7 +134,7 @@ routes:
 
     // A real Prometheus scraping every second.
     let dir = tempfile::tempdir().unwrap();
-    let prom_port = free_port();
+    let prom_port = port_for_external_server();
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
         &config,

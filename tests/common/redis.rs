@@ -4,7 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{free_port, wait_for};
+use super::{port_for_external_server, wait_for};
 
 pub struct RedisServer {
     child: Option<Child>,
@@ -21,7 +21,7 @@ impl RedisServer {
     pub async fn start(password: Option<&str>) -> Self {
         let mut r = RedisServer {
             child: None,
-            port: free_port(),
+            port: port_for_external_server(),
             password: password.map(str::to_string),
             dir: tempfile::tempdir().unwrap(),
             extra: Vec::new(),
@@ -43,7 +43,7 @@ impl RedisServer {
         let cert = file("server.pem", &ca.server_cert_pem);
         let key = file("server.key", &ca.server_key_pem);
         let ca_file = file("ca.pem", &ca.ca_pem);
-        let port = free_port();
+        let port = port_for_external_server();
         let extra = [
             "--port",
             "0",
