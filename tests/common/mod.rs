@@ -25,6 +25,7 @@ pub fn port_for_external_server() -> u16 {
 }
 
 /// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
+#[must_use = "a wait that timed out must fail the test"]
 pub async fn wait_for<F, Fut>(timeout: Duration, mut cond: F) -> bool
 where
     F: FnMut() -> Fut,
