@@ -4,7 +4,8 @@
 //! - [`config`]: the YAML file, `${VAR}` substitution, validation into [`config::Config`].
 //! - [`credentials`]: client authentication: secrets, signed and external assertions, TLS client certificates.
 //! - [`secret`]: newtypes that keep secrets and tokens out of `Debug` and logs.
-//! - [`token`]: token keys, the token client, the cache, the schedule rules and the refreshers.
+//! - [`token`]: token keys, the token client and the reading of its answers, discovery, the
+//!   cache, the schedule rules and the refreshers.
 //! - [`upstream`]: upstream address resolution, trust roots and the pingora peer.
 //! - [`routes`]: the live route table, swapped atomically on reload.
 //! - [`forward`]: the request and response policy both request paths apply, and the table of

@@ -1,5 +1,6 @@
 //! Access tokens: what identifies one, how it is fetched, cached, scheduled and refreshed.
 
+pub mod answer;
 pub mod cache;
 pub mod client;
 pub mod discovery;

@@ -1,3 +1,5 @@
+use http::{HeaderMap, StatusCode};
+
 use super::*;
 use crate::config::{Config, Provider};
 
