@@ -193,23 +193,32 @@ pub fn parse_response(
     }))
 }
 
-/// Whether a head uses CRLF line ends only, with no folded line and no space before a colon:
-/// then its bytes are what a re-rendered head would be, and it is relayed as it came.
+/// Whether a head uses CRLF line ends only, with no folded line and no white space in or after a
+/// field name: then its bytes are what a re-rendered head would be, and it is relayed as it came.
 fn is_plain_head(head: &[u8]) -> bool {
     let mut prev = 0u8;
-    let mut line_start = true;
+    // In a field line's name (from its start to its first colon); the status line has none.
+    let mut in_name = false;
+    let mut line_start = false;
     for &b in head {
-        if b == b'\n' && prev != b'\r' {
-            return false;
+        if b == b'\n' {
+            if prev != b'\r' {
+                return false;
+            }
+            (in_name, line_start, prev) = (true, true, b);
+            continue;
         }
         if line_start && (b == b' ' || b == b'\t') {
             return false;
         }
-        if b == b':' && (prev == b' ' || prev == b'\t') {
-            // Also true of a value holding " :"; such a head is only re-rendered, never refused.
-            return false;
+        if in_name {
+            match b {
+                b':' => in_name = false,
+                b' ' | b'\t' => return false,
+                _ => {}
+            }
         }
-        line_start = b == b'\n';
+        line_start = false;
         prev = b;
     }
     true

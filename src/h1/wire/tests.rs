@@ -244,3 +244,24 @@ fn unusual_response_heads_are_rendered_anew() {
         "HTTP/1.1 200 OK\r\nX-A: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
     );
 }
+
+#[test]
+fn a_colon_or_space_in_a_value_or_the_reason_keeps_a_head_plain() {
+    let as_is = |raw: &[u8]| response(raw, false).unwrap().unwrap().as_is;
+    assert!(as_is(
+        b"HTTP/1.1 200 OK :)\r\nX-A: a : b\r\nX-B: :c\r\nContent-Length: 0\r\n\r\n"
+    ));
+    assert!(!as_is(
+        b"HTTP/1.1 200 OK\r\nX-A\t: a\r\nContent-Length: 0\r\n\r\n"
+    ));
+    // What the fuzzer found: a rendered value that starts with a colon must count as plain.
+    let raw = b"HTTP/1.0 102\r\nX:::\r\n\r\n";
+    let mut out = Vec::new();
+    write_response_head(raw, &mut out).unwrap();
+    let again = response(&out, false).unwrap().unwrap();
+    assert!(
+        again.as_is && again.head_len == out.len(),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+}
