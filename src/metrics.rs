@@ -29,6 +29,8 @@ pub struct Metrics {
     pub token_last_success: GaugeVec,
     pub upstream_replays: IntCounterVec,
     pub pingora_handoffs: IntCounterVec,
+    pub upstream_connections: IntCounterVec,
+    pub upstream_tls_handshakes: IntCounterVec,
     pub connections_open: IntGaugeVec,
     pub connections_refused: IntCounterVec,
     pub client_timeouts: IntCounterVec,
@@ -118,6 +120,8 @@ impl Metrics {
             token_last_success: gauge(&r, "tokenproxy_token_last_success_timestamp_seconds", "Unix time of the last successful token fetch.", &["provider", "audience"]),
             upstream_replays: counter(&r, "tokenproxy_upstream_replays_total", "Requests replayed with a fresh token after the upstream rejected theirs, by outcome.", &["route", "outcome"]),
             pingora_handoffs: counter(&r, "tokenproxy_pingora_handoffs_total", "Requests the lean HTTP/1.1 path left to pingora's general proxy, by reason.", &["route", "reason"]),
+            upstream_connections: counter(&r, "tokenproxy_upstream_connections_opened_total", "Connections opened to the upstream, by the path that opened it (lean, pingora); for an https upstream each is one TLS handshake.", &["route", "path"]),
+            upstream_tls_handshakes: counter(&r, "tokenproxy_upstream_tls_handshakes_total", "TLS handshakes with the upstream on the lean path, by outcome (full, resumed: with a session from an earlier connection, failed).", &["route", "outcome"]),
             connections_open: int_gauge(&r, "tokenproxy_connections_open", "Caller connections open on the route's listener.", &["route"]),
             connections_refused: counter(&r, "tokenproxy_connections_refused_total", "Caller connections closed when accepted because the listener had max_connections open.", &["route"]),
             client_timeouts: counter(&r, "tokenproxy_client_timeouts_total", "Caller connections closed for slowness, by kind (header: no whole request head within client_header_timeout; write: the caller did not read its response within client_write_timeout).", &["route", "kind"]),
@@ -214,6 +218,27 @@ impl RouteMetrics {
     pub fn write_timeout(&self) {
         self.write_timeouts.inc();
     }
+
+    /// The lean path opened a connection to the upstream.
+    pub fn upstream_connection_opened(&self) {
+        upstream_connection_opened(&self.route, "lean");
+    }
+
+    /// A TLS handshake of the lean path: `outcome` is `full`, `resumed` or `failed`.
+    pub fn tls_handshake(&self, outcome: &'static str) {
+        METRICS
+            .upstream_tls_handshakes
+            .with_label_values(&[&self.route, outcome])
+            .inc();
+    }
+}
+
+/// A connection to `route`'s upstream opened by `path` (`lean` or `pingora`).
+pub fn upstream_connection_opened(route: &str, path: &'static str) {
+    METRICS
+        .upstream_connections
+        .with_label_values(&[route, path])
+        .inc();
 }
 
 fn unix_secs(t: SystemTime) -> f64 {

@@ -14,7 +14,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use tracing::{debug, info};
 
 use crate::forward::{self, Answer, Plan};
-use crate::metrics::METRICS;
+use crate::metrics::{self, METRICS};
 use crate::routes::{RouteState, RouteTable};
 use crate::shutdown::InFlight;
 
@@ -41,6 +41,8 @@ pub struct RequestCtx {
     replayed: bool,
     replay_outcome: Option<&'static str>,
     connect_retried: bool,
+    /// The upstream connection of this attempt was opened for it (not reused).
+    new_connection: bool,
     /// The plan for this request, once it was accepted.
     forward: Option<Forward>,
     _in_flight: InFlight,
@@ -199,6 +201,7 @@ impl ProxyHttp for TokenProxy {
             replayed: false,
             replay_outcome: None,
             connect_retried: false,
+            new_connection: false,
             forward: None,
             _in_flight: InFlight::start(),
         }
@@ -276,6 +279,23 @@ impl ProxyHttp for TokenProxy {
         }
     }
 
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.new_connection = !reused;
+        if let (false, Some(route)) = (reused, ctx.route.as_ref()) {
+            metrics::upstream_connection_opened(&route.route.name, "pingora");
+        }
+        Ok(())
+    }
+
     async fn upstream_request_filter(
         &self,
         _session: &mut Session,
@@ -311,6 +331,11 @@ impl ProxyHttp for TokenProxy {
             return Err(e.into_up());
         }
         unfold_fields(resp)?;
+        if ctx.new_connection {
+            // What the upstream selected when offered `h2, http/1.1`: decides whether the lean
+            // path can take the route's next requests (see `UpstreamTarget::lean_refusal`).
+            route.target.learn_version(resp.version);
+        }
         let Some(replay) = route.route.replay.as_ref() else {
             return Ok(());
         };

@@ -1,7 +1,9 @@
 //! Upstream targets: the resolved address of a route's upstream, kept fresh in the background,
-//! its trust roots, and the pingora peer built from them for each request.
+//! its trust roots, the lean path's TLS configuration and pool, what is known of the HTTP
+//! version it selects, and the pingora peer built from them for each request.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -12,6 +14,7 @@ use tracing::{debug, warn};
 
 use crate::config::{CaFile, Route, Upstream};
 use crate::h1::pool::Pool;
+use crate::h1::tls::LeanTls;
 
 /// How often a host name is resolved again.
 const RESOLVE_EVERY: Duration = Duration::from_secs(30);
@@ -21,6 +24,11 @@ const FIRST_RESOLVE_WAIT: Duration = Duration::from_secs(2);
 const POOL_IDLE: Duration = Duration::from_secs(30);
 
 type CaList = Arc<[WrappedX509]>;
+
+/// What an `http2: auto` route knows of the HTTP version its upstream selects.
+const VERSION_UNKNOWN: u8 = 0;
+const VERSION_H1: u8 = 1;
+const VERSION_H2: u8 = 2;
 
 pub struct UpstreamTarget {
     pub upstream: Upstream,
@@ -37,6 +45,13 @@ pub struct UpstreamTarget {
     read_timeout: Duration,
     /// Offer h2 in the TLS handshake (HTTP/1.1 stays the fallback).
     http2: bool,
+    /// With `http2`: which version the upstream selected on the last connection pingora's path
+    /// opened to it (`VERSION_*`). The lean path speaks HTTP/1.1 only, so it serves the route
+    /// once the upstream is known to select HTTP/1.1.
+    version: AtomicU8,
+    /// How the lean path speaks TLS to the upstream; `None` for plain HTTP, or for a host TLS
+    /// cannot verify by name (such a route stays on pingora's path).
+    lean_tls: Option<LeanTls>,
     /// Idle connections of the lean path ([`crate::h1`]); pingora's proxy keeps its own pool.
     pub pool: Pool,
 }
@@ -59,12 +74,15 @@ impl UpstreamTarget {
             connect_timeout: route.connect_timeout,
             read_timeout: route.read_timeout,
             http2: route.http2 && upstream.tls,
+            version: AtomicU8::new(VERSION_UNKNOWN),
+            lean_tls: upstream
+                .tls
+                .then(|| LeanTls::new(&upstream.host, route.ca_file.as_deref()))
+                .flatten(),
             pool: Pool::new(POOL_IDLE, workers),
             upstream,
         });
-        if !target.upstream.tls {
-            tokio::spawn(keep_swept(Arc::downgrade(&target)));
-        }
+        tokio::spawn(keep_swept(Arc::downgrade(&target)));
         if ip.is_none() {
             let _ = tokio::time::timeout(FIRST_RESOLVE_WAIT, target.resolve()).await;
             tokio::spawn(keep_resolved(Arc::downgrade(&target)));
@@ -102,6 +120,47 @@ impl UpstreamTarget {
     /// The longest wait for the upstream to accept or send bytes.
     pub fn read_timeout(&self) -> Duration {
         self.read_timeout
+    }
+
+    /// How the lean path speaks TLS to this upstream (`None` for plain HTTP).
+    pub fn lean_tls(&self) -> Option<&LeanTls> {
+        self.lean_tls.as_ref()
+    }
+
+    /// Why the lean path leaves this upstream's requests to pingora, as a metric label; `None`
+    /// when it can serve them. With `http2: auto`, a TLS upstream is pingora's until pingora's
+    /// path has seen it select HTTP/1.1 (`http2_unknown`), and stays pingora's while it selects
+    /// h2 (`http2_upstream`); with `http2: off` it is the lean path's from the first request.
+    pub fn lean_refusal(&self) -> Option<&'static str> {
+        if !self.upstream.tls {
+            return None;
+        }
+        if self.lean_tls.is_none() {
+            return Some("tls_upstream");
+        }
+        if !self.http2 {
+            return None;
+        }
+        match self.version.load(Ordering::Relaxed) {
+            VERSION_H1 => None,
+            VERSION_H2 => Some("http2_upstream"),
+            _ => Some("http2_unknown"),
+        }
+    }
+
+    /// Records the HTTP version of a response pingora's path got on a connection it had just
+    /// opened, so offered `h2, http/1.1`: what the upstream selects now.
+    pub fn learn_version(&self, version: http::Version) {
+        if self.http2 {
+            let v = if version == http::Version::HTTP_2 {
+                VERSION_H2
+            } else {
+                VERSION_H1
+            };
+            if self.version.swap(v, Ordering::Relaxed) != v {
+                debug!(host = %self.upstream.host, h2 = v == VERSION_H2, "upstream HTTP version learnt");
+            }
+        }
     }
 
     /// The peer to send a request to, or `None` while the host has never resolved.

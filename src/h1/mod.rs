@@ -1,5 +1,6 @@
 //! The lean HTTP/1.1 path: for each connection, serves the common request (HTTP/1.1, origin
-//! form, no body or a small `Content-Length` one, a usable token, a plain-HTTP upstream) itself,
+//! form, no body or a small `Content-Length` one, a usable token, an HTTP/1.1 upstream, plain or
+//! TLS) itself,
 //! relaying the upstream's response bytes as they come; hands any other request to pingora's
 //! proxy ([`crate::proxy`]), which has the same semantics with the general machinery.
 //!
@@ -10,6 +11,7 @@
 pub mod limits;
 pub mod pool;
 mod timer;
+pub mod tls;
 pub mod wire;
 
 use std::future::{poll_fn, Future};
@@ -39,6 +41,7 @@ use crate::routes::{RouteState, RouteTable};
 use crate::shutdown::InFlight;
 use limits::{write_to_caller, ConnSlot};
 use timer::LazyTimer;
+use tls::{Handshake, UpStream};
 use wire::{Framing, ResponseHead, Rewrite, WireError};
 
 /// How long a connection may sit between requests (pingora's default keep-alive).
@@ -174,6 +177,8 @@ enum UpstreamFailure {
     Connect(#[source] io::Error),
     #[error("connect timed out")]
     ConnectTimeout,
+    #[error("TLS handshake failed: {0}")]
+    Tls(#[source] io::Error),
     #[error("timed out waiting for the upstream")]
     ReadTimeout,
     #[error("{0}")]
@@ -191,6 +196,7 @@ impl UpstreamFailure {
     fn answer(&self) -> Answer {
         match self {
             UpstreamFailure::NotResolved | UpstreamFailure::Connect(_) => Answer::UpstreamConnect,
+            UpstreamFailure::Tls(_) => Answer::UpstreamTls,
             UpstreamFailure::ConnectTimeout | UpstreamFailure::ReadTimeout => {
                 Answer::UpstreamTimeout
             }
@@ -432,7 +438,7 @@ impl H1App {
         conn: &mut Conn,
         route: &RouteState,
         ex: &mut Exchange,
-    ) -> Result<(TcpStream, ResponseHead), UpstreamFailure> {
+    ) -> Result<(UpStream, ResponseHead), UpstreamFailure> {
         let target = &route.target;
         let addr = target.addr().ok_or(UpstreamFailure::NotResolved)?;
         let mut connect_retried = false;
@@ -442,7 +448,7 @@ impl H1App {
             let reused = pooled.is_some();
             let mut up = match pooled {
                 Some(c) => c,
-                None => match connect(addr, target.connect_timeout()).await {
+                None => match connect(addr, route).await {
                     Ok(c) => c,
                     Err(_) if !connect_retried && ex.idempotent => {
                         connect_retried = true;
@@ -631,11 +637,13 @@ impl H1App {
     /// Why the lean path leaves an accepted request to pingora, as a metric label; `None` when
     /// it serves it.
     fn lean_refusal(&self, plan: &Plan<'_>, route: &RouteState) -> Option<&'static str> {
-        Some(if !self.routes.lean_path() {
-            "disabled"
-        } else if route.target.upstream.tls {
-            "tls_upstream"
-        } else if plan.http10 {
+        if !self.routes.lean_path() {
+            return Some("disabled");
+        }
+        if let Some(reason) = route.target.lean_refusal() {
+            return Some(reason);
+        }
+        Some(if plan.http10 {
             "http_version"
         } else if plan.absolute_form {
             "absolute_form"
@@ -726,15 +734,37 @@ async fn read_more(conn: &mut Conn) -> io::Result<bool> {
     .await
 }
 
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, UpstreamFailure> {
-    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => {
-            let _ = s.set_nodelay(true);
-            Ok(s)
+/// Opens a connection to the route's upstream, with the TLS handshake for an `https://` one;
+/// `connect_timeout` bounds both together, as on pingora's path.
+async fn connect(addr: SocketAddr, route: &RouteState) -> Result<UpStream, UpstreamFailure> {
+    let target = &route.target;
+    let metrics = &route.metrics;
+    let open = async {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(UpstreamFailure::Connect)?;
+        let _ = tcp.set_nodelay(true);
+        metrics.upstream_connection_opened();
+        let Some(tls) = target.lean_tls() else {
+            return Ok(UpStream::Plain(tcp));
+        };
+        match tls.handshake(tcp).await {
+            Ok((stream, kind)) => {
+                metrics.tls_handshake(match kind {
+                    Handshake::Full => "full",
+                    Handshake::Resumed => "resumed",
+                });
+                Ok(stream)
+            }
+            Err(e) => {
+                metrics.tls_handshake("failed");
+                Err(UpstreamFailure::Tls(e))
+            }
         }
-        Ok(Err(e)) => Err(UpstreamFailure::Connect(e)),
-        Err(_) => Err(UpstreamFailure::ConnectTimeout),
-    }
+    };
+    tokio::time::timeout(target.connect_timeout(), open)
+        .await
+        .unwrap_or(Err(UpstreamFailure::ConnectTimeout))
 }
 
 /// Writes `conn.out` to the upstream and reads the response head into `conn.relay` (skipping
@@ -742,7 +772,7 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Upstr
 ///
 /// The write and the first read end by `deadline`; each further read gets `timeout` of its own.
 async fn send(
-    up: &mut TcpStream,
+    up: &mut UpStream,
     conn: &mut Conn,
     is_head: bool,
     deadline: tokio::time::Instant,
@@ -754,7 +784,12 @@ async fn send(
         upstream_timer: timer,
         ..
     } = conn;
-    match timer.run(deadline, up.write_all(out)).await {
+    // A TLS stream may keep the end of what it encrypted until flushed (nothing to do for TCP).
+    let write = async {
+        up.write_all(out).await?;
+        up.flush().await
+    };
+    match timer.run(deadline, write).await {
         Some(Ok(())) => {}
         Some(Err(e)) => return Err(UpstreamFailure::Io(e)),
         None => return Err(UpstreamFailure::ReadTimeout),
@@ -791,7 +826,7 @@ async fn send(
 /// response and its connection must close.
 async fn relay(
     conn: &mut Conn,
-    mut up: TcpStream,
+    mut up: UpStream,
     resp: &ResponseHead,
     keep_caller: bool,
     route: &RouteState,

@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
+use super::tls::UpStream;
 
 /// Idle connections kept per upstream and worker thread; more are closed when returned.
 const MAX_IDLE: usize = 128;
 
-type Idle = Vec<(TcpStream, Instant)>;
+type Idle = Vec<(UpStream, Instant)>;
 
 pub struct Pool {
     shards: Box<[Mutex<Idle>]>,
@@ -34,7 +34,7 @@ impl Pool {
     }
 
     /// The calling thread's most recently used idle connection that is still open, if any.
-    pub fn take(&self, now: Instant) -> Option<TcpStream> {
+    pub fn take(&self, now: Instant) -> Option<UpStream> {
         let shard = self.shard();
         loop {
             let (conn, since) = lock(shard).pop()?;
@@ -45,7 +45,7 @@ impl Pool {
     }
 
     /// Returns a connection whose last exchange finished cleanly, to the calling thread's shard.
-    pub fn put(&self, conn: TcpStream, now: Instant) {
+    pub fn put(&self, conn: UpStream, now: Instant) {
         let mut idle = lock(self.shard());
         if idle.len() < MAX_IDLE {
             idle.push((conn, now));
@@ -64,7 +64,7 @@ impl Pool {
     }
 
     /// Idle for less than the limit, and not closed by the upstream meanwhile.
-    fn reusable(&self, conn: &TcpStream, since: Instant, now: Instant) -> bool {
+    fn reusable(&self, conn: &UpStream, since: Instant, now: Instant) -> bool {
         now.saturating_duration_since(since) < self.max_idle_time && still_open(conn)
     }
 }
@@ -93,16 +93,18 @@ fn thread_number() -> usize {
 }
 
 /// An idle connection has nothing to read: a byte, an EOF or an error means the upstream closed
-/// it or broke the protocol. This is a readiness check, not a system call, when nothing arrived.
-fn still_open(conn: &TcpStream) -> bool {
+/// it (for TLS, its close_notify) or broke the protocol. This is a readiness check, not a system
+/// call, when nothing arrived.
+fn still_open(conn: &UpStream) -> bool {
     let mut byte = [0u8; 1];
-    matches!(conn.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    matches!(conn.tcp().try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::{mpsc, Arc};
+    use tokio::net::TcpStream;
 
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
@@ -129,7 +131,7 @@ mod tests {
                 runtime().block_on(async move {
                     let conn = TcpStream::connect(addr).await.unwrap();
                     let (_peer, _) = listener.accept().unwrap();
-                    pool.put(conn, Instant::now());
+                    pool.put(UpStream::Plain(conn), Instant::now());
                     put_done.send(()).unwrap();
                     wait_other.recv().unwrap();
                     pool.take(Instant::now()).is_some()
@@ -158,7 +160,7 @@ mod tests {
             let conn = TcpStream::connect(addr).await.unwrap();
             let (_peer, _) = listener.accept().unwrap();
             let put_at = Instant::now();
-            pool.put(conn, put_at);
+            pool.put(UpStream::Plain(conn), put_at);
             assert!(pool.take(put_at + Duration::from_secs(31)).is_none());
         });
     }
