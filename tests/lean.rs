@@ -1,6 +1,7 @@
 //! The lean HTTP/1.1 path against the real binary: which requests it serves itself (plain
-//! requests to plain-HTTP upstreams, including a 401 replay), which it leaves to pingora's proxy
-//! and why (`tokenproxy_pingora_handoffs_total`), and that both give the same result.
+//! requests to HTTP/1.1 upstreams, plain or TLS, including a 401 replay), which it leaves to
+//! pingora's proxy and why (`tokenproxy_pingora_handoffs_total`), and that both give the same
+//! result.
 
 mod common;
 
@@ -175,14 +176,20 @@ async fn plain_requests_are_served_lean_and_the_rest_by_pingora_with_the_same_re
         "the replay stayed lean"
     );
 
-    // TLS upstreams are pingora's.
-    let r = c
-        .get(format!("http://127.0.0.1:{tls}/t"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(handoffs(admin, "tls", "tls_upstream").await, 1.0);
+    // An https upstream (`http2: auto`): pingora's path takes the first request, offering h2;
+    // the upstream selects HTTP/1.1, so the lean path takes the next ones, over TLS.
+    for _ in 0..3 {
+        let r = c
+            .get(format!("http://127.0.0.1:{tls}/t"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(handoffs(admin, "tls", "http2_unknown").await, 1.0);
+    assert_eq!(handoffs(admin, "tls", "tls_upstream").await, 0.0);
+    assert_eq!(all_handoffs(admin, "tls").await, 1.0);
+    assert!(tls_up.seen().iter().all(|s| s.token_valid == Some(true)));
     proxy.assert_log_free_of(&[SECRET.to_string()]);
 }
 

@@ -1,4 +1,5 @@
-//! A throwaway CA and a server certificate for `localhost` / 127.0.0.1 signed by it.
+//! A throwaway CA and a server certificate signed by it, for `localhost` / 127.0.0.1 unless
+//! other names are given.
 
 use std::sync::Arc;
 
@@ -14,6 +15,11 @@ pub struct TestCa {
 
 impl TestCa {
     pub fn new() -> Self {
+        Self::for_names(&["localhost", "127.0.0.1"])
+    }
+
+    /// A CA whose server certificate carries only `names`.
+    pub fn for_names(names: &[&str]) -> Self {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -24,7 +30,8 @@ impl TestCa {
 
         let leaf_key = KeyPair::generate().unwrap();
         let leaf_params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
         let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
 
         let _ = rustls::crypto::ring::default_provider().install_default();

@@ -1,9 +1,11 @@
 //! An upstream API for tests: records what reached it (the Authorization headers, Host, path,
-//! SNI, a hash of the body) and checks every bearer token against the IdP that issued it.
+//! SNI, a hash of the body) and checks every bearer token against the IdP that issued it; counts
+//! its TLS handshakes (and the resumed ones) and open connections, and closes idle ones on demand.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -39,6 +41,13 @@ struct State {
     checker: Option<TokenChecker>,
     /// Bearer tokens answered with 401.
     revoked: Mutex<std::collections::HashSet<String>>,
+    /// TLS handshakes completed, and how many of them resumed an earlier session.
+    handshakes: AtomicUsize,
+    resumed: AtomicUsize,
+    /// Connections open now.
+    open: AtomicUsize,
+    /// Bumped to make every connection close once it is idle.
+    close_idle: tokio::sync::watch::Sender<u64>,
 }
 
 pub struct Upstream {
@@ -79,6 +88,10 @@ impl Upstream {
             seen: Mutex::new(Vec::new()),
             checker,
             revoked: Mutex::new(Default::default()),
+            handshakes: AtomicUsize::new(0),
+            resumed: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
+            close_idle: tokio::sync::watch::channel(0).0,
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -103,6 +116,27 @@ impl Upstream {
     pub fn count(&self) -> usize {
         self.state.seen.lock().unwrap().len()
     }
+
+    /// TLS handshakes completed so far.
+    pub fn handshakes(&self) -> usize {
+        self.state.handshakes.load(Ordering::SeqCst)
+    }
+
+    /// TLS handshakes so far that resumed an earlier session.
+    pub fn resumed(&self) -> usize {
+        self.state.resumed.load(Ordering::SeqCst)
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.state.open.load(Ordering::SeqCst)
+    }
+
+    /// Closes every connection as soon as it is idle (a keep-alive connection between requests
+    /// closes now), as a server's idle timeout does.
+    pub fn close_idle(&self) {
+        self.state.close_idle.send_modify(|n| *n += 1);
+    }
 }
 
 impl Drop for Upstream {
@@ -121,16 +155,22 @@ async fn serve(listener: TcpListener, state: Arc<State>, tls: Option<tokio_rustl
         let state = state.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            state.open.fetch_add(1, Ordering::SeqCst);
             match tls {
                 Some(acceptor) => {
-                    let Ok(stream) = acceptor.accept(stream).await else {
-                        return;
-                    };
-                    let sni = stream.get_ref().1.server_name().map(str::to_string);
-                    serve_conn(TokioIo::new(stream), state, sni).await;
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        let conn = stream.get_ref().1;
+                        state.handshakes.fetch_add(1, Ordering::SeqCst);
+                        if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                            state.resumed.fetch_add(1, Ordering::SeqCst);
+                        }
+                        let sni = conn.server_name().map(str::to_string);
+                        serve_conn(TokioIo::new(stream), state.clone(), sni).await;
+                    }
                 }
-                None => serve_conn(TokioIo::new(stream), state, None).await,
+                None => serve_conn(TokioIo::new(stream), state.clone(), None).await,
             }
+            state.open.fetch_sub(1, Ordering::SeqCst);
         });
     }
 }
@@ -139,14 +179,22 @@ async fn serve_conn<I>(io: I, state: Arc<State>, sni: Option<String>)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let mut close_idle = state.close_idle.subscribe();
     let svc = hyper::service::service_fn(move |req| {
         let state = state.clone();
         let sni = sni.clone();
         async move { Ok::<_, Infallible>(handle(state, sni, req).await) }
     });
-    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-        .serve_connection(io, svc)
-        .await;
+    let builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    let mut conn = std::pin::pin!(builder.serve_connection(io, svc));
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = close_idle.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }
 
 /// The deterministic content of an `n`-byte `/big` response.
