@@ -3,7 +3,8 @@
 //! must give the caller the same statuses and the upstream the same requests (request line,
 //! field multiset and body; the token value aside, each proxy has its own). Then the same for a
 //! corpus of upstream responses: the caller must read the same status, end-to-end fields and
-//! body. Plus the smuggling regression of the request-path security issue on both paths.
+//! body. The request corpus also over TLS to the upstream. Plus the smuggling regression of the
+//! request-path security issue on both paths.
 
 mod common;
 
@@ -13,6 +14,7 @@ use common::config::Cfg;
 use common::idp::{Idp, Mode};
 use common::proxy::Proxy;
 use common::rawup::{with_length, Client, RawUpstream, Received, Reply, Then};
+use common::tls::TestCa;
 
 const SECRET: &str = "differential-secret";
 
@@ -38,16 +40,35 @@ async fn side<F>(lean: bool, handler: F) -> Side
 where
     F: Fn(&Received) -> Reply + Send + Sync + 'static,
 {
+    side_over(lean, handler, None).await
+}
+
+/// A side whose upstream speaks TLS with `ca`'s certificate (HTTP/1.1 only, `http2: off`, so
+/// that both paths speak the same protocol to it) when `ca` is given.
+async fn side_over<F>(lean: bool, handler: F, ca: Option<&TestCa>) -> Side
+where
+    F: Fn(&Received) -> Reply + Send + Sync + 'static,
+{
     let idp = Idp::start(Mode::Ok {
         lifetime: Duration::from_secs(300),
     })
     .await;
-    let up = RawUpstream::start(handler).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (up, extra) = match ca {
+        None => (RawUpstream::start(handler).await, Vec::new()),
+        Some(ca) => {
+            let path = dir.path().join("ca.pem");
+            std::fs::write(&path, &ca.ca_pem).unwrap();
+            let lines = vec![format!("ca_file: {}", path.display()), "http2: off".into()];
+            (RawUpstream::start_tls(handler, ca).await, lines)
+        }
+    };
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     let yaml = Cfg::new(0, &idp.token_url(), SECRET)
         .top(&format!("lean_path: {lean}"))
-        .route("diff", 0, &up.url(), &[])
+        .route("diff", 0, &up.url(), &extra)
         .build();
-    let mut proxy = Proxy::start(&yaml, 0, &[("RUST_LOG", "info")]);
+    let mut proxy = Proxy::start_in(dir, &yaml, 0, &[("RUST_LOG", "info")]);
     proxy.ready().await;
     let port = proxy.port("diff");
     let tokens = idp.issued_tokens();
@@ -309,13 +330,33 @@ const EXPECTED: &[(&str, &[u16])] = &[
 #[tokio::test]
 async fn the_same_request_bytes_get_the_same_answer_and_upstream_request_on_both_paths() {
     let (lean, pingora) = both(echo).await;
+    check_request_corpus(&lean, &pingora).await;
+}
+
+#[tokio::test]
+async fn the_same_request_bytes_get_the_same_answer_over_tls_on_both_paths() {
+    let ca = TestCa::new();
+    let lean = side_over(true, echo, Some(&ca)).await;
+    let pingora = side_over(false, echo, Some(&ca)).await;
+    check_request_corpus(&lean, &pingora).await;
+    // The lean side served over TLS what it serves over plain TCP: no handoff for the upstream.
+    let text = common::metrics_text(lean.proxy.admin).await;
+    for reason in ["tls_upstream", "http2_unknown", "http2_upstream"] {
+        assert!(!text.contains(&format!("reason=\"{reason}\"")), "{reason}");
+    }
+    let full = r#"tokenproxy_upstream_tls_handshakes_total{route="diff",outcome="full"}"#;
+    assert!(common::sample(&text, full).unwrap_or(0.0) >= 1.0, "{text}");
+}
+
+/// The request corpus through both sides: the same statuses and the same upstream requests.
+async fn check_request_corpus(lean: &Side, pingora: &Side) {
     // Both upstreams listen on 127.0.0.1; the absolute-form case names each side's own.
     let mut failures = Vec::new();
     let lean_cases = request_corpus(&lean.up.addr.to_string());
     let pingora_cases = request_corpus(&pingora.up.addr.to_string());
     for ((name, bytes_l, n), (_, bytes_p, _)) in lean_cases.iter().zip(&pingora_cases) {
-        let (status_l, seen_l) = exchange(&lean, bytes_l, *n).await;
-        let (status_p, seen_p) = exchange(&pingora, bytes_p, *n).await;
+        let (status_l, seen_l) = exchange(lean, bytes_l, *n).await;
+        let (status_p, seen_p) = exchange(pingora, bytes_p, *n).await;
         // The upstream's authority is the one part of an absolute-form target that differs.
         let seen_l: Vec<_> = seen_l
             .iter()
@@ -417,9 +458,20 @@ fn caller_view(r: &common::rawup::Response) -> String {
 
 #[tokio::test]
 async fn the_same_upstream_responses_reach_the_caller_the_same_on_both_paths() {
+    check_response_corpus(None).await;
+}
+
+#[tokio::test]
+async fn the_same_upstream_responses_reach_the_caller_the_same_over_tls_on_both_paths() {
+    check_response_corpus(Some(&TestCa::new())).await;
+}
+
+/// The response corpus from an upstream (over TLS with `ca`) through both sides.
+async fn check_response_corpus(ca: Option<&TestCa>) {
     let corpus = response_corpus();
     let replies: Vec<Vec<u8>> = corpus.iter().map(|(_, b)| b.clone()).collect();
-    let (lean, pingora) = both(scripted(replies)).await;
+    let lean = side_over(true, scripted(replies.clone()), ca).await;
+    let pingora = side_over(false, scripted(replies), ca).await;
     let mut failures = Vec::new();
     for (i, (name, _)) in corpus.iter().enumerate() {
         let mut answers = Vec::new();

@@ -1,6 +1,7 @@
 //! Raw HTTP/1.1 over TCP for wire-level tests: a buffered reader that frames heads and bodies,
-//! a client connection that writes exact bytes and parses what comes back, and an upstream that
-//! answers with scripted bytes while recording every request and counting its connections.
+//! a client connection that writes exact bytes and parses what comes back, and an upstream (plain
+//! or TLS) that answers with scripted bytes while recording every request and counting its
+//! connections.
 
 use std::io;
 use std::net::SocketAddr;
@@ -8,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
@@ -91,14 +92,31 @@ fn malformed(what: String) -> io::Error {
 /// A TCP stream with a read buffer and the HTTP/1.1 framing rules on top. With a `timeout`,
 /// every read that waits longer fails with `TimedOut`, so a hang fails a test instead of
 /// blocking it.
-pub struct Wire {
-    pub stream: TcpStream,
+pub struct Wire<S = TcpStream> {
+    pub stream: S,
     buf: Vec<u8>,
     timeout: Option<Duration>,
 }
 
-impl Wire {
-    pub fn new(stream: TcpStream, timeout: Option<Duration>) -> Self {
+/// A connection the raw upstream serves: TCP, or TLS over it.
+pub trait RawIo: AsyncRead + AsyncWrite + Unpin + Send {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl RawIo for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl RawIo for tokio_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
+    pub fn new(stream: S, timeout: Option<Duration>) -> Self {
         Wire {
             stream,
             buf: Vec::new(),
@@ -304,7 +322,7 @@ impl Client {
                 .wire
                 .head()
                 .await?
-                .ok_or_else(|| Wire::eof("status line", 0))?;
+                .ok_or_else(|| Wire::<TcpStream>::eof("status line", 0))?;
             let mut parts = head.start.splitn(3, ' ');
             let version = parts.next().unwrap_or_default().to_string();
             let status: u16 = parts
@@ -427,10 +445,27 @@ pub struct RawUpstream {
     pub addr: SocketAddr,
     state: Arc<State>,
     task: JoinHandle<()>,
+    tls: bool,
 }
 
 impl RawUpstream {
     pub async fn start<F>(handler: F) -> RawUpstream
+    where
+        F: Fn(&Received) -> Reply + Send + Sync + 'static,
+    {
+        Self::start_with(handler, None).await
+    }
+
+    /// The same over TLS, with the certificate of `ca` (valid for 127.0.0.1).
+    pub async fn start_tls<F>(handler: F, ca: &super::tls::TestCa) -> RawUpstream
+    where
+        F: Fn(&Received) -> Reply + Send + Sync + 'static,
+    {
+        let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config.clone());
+        Self::start_with(handler, Some(acceptor)).await
+    }
+
+    async fn start_with<F>(handler: F, tls: Option<tokio_rustls::TlsAcceptor>) -> RawUpstream
     where
         F: Fn(&Received) -> Reply + Send + Sync + 'static,
     {
@@ -442,13 +477,20 @@ impl RawUpstream {
             received: Mutex::new(Vec::new()),
             ended: watch::Sender::new(0),
         });
-        let task = tokio::spawn(accept_loop(listener, state.clone()));
-        RawUpstream { addr, state, task }
+        let is_tls = tls.is_some();
+        let task = tokio::spawn(accept_loop(listener, state.clone(), tls));
+        RawUpstream {
+            addr,
+            state,
+            task,
+            tls: is_tls,
+        }
     }
 
-    /// `http://127.0.0.1:port`, for the route's `upstream`.
+    /// `http://127.0.0.1:port` (`https://` over TLS), for the route's `upstream`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Connections accepted so far.
@@ -477,7 +519,11 @@ impl Drop for RawUpstream {
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<State>) {
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<State>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     // Connections live in this set, so that aborting the accept loop also drops them.
     let mut conns = JoinSet::new();
     loop {
@@ -487,15 +533,22 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
         while conns.try_join_next().is_some() {}
         let conn = state.accepts.fetch_add(1, Ordering::SeqCst);
         let state = state.clone();
+        let tls = tls.clone();
         conns.spawn(async move {
             // The proxy may keep an idle connection as long as it likes: no read timeout here.
-            let _ = serve(Wire::new(stream, None), conn, &state).await;
+            let _ = match tls {
+                None => serve(Wire::new(stream, None), conn, &state).await,
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(stream) => serve(Wire::new(stream, None), conn, &state).await,
+                    Err(e) => Err(e),
+                },
+            };
             state.ended.send_modify(|n| *n += 1);
         });
     }
 }
 
-async fn serve(mut wire: Wire, conn: usize, state: &State) -> io::Result<()> {
+async fn serve<S: RawIo>(mut wire: Wire<S>, conn: usize, state: &State) -> io::Result<()> {
     while let Some(head) = wire.head().await? {
         let mut start = head.start.split(' ');
         let method = start.next().unwrap_or_default().to_string();
@@ -529,7 +582,7 @@ async fn serve(mut wire: Wire, conn: usize, state: &State) -> io::Result<()> {
             }
             Then::Reset => {
                 #[allow(deprecated)]
-                wire.stream.set_linger(Some(Duration::ZERO))?;
+                wire.stream.tcp().set_linger(Some(Duration::ZERO))?;
                 return Ok(());
             }
         }
