@@ -37,8 +37,8 @@ impl Pool {
     pub fn take(&self, now: Instant) -> Option<UpStream> {
         let shard = self.shard();
         loop {
-            let (conn, since) = lock(shard).pop()?;
-            if self.reusable(&conn, since, now) {
+            let (mut conn, since) = lock(shard).pop()?;
+            if self.reusable(&mut conn, since, now) {
                 return Some(conn);
             }
         }
@@ -55,7 +55,7 @@ impl Pool {
     /// Closes the connections that timed out or that the upstream closed, in every shard.
     pub fn sweep(&self, now: Instant) {
         for shard in self.shards.iter() {
-            lock(shard).retain(|(conn, since)| self.reusable(conn, *since, now));
+            lock(shard).retain_mut(|(conn, since)| self.reusable(conn, *since, now));
         }
     }
 
@@ -64,8 +64,8 @@ impl Pool {
     }
 
     /// Idle for less than the limit, and not closed by the upstream meanwhile.
-    fn reusable(&self, conn: &UpStream, since: Instant, now: Instant) -> bool {
-        now.saturating_duration_since(since) < self.max_idle_time && still_open(conn)
+    fn reusable(&self, conn: &mut UpStream, since: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(since) < self.max_idle_time && conn.idle_and_open()
     }
 }
 
@@ -92,13 +92,6 @@ fn thread_number() -> usize {
     })
 }
 
-/// An idle connection has nothing to read: a byte, an EOF or an error means the upstream closed
-/// it (for TLS, its close_notify) or broke the protocol. This is a readiness check, not a system
-/// call, when nothing arrived.
-fn still_open(conn: &UpStream) -> bool {
-    let mut byte = [0u8; 1];
-    matches!(conn.tcp().try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-}
 
 #[cfg(test)]
 mod tests {

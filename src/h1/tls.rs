@@ -99,12 +99,24 @@ pub enum UpStream {
 }
 
 impl UpStream {
-    /// The TCP connection under it.
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            UpStream::Plain(s) => s,
-            UpStream::Tls(s) => s.get_ref().0,
-        }
+    /// Whether an idle connection can carry another request: nothing to read on it (a byte, an
+    /// EOF or an error means the upstream closed it or broke the protocol) and, for TLS, no
+    /// close_notify and no unread data already taken in by the TLS session. A readiness check,
+    /// not a system call, when nothing arrived.
+    pub fn idle_and_open(&mut self) -> bool {
+        let tcp = match self {
+            UpStream::Plain(s) => &*s,
+            UpStream::Tls(s) => {
+                let (tcp, session) = s.get_mut();
+                match session.process_new_packets() {
+                    Ok(io) if !io.peer_has_closed() && io.plaintext_bytes_to_read() == 0 => {}
+                    _ => return false,
+                }
+                &*tcp
+            }
+        };
+        let mut byte = [0u8; 1];
+        matches!(tcp.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 }
 
