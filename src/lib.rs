@@ -6,13 +6,15 @@
 //! - [`secret`]: newtypes that keep secrets and tokens out of `Debug` and logs.
 //! - [`token`]: token keys, the token client and the reading of its answers, discovery, the
 //!   cache, the schedule rules and the refreshers.
-//! - [`upstream`]: upstream address resolution, trust roots and the pingora peer.
+//! - [`upstream`]: upstream address resolution, trust roots, what is known of the upstream's
+//!   HTTP version, and the pingora peer.
 //! - [`routes`]: the live route table, swapped atomically on reload.
 //! - [`forward`]: the request and response policy both request paths apply, and the table of
 //!   answers the proxy gives itself.
 //! - [`proxy`]: the pingora `ProxyHttp` hook that injects the token.
 //! - [`h1`]: the lean HTTP/1.1 path that serves plain requests itself, in front of [`proxy`],
-//!   and the limits on caller connections (`h1::limits`) that hold on both paths.
+//!   with its upstream pool and TLS client (`h1::pool`, `h1::tls`), and the limits on caller
+//!   connections (`h1::limits`) that hold on both paths.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/tokens`.
 //! - [`metrics`]: every Prometheus metric, in one registry.
 //! - [`reload`]: SIGHUP and file-change reload, secret file watching.
