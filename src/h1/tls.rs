@@ -21,9 +21,10 @@ use tracing::warn;
 
 use crate::config::CaFile;
 
-/// TLS sessions kept per route for resumption: enough for every pooled connection of a busy
-/// route to reconnect without a full handshake.
-const SESSIONS: usize = 512;
+/// Server names whose sessions the cache keeps: a configuration serves one upstream host. For it
+/// rustls keeps the TLS 1.2 session and up to 8 TLS 1.3 tickets (each used once), so up to 8
+/// connections opened at once resume, and the others make a full handshake.
+const SESSIONS: usize = 1;
 
 /// How the lean path speaks TLS to one route's upstream.
 pub struct LeanTls {
