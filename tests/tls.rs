@@ -446,3 +446,59 @@ async fn h2_upstreams_stay_on_pingoras_path_and_http2_off_never_offers_h2() {
     assert_eq!(opened(admin, "off", "lean").await, 1.0);
     assert_eq!(handshakes(admin, "auto", "full").await, 0.0);
 }
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_the_handshake_gets_the_same_504_on_both_paths() {
+    let idp = Idp::start(ok_mode()).await;
+    // Accepts connections and says nothing: the TLS handshake never completes.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port_up = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            conns.push(c);
+        }
+    });
+    let (admin, lean, pingora) = (free_port(), free_port(), free_port());
+    let upstream = format!("https://127.0.0.1:{port_up}");
+    let yaml = Cfg::new(admin, &idp.token_url(), SECRET)
+        .route(
+            "lean",
+            lean,
+            &upstream,
+            &["connect_timeout: 300ms", "http2: off"],
+        )
+        .route("pingora", pingora, &upstream, &["connect_timeout: 300ms"])
+        .build();
+    let mut proxy = Proxy::start(&yaml, admin, &[]);
+    proxy.ready().await;
+    let c = client();
+    for (route, port) in [("lean", lean), ("pingora", pingora)] {
+        let started = std::time::Instant::now();
+        let r = c
+            .post(format!("http://127.0.0.1:{port}/x"))
+            .body("b")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 504, "{route}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({ "error": "upstream_timeout", "route": route })
+        );
+        assert!(started.elapsed() < Duration::from_secs(5), "{route}");
+        assert_eq!(
+            metric(
+                admin,
+                &format!(r#"tokenproxy_upstream_errors_total{{route="{route}",kind="timeout"}}"#)
+            )
+            .await,
+            1.0,
+            "{route}"
+        );
+    }
+    assert_eq!(all_handoffs(admin, "lean").await, 0.0);
+    assert_eq!(handshakes(admin, "lean", "failed").await, 1.0);
+    held.abort();
+}

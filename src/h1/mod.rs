@@ -739,32 +739,34 @@ async fn read_more(conn: &mut Conn) -> io::Result<bool> {
 async fn connect(addr: SocketAddr, route: &RouteState) -> Result<UpStream, UpstreamFailure> {
     let target = &route.target;
     let metrics = &route.metrics;
-    let open = async {
-        let tcp = TcpStream::connect(addr)
-            .await
-            .map_err(UpstreamFailure::Connect)?;
-        let _ = tcp.set_nodelay(true);
-        metrics.upstream_connection_opened();
-        let Some(tls) = target.lean_tls() else {
-            return Ok(UpStream::Plain(tcp));
-        };
-        match tls.handshake(tcp).await {
-            Ok((stream, kind)) => {
-                metrics.tls_handshake(match kind {
-                    Handshake::Full => "full",
-                    Handshake::Resumed => "resumed",
-                });
-                Ok(stream)
-            }
-            Err(e) => {
-                metrics.tls_handshake("failed");
-                Err(UpstreamFailure::Tls(e))
-            }
-        }
+    let deadline = tokio::time::Instant::now() + target.connect_timeout();
+    let tcp = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => return Err(UpstreamFailure::Connect(e)),
+        Err(_) => return Err(UpstreamFailure::ConnectTimeout),
     };
-    tokio::time::timeout(target.connect_timeout(), open)
-        .await
-        .unwrap_or(Err(UpstreamFailure::ConnectTimeout))
+    let _ = tcp.set_nodelay(true);
+    metrics.upstream_connection_opened();
+    let Some(tls) = target.lean_tls() else {
+        return Ok(UpStream::Plain(tcp));
+    };
+    match tokio::time::timeout_at(deadline, tls.handshake(tcp)).await {
+        Ok(Ok((stream, kind))) => {
+            metrics.tls_handshake(match kind {
+                Handshake::Full => "full",
+                Handshake::Resumed => "resumed",
+            });
+            Ok(stream)
+        }
+        Ok(Err(e)) => {
+            metrics.tls_handshake("failed");
+            Err(UpstreamFailure::Tls(e))
+        }
+        Err(_) => {
+            metrics.tls_handshake("failed");
+            Err(UpstreamFailure::ConnectTimeout)
+        }
+    }
 }
 
 /// Writes `conn.out` to the upstream and reads the response head into `conn.relay` (skipping

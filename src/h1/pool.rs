@@ -92,7 +92,6 @@ fn thread_number() -> usize {
     })
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
