@@ -7,7 +7,15 @@
 #   bare-pingora  wrk -> examples/bare_pingora -> upstream   (pingora's general proxy, alone)
 #   tokenproxy-pingora  as tokenproxy with lean_path: false  (every request through pingora)
 #
-# Scenarios: a small body at 64 connections and at 1 connection; 4 KiB and 1 MiB bodies; the
+# and, to an https:// upstream (the same nginx over TLS, sessions kept for resumption):
+#
+#   direct-https      wrk -> upstream nginx over TLS
+#   nginx-https       wrk -> nginx proxy_pass https:// (SNI, verify, session reuse) -> upstream
+#   tokenproxy-https  wrk -> tokenproxy (http2: auto; the upstream selects HTTP/1.1) -> upstream
+#   tokenproxy-h2     wrk -> tokenproxy (http2: auto) -> the upstream's h2 listener, over h2
+#
+# Scenarios: a small body at 64 connections and at 1 connection, to http:// and to https://
+# upstreams; 4 KiB and 1 MiB bodies; the
 # same load while tokens refresh every ~1.6 s; and each proxy held to half a CPU by a cgroup
 # quota, as a sidecar's CPU limit would. Prints a table, the proxy's memory, and PASS/FAIL per
 # target (the exit status does not depend on the targets). See bench/README.md.
@@ -81,6 +89,12 @@ P_ADMIN_REFRESH=$((BASE + 6))
 P_REFRESH=$((BASE + 7))
 P_ADMIN_PINGORA=$((BASE + 8))
 P_PINGORA=$((BASE + 9))
+P_UPSTREAM_TLS=$((BASE + 10))
+P_UPSTREAM_H2=$((BASE + 11))
+P_NGINX_TLS=$((BASE + 12))
+P_ADMIN_TLS=$((BASE + 13))
+P_HTTPS=$((BASE + 14))
+P_H2=$((BASE + 15))
 P_ROUTE0=$((BASE + 100)) # routes r0..r49 listen on P_ROUTE0 + i; the load goes to r0
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -101,6 +115,7 @@ install_missing() {
   command -v wrk >/dev/null || missing+=(wrk)
   command -v curl >/dev/null || missing+=(curl)
   command -v taskset >/dev/null || missing+=(util-linux)
+  command -v openssl >/dev/null || missing+=(openssl)
   ((${#missing[@]} == 0)) && return
   local sudo=()
   if [[ $(id -u) != 0 ]]; then
@@ -264,7 +279,8 @@ cpu_limit() {
 # Set-up
 
 for p in "$P_UPSTREAM" "$P_NGINX" "$P_BARE" "$P_ISSUER" "$P_ISSUER_SHORT" "$P_ADMIN" \
-  "$P_ADMIN_REFRESH" "$P_REFRESH" "$P_ADMIN_PINGORA" "$P_PINGORA" $(seq "$P_ROUTE0" $((P_ROUTE0 + ROUTES - 1))); do
+  "$P_ADMIN_REFRESH" "$P_REFRESH" "$P_ADMIN_PINGORA" "$P_PINGORA" "$P_UPSTREAM_TLS" "$P_UPSTREAM_H2" \
+  "$P_NGINX_TLS" "$P_ADMIN_TLS" "$P_HTTPS" "$P_H2" $(seq "$P_ROUTE0" $((P_ROUTE0 + ROUTES - 1))); do
   port_free "$p" || die "port $p on 127.0.0.1 is taken; set BENCH_PORT_BASE to move the bench's ports"
 done
 
@@ -274,7 +290,19 @@ mkdir -p "$WORK/upstream/www/body"
 head -c 4096 /dev/zero | tr '\0' 'a' >"$WORK/upstream/www/body/4k"
 head -c 1048576 /dev/zero | tr '\0' 'b' >"$WORK/upstream/www/body/1m"
 chmod -R a+rX "$WORK/upstream"
-start_nginx upstream "$LOAD_CPU" "$BENCH/nginx-upstream.conf.in" PORT="$P_UPSTREAM" SMALL_BODY="$SMALL_BODY"
+# A CA of the bench's own and the upstream's certificate for localhost (P-256, as is common).
+TLS=$WORK/upstream/tls
+mkdir -p "$TLS"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj "/CN=tokenproxy bench CA" \
+  -keyout "$TLS/ca.key" -out "$TLS/ca.pem" 2>/dev/null || die "openssl could not make the bench CA"
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=localhost" \
+  -keyout "$TLS/upstream.key" -out "$TLS/upstream.csr" 2>/dev/null || die "openssl could not make a key"
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$TLS/ext.cnf"
+openssl x509 -req -in "$TLS/upstream.csr" -CA "$TLS/ca.pem" -CAkey "$TLS/ca.key" -CAcreateserial -days 2 \
+  -extfile "$TLS/ext.cnf" -out "$TLS/upstream.pem" 2>/dev/null || die "openssl could not sign the certificate"
+chmod -R a+rX "$TLS"
+start_nginx upstream "$LOAD_CPU" "$BENCH/nginx-upstream.conf.in" PORT="$P_UPSTREAM" SMALL_BODY="$SMALL_BODY" \
+  TLS_PORT="$P_UPSTREAM_TLS" H2_PORT="$P_UPSTREAM_H2"
 UPSTREAM_PID=$STARTED_PID
 wait_http "http://127.0.0.1:$P_UPSTREAM/" 10 upstream
 
@@ -290,7 +318,8 @@ TOKEN=$(curl -fsS -X POST -H 'content-type: application/json' \
   "http://127.0.0.1:$P_ISSUER/oauth/token" | sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p')
 [[ -n $TOKEN ]] || die "the demo issuer gave no token"
 
-start_nginx nginx "$PROXY_CPU" "$BENCH/nginx-proxy.conf.in" PORT="$P_NGINX" UPSTREAM_PORT="$P_UPSTREAM" TOKEN="$TOKEN"
+start_nginx nginx "$PROXY_CPU" "$BENCH/nginx-proxy.conf.in" PORT="$P_NGINX" UPSTREAM_PORT="$P_UPSTREAM" TOKEN="$TOKEN" \
+  TLS_PORT="$P_NGINX_TLS" UPSTREAM_TLS_PORT="$P_UPSTREAM_TLS" CA="$TLS/ca.pem"
 NGINX_PID=$STARTED_PID
 start bare "$PROXY_CPU" "$BARE" --listen "127.0.0.1:$P_BARE" --upstream "127.0.0.1:$P_UPSTREAM" \
   --threads "$THREADS" --authorization "Bearer $TOKEN"
@@ -318,11 +347,26 @@ TP_PID=$STARTED_PID
 tp_config "$WORK/tokenproxy-pingora.yaml" "$P_ADMIN_PINGORA" "$P_ISSUER" 1 "$P_PINGORA" "lean_path: false"
 start tokenproxy-pingora "$PROXY_CPU" "$TP" run --config "$WORK/tokenproxy-pingora.yaml"
 TPP_PID=$STARTED_PID
+# The https rows' tokenproxy: two routes with the defaults a user has (http2: auto), trusting
+# the bench's CA by ca_file; the upstream's h2 listener is pingora's path.
+{
+  printf 'admin: { listen: 127.0.0.1:%s }\nthreads: %s\nlog: { level: warn }\n' "$P_ADMIN_TLS" "$THREADS"
+  printf 'providers:\n  demo:\n    token_url: http://127.0.0.1:%s/oauth/token\n' "$P_ISSUER"
+  printf '    client_id: demo-client\n    client_secret: demo-secret\n    body: json\n'
+  printf 'routes:\n'
+  printf '  - name: https\n    listen: 127.0.0.1:%s\n    upstream: https://localhost:%s\n    ca_file: %s\n' "$P_HTTPS" "$P_UPSTREAM_TLS" "$TLS/ca.pem"
+  printf '    token: { provider: demo, audience: "https://api.example/https" }\n'
+  printf '  - name: h2\n    listen: 127.0.0.1:%s\n    upstream: https://localhost:%s\n    ca_file: %s\n' "$P_H2" "$P_UPSTREAM_H2" "$TLS/ca.pem"
+  printf '    token: { provider: demo, audience: "https://api.example/h2" }\n'
+} >"$WORK/tokenproxy-tls.yaml"
+start tokenproxy-tls "$PROXY_CPU" "$TP" run --config "$WORK/tokenproxy-tls.yaml"
+TPT_PID=$STARTED_PID
 
 wait_http "http://127.0.0.1:$P_NGINX/" 10 nginx
 wait_http "http://127.0.0.1:$P_BARE/" 10 bare
 wait_http "http://127.0.0.1:$P_ADMIN/readyz" 30 tokenproxy
 wait_http "http://127.0.0.1:$P_ADMIN_PINGORA/readyz" 30 tokenproxy-pingora
+wait_http "http://127.0.0.1:$P_ADMIN_TLS/readyz" 30 tokenproxy-tls
 
 declare -A URL=(
   [direct]=http://127.0.0.1:$P_UPSTREAM
@@ -331,13 +375,18 @@ declare -A URL=(
   [bare-pingora]=http://127.0.0.1:$P_BARE
   [tokenproxy-refresh]=http://127.0.0.1:$P_REFRESH
   [tokenproxy-pingora]=http://127.0.0.1:$P_PINGORA
+  [direct-https]=https://localhost:$P_UPSTREAM_TLS
+  [nginx-https]=http://127.0.0.1:$P_NGINX_TLS
+  [tokenproxy-https]=http://127.0.0.1:$P_HTTPS
+  [tokenproxy-h2]=http://127.0.0.1:$P_H2
 )
 # The process whose CPU time and memory a row reports: the proxy, or the upstream for direct.
 declare -A ROW_PID=([direct]=$UPSTREAM_PID [nginx]=$NGINX_PID [tokenproxy]=$TP_PID [bare-pingora]=$BARE_PID
-  [tokenproxy-pingora]=$TPP_PID)
+  [tokenproxy-pingora]=$TPP_PID [direct-https]=$UPSTREAM_PID [nginx-https]=$NGINX_PID
+  [tokenproxy-https]=$TPT_PID [tokenproxy-h2]=$TPT_PID)
 
 # Every proxy row must forward a bearer token before its figures mean anything.
-for row in nginx tokenproxy bare-pingora tokenproxy-pingora; do
+for row in nginx tokenproxy bare-pingora tokenproxy-pingora nginx-https tokenproxy-https tokenproxy-h2; do
   seen=$(curl -fsS --max-time 2 "${URL[$row]}/bench/authorization" || true)
   [[ $seen == "Bearer ey"* ]] || die "$row forwarded Authorization \"${seen:0:40}\", not a bearer JWT"
 done
@@ -426,6 +475,7 @@ row_set() {
 }
 
 ROWS=(direct nginx tokenproxy bare-pingora tokenproxy-pingora)
+HTTPS_ROWS=(direct-https nginx-https tokenproxy-https tokenproxy-h2)
 
 # Anything else running on the machine shows up in every figure: measure it before starting.
 read -r -a b0 <<<"$(cpu_ticks)"
@@ -450,7 +500,30 @@ BARE_LOAD_HWM_KIB=$(vm_kib "$BARE_PID" VmHWM)
 # upstream or to the proxy, and back), so the difference is the proxy's own work.
 taskset -a -p -c "$PROXY_CPU" "$UPSTREAM_PID" >/dev/null
 row_set small-1 1 / "$ROUNDS" "${ROWS[@]}"
+row_set https-1 1 / "$ROUNDS" direct-https nginx-https tokenproxy-https
 taskset -a -p -c "$LOAD_CPU" "$UPSTREAM_PID" >/dev/null
+
+# https:// upstreams at 64 connections, rows alternating as in set 1. The TLS counters of
+# tokenproxy-tls are read around the set: what TLS cost in handshakes and connections.
+tls_metric() { # ROUTE METRIC [L=V]
+  curl -fsS --max-time 2 "http://127.0.0.1:$P_ADMIN_TLS/metrics" | grep "route=\"$1\"" |
+    "$REPORT_BIN" metric-sum "$2" ${3:+"$3"}
+}
+tls_counters() { # PREFIX: one key=value line per counter of the https and h2 routes
+  local route
+  for route in https h2; do
+    printf '%s_%s_opened_lean=%s\n' "$1" "$route" "$(tls_metric "$route" tokenproxy_upstream_connections_opened_total path=lean)"
+    printf '%s_%s_opened_pingora=%s\n' "$1" "$route" "$(tls_metric "$route" tokenproxy_upstream_connections_opened_total path=pingora)"
+    printf '%s_%s_full=%s\n' "$1" "$route" "$(tls_metric "$route" tokenproxy_upstream_tls_handshakes_total outcome=full)"
+    printf '%s_%s_resumed=%s\n' "$1" "$route" "$(tls_metric "$route" tokenproxy_upstream_tls_handshakes_total outcome=resumed)"
+    printf '%s_%s_failed=%s\n' "$1" "$route" "$(tls_metric "$route" tokenproxy_upstream_tls_handshakes_total outcome=failed)"
+    printf '%s_%s_handoffs=%s\n' "$1" "$route" "$(tls_metric "$route" tokenproxy_pingora_handoffs_total)"
+    printf '%s_%s_requests=%s\n' "$1" "$route" "$(tls_metric "$route" tokenproxy_requests_total)"
+  done
+}
+tls_counters before >"$WORK/tls.txt"
+row_set https-64 "$CONNS" / "$MAIN_ROUNDS" "${HTTPS_ROWS[@]}"
+tls_counters after >>"$WORK/tls.txt"
 
 reset_hwm "$TP_PID"
 row_set 4k "$CONNS" /body/4k "$ROUNDS" direct nginx tokenproxy

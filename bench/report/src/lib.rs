@@ -9,6 +9,7 @@
 //! - `aggregate`: per set and row, the figures of the tables; paired per-round ratios.
 //! - `targets`: the PASS/FAIL rules of bench/README.md.
 //! - `notes`: the notes on rows that measured more than the proxy.
+//! - `https`: the https section and its targets (rows to an `https://` upstream, TLS counters).
 //! - `report`: the report, rendered from the inputs.
 //! - `live`: what the script needs while it runs (counters, a run's line, its steal).
 //! - `cli`: the subcommands `bench/run.sh` calls.
@@ -16,6 +17,7 @@
 pub mod aggregate;
 pub mod cli;
 pub mod facts;
+pub mod https;
 pub mod inputs;
 pub mod live;
 pub mod notes;

@@ -18,6 +18,8 @@ pub struct Inputs {
     pub runs: Vec<Run>,
     pub discarded: Vec<Run>,
     pub refresh: Vec<RefreshRound>,
+    /// `tls.txt`, the TLS counters around the https set; empty when the run had none.
+    pub tls: String,
 }
 
 impl Inputs {
@@ -28,6 +30,7 @@ impl Inputs {
             runs: inputs::parse_runs(&inputs::read(dir, "runs.tsv")?, "runs.tsv")?,
             discarded: inputs::parse_runs(&inputs::read(dir, "discarded.tsv")?, "discarded.tsv")?,
             refresh: inputs::parse_refresh(&inputs::read(dir, "refresh.tsv")?, "refresh.tsv")?,
+            tls: inputs::read(dir, "tls.txt").unwrap_or_default(),
         })
     }
 }
@@ -327,6 +330,11 @@ pub fn render(inp: &Inputs) -> String {
         kib(f.bare_load_hwm_kib)
     );
 
+    let https = crate::https::present(&inp.runs);
+    if https {
+        crate::https::section(&mut o, &t, pc, lc, &f.conns, &inp.tls);
+    }
+
     // Targets.
     o.push_str("\ntargets (informational: the exit status does not depend on them)\n");
     let r_bare = ratio(tp, bare_rps);
@@ -433,6 +441,10 @@ pub fn render(inp: &Inputs) -> String {
         ),
     ));
 
+    if https {
+        crate::https::target_lines(&mut o, &t, &inp.runs);
+    }
+
     o.push_str(&notes(&rows, pc, lc));
     o
 }
@@ -451,7 +463,7 @@ fn steal_cell(t: &Table<'_>, set: &str, row: &str) -> String {
 }
 
 /// One of the 12-column tables: a header, then a line per row.
-fn table(o: &mut String, t: &Table<'_>, pc: &str, lc: &str, set: &str, rows: &[&str]) {
+pub(crate) fn table(o: &mut String, t: &Table<'_>, pc: &str, lc: &str, set: &str, rows: &[&str]) {
     let line = |o: &mut String, c: [&str; 12]| {
         let _ = writeln!(
             o,

@@ -28,6 +28,11 @@ pub fn added_p50_ok(added_us: f64) -> bool {
     added_us <= 100.0
 }
 
+/// tokenproxy's p50 added over direct at 1 connection ≤ nginx's.
+pub fn added_p50_within_nginx(tokenproxy_us: i64, nginx_us: i64) -> bool {
+    tokenproxy_us <= nginx_us
+}
+
 /// No errors in any run of any row, kept or measured again.
 pub fn zero_errors(errors: f64) -> bool {
     errors == 0.0
@@ -103,6 +108,13 @@ mod tests {
         assert!(added_p50_ok(100.0));
         assert!(!added_p50_ok(101.0));
         assert!(added_p50_ok(-6.0));
+    }
+
+    #[test]
+    fn added_p50_within_nginx_passes_up_to_equal() {
+        assert!(added_p50_within_nginx(40, 40));
+        assert!(added_p50_within_nginx(-3, 40));
+        assert!(!added_p50_within_nginx(41, 40));
     }
 
     #[test]
