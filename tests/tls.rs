@@ -12,7 +12,7 @@ use common::idp::{Idp, Mode};
 use common::proxy::Proxy;
 use common::tls::TestCa;
 use common::upstream::{pattern, sha256_hex, Upstream};
-use common::{client, free_port, metric, metrics_text, wait_for};
+use common::{client, metric, metrics_text, wait_for};
 
 const SECRET: &str = "tls-lean-secret";
 
@@ -74,18 +74,21 @@ async fn https_requests_take_the_lean_path_with_sni_host_and_either_trust_root()
     let up = Upstream::https(Some(idp.checker()), &ca).await;
     let dir = tempfile::tempdir().unwrap();
     let (ca_file, ca_path) = ca_line(&dir, "ca.pem", &ca);
-    let (admin, with_ca, system, auto) = (free_port(), free_port(), free_port(), free_port());
     let base = format!("https://localhost:{}/api/v1/", up.addr.port());
     let plain = format!("https://localhost:{}", up.addr.port());
-    let yaml = Cfg::new(admin, &idp.token_url(), SECRET)
-        .route("ca_file", with_ca, &base, &[&ca_file, "http2: off"])
-        .route("system", system, &plain, &["http2: off"])
-        .route("auto", auto, &plain, &[&ca_file])
+    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
+        .route("ca_file", 0, &base, &[&ca_file, "http2: off"])
+        .route("system", 0, &plain, &["http2: off"])
+        .route("auto", 0, &plain, &[&ca_file])
         .build();
     // The test CA as the system's roots, for the route without a ca_file.
     let ca_env = ca_path.display().to_string();
-    let mut proxy = Proxy::start_in(dir, &yaml, admin, &[("SSL_CERT_FILE", &ca_env)]);
+    let mut proxy = Proxy::start_in(dir, &yaml, 0, &[("SSL_CERT_FILE", &ca_env)]);
     proxy.ready().await;
+    let admin = proxy.admin;
+    let with_ca = proxy.port("ca_file");
+    let system = proxy.port("system");
+    let auto = proxy.port("auto");
     let c = client();
 
     let r = c
@@ -161,15 +164,17 @@ async fn a_certificate_for_another_name_gets_the_same_502_on_both_paths() {
     let up = Upstream::https(Some(idp.checker()), &ca).await;
     let dir = tempfile::tempdir().unwrap();
     let (ca_file, _) = ca_line(&dir, "ca.pem", &ca);
-    let (admin, lean, pingora) = (free_port(), free_port(), free_port());
     let upstream = format!("https://localhost:{}", up.addr.port());
-    let yaml = Cfg::new(admin, &idp.token_url(), SECRET)
-        .route("lean", lean, &upstream, &[&ca_file, "http2: off"])
+    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
+        .route("lean", 0, &upstream, &[&ca_file, "http2: off"])
         // Never learns the upstream's version (no handshake succeeds): stays pingora's.
-        .route("pingora", pingora, &upstream, &[&ca_file])
+        .route("pingora", 0, &upstream, &[&ca_file])
         .build();
-    let mut proxy = Proxy::start_in(dir, &yaml, admin, &[]);
+    let mut proxy = Proxy::start_in(dir, &yaml, 0, &[]);
     proxy.ready().await;
+    let admin = proxy.admin;
+    let lean = proxy.port("lean");
+    let pingora = proxy.port("pingora");
     let c = client();
     for (route, port) in [("lean", lean), ("pingora", pingora)] {
         for post in [false, true] {
@@ -222,13 +227,14 @@ async fn pooled_tls_connections_are_reused_and_resumed_after_the_upstream_closes
     let up = Upstream::https(Some(idp.checker()), &ca).await;
     let dir = tempfile::tempdir().unwrap();
     let (ca_file, _) = ca_line(&dir, "ca.pem", &ca);
-    let (admin, port) = (free_port(), free_port());
     let upstream = format!("https://localhost:{}", up.addr.port());
-    let yaml = Cfg::new(admin, &idp.token_url(), SECRET)
-        .route("pool", port, &upstream, &[&ca_file, "http2: off"])
+    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
+        .route("pool", 0, &upstream, &[&ca_file, "http2: off"])
         .build();
-    let mut proxy = Proxy::start_in(dir, &yaml, admin, &[]);
+    let mut proxy = Proxy::start_in(dir, &yaml, 0, &[]);
     proxy.ready().await;
+    let admin = proxy.admin;
+    let port = proxy.port("pool");
 
     // Many requests one after another, even on new caller connections: one upstream connection.
     let c = client();
@@ -337,13 +343,14 @@ async fn ten_mib_bodies_stream_through_tls_intact_both_ways() {
     let up = Upstream::https(Some(idp.checker()), &ca).await;
     let dir = tempfile::tempdir().unwrap();
     let (ca_file, _) = ca_line(&dir, "ca.pem", &ca);
-    let (admin, port) = (free_port(), free_port());
     let upstream = format!("https://localhost:{}", up.addr.port());
-    let yaml = Cfg::new(admin, &idp.token_url(), SECRET)
-        .route("big", port, &upstream, &[&ca_file, "http2: off"])
+    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
+        .route("big", 0, &upstream, &[&ca_file, "http2: off"])
         .build();
-    let mut proxy = Proxy::start_in(dir, &yaml, admin, &[("RUST_LOG", "info")]);
+    let mut proxy = Proxy::start_in(dir, &yaml, 0, &[("RUST_LOG", "info")]);
     proxy.ready().await;
+    let admin = proxy.admin;
+    let port = proxy.port("big");
     let c = client();
     const N: usize = 10 * 1024 * 1024;
 
@@ -408,14 +415,16 @@ async fn h2_upstreams_stay_on_pingoras_path_and_http2_off_never_offers_h2() {
     let up = Upstream::https_h2(Some(idp.checker()), &ca).await;
     let dir = tempfile::tempdir().unwrap();
     let (ca_file, _) = ca_line(&dir, "ca.pem", &ca);
-    let (admin, auto, off) = (free_port(), free_port(), free_port());
     let upstream = format!("https://localhost:{}", up.addr.port());
-    let yaml = Cfg::new(admin, &idp.token_url(), SECRET)
-        .route("auto", auto, &upstream, &[&ca_file])
-        .route("off", off, &upstream, &[&ca_file, "http2: off"])
+    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
+        .route("auto", 0, &upstream, &[&ca_file])
+        .route("off", 0, &upstream, &[&ca_file, "http2: off"])
         .build();
-    let mut proxy = Proxy::start_in(dir, &yaml, admin, &[]);
+    let mut proxy = Proxy::start_in(dir, &yaml, 0, &[]);
     proxy.ready().await;
+    let admin = proxy.admin;
+    let auto = proxy.port("auto");
+    let off = proxy.port("off");
     let c = client();
     for i in 0..3 {
         for port in [auto, off] {
@@ -459,19 +468,21 @@ async fn an_upstream_that_never_answers_the_handshake_gets_the_same_504_on_both_
             conns.push(c);
         }
     });
-    let (admin, lean, pingora) = (free_port(), free_port(), free_port());
     let upstream = format!("https://127.0.0.1:{port_up}");
-    let yaml = Cfg::new(admin, &idp.token_url(), SECRET)
+    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
         .route(
             "lean",
-            lean,
+            0,
             &upstream,
             &["connect_timeout: 300ms", "http2: off"],
         )
-        .route("pingora", pingora, &upstream, &["connect_timeout: 300ms"])
+        .route("pingora", 0, &upstream, &["connect_timeout: 300ms"])
         .build();
-    let mut proxy = Proxy::start(&yaml, admin, &[]);
+    let mut proxy = Proxy::start(&yaml, 0, &[]);
     proxy.ready().await;
+    let admin = proxy.admin;
+    let lean = proxy.port("lean");
+    let pingora = proxy.port("pingora");
     let c = client();
     for (route, port) in [("lean", lean), ("pingora", pingora)] {
         let started = std::time::Instant::now();
