@@ -1,8 +1,7 @@
 //! The lean HTTP/1.1 path: for each connection, serves the common request (HTTP/1.1, origin
 //! form, no body or a small `Content-Length` one, a usable token, an HTTP/1.1 upstream, plain or
-//! TLS) itself,
-//! relaying the upstream's response bytes as they come; hands any other request to pingora's
-//! proxy ([`crate::proxy`]), which has the same semantics with the general machinery.
+//! TLS) itself, relaying the upstream's response bytes as they come; hands any other request to
+//! pingora's proxy ([`crate::proxy`]), which has the same semantics with the general machinery.
 //!
 //! pingora spends most of its per-request CPU on what a sidecar does not need (a task pair and
 //! channels per request, header maps rebuilt and re-serialized, a boxed future per phase); this
