@@ -165,8 +165,11 @@ fn checks_a_verify_route_naming_the_key() {
             "routes[1]: a route has exactly one of token (inject) and verify",
         ),
         (
-            good.replace("    verify:\n", "    existing: keep\n    verify:\n"),
-            "routes[1].existing: applies to token injection only",
+            good.replace(
+                "    verify:\n",
+                "    format: \"Token {token}\"\n    verify:\n",
+            ),
+            "routes[1].format: applies to token injection only",
         ),
     ];
     for (yaml, want) in cases {
