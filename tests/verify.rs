@@ -434,6 +434,34 @@ async fn a_key_rotated_in_at_the_issuer_is_used_without_a_restart() {
 }
 
 #[tokio::test]
+async fn concurrent_tokens_with_a_new_kid_wait_for_one_fetch() {
+    let fx = fixture("").await;
+    let fresh = TestKey::rsa("rsa-2");
+    let token = fresh.sign(&claims(&fx.jwks.issuer()));
+    fx.jwks
+        .set_keys(vec![RSA.jwk.clone(), EC.jwk.clone(), fresh.jwk.clone()]);
+    // A slow JWKS: requests that come while the fetch is under way wait for it.
+    fx.jwks.set_delay(std::time::Duration::from_millis(300));
+    let before = fx.jwks.jwks_hits();
+    let fx = std::sync::Arc::new(fx);
+    let mut tasks = Vec::new();
+    for side in 0..fx.sides.len() {
+        for _ in 0..10 {
+            let (fx, token) = (fx.clone(), token.clone());
+            tasks.push(tokio::spawn(async move {
+                let port = fx.sides[side].2;
+                call(&fx, port, "GET", "/", Some(&token), "").await.0.status
+            }));
+        }
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    // One fetch per proxy process.
+    assert_eq!(fx.jwks.jwks_hits() - before, 2);
+}
+
+#[tokio::test]
 async fn readyz_waits_for_the_keys() {
     // An issuer that does not answer yet: the proxy listens but is not ready.
     let port = free_port();

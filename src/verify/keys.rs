@@ -4,6 +4,7 @@
 //! for an unknown `kid` at most once per [`MISS_REFETCH_EVERY`], one fetch at a time.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -169,6 +170,8 @@ pub struct Keys {
     last_miss_fetch: Mutex<Option<Instant>>,
     /// One fetch at a time.
     fetching: tokio::sync::Mutex<()>,
+    /// A kid-miss fetch is under way: other tokens with unknown kids wait for it.
+    miss_in_flight: AtomicBool,
     /// The JWKS URL found by discovery.
     discovered: Mutex<Option<Url>>,
     pub last_error: Mutex<Option<String>>,
@@ -207,6 +210,7 @@ impl Keys {
             current: ArcSwapOption::empty(),
             last_miss_fetch: Mutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
+            miss_in_flight: AtomicBool::new(false),
             discovered: Mutex::new(None),
             last_error: Mutex::new(None),
         })
@@ -217,14 +221,16 @@ impl Keys {
         self.current.load_full()
     }
 
-    /// Whether a token naming an unknown `kid` may make us fetch the keys now.
+    /// Whether a token naming an unknown `kid` may make us fetch the keys now, or wait for the
+    /// kid-miss fetch under way.
     pub fn miss_refetch_allowed(&self, now: Instant) -> bool {
-        miss_refetch_allowed(*lock(&self.last_miss_fetch), now)
+        self.miss_in_flight.load(Ordering::Acquire)
+            || miss_refetch_allowed(*lock(&self.last_miss_fetch), now)
     }
 
     /// Fetches the keys again for a token whose `kid` is not in the set: one fetch at a time,
-    /// at most once per [`MISS_REFETCH_EVERY`]. Callers that waited for a fetch under way use
-    /// its result.
+    /// at most once per [`MISS_REFETCH_EVERY`]. Callers that came while a fetch was under way
+    /// wait for it and use its result (single flight).
     pub async fn refetch_for_miss(&self) {
         let _one = self.fetching.lock().await;
         let now = Instant::now();
@@ -235,6 +241,9 @@ impl Keys {
             }
             *last = Some(now);
         }
+        self.miss_in_flight.store(true, Ordering::Release);
+        // Cleared however this ends, a caller that went away included.
+        let _clear = ClearOnDrop(&self.miss_in_flight);
         let _ = self.fetch_and_store("kid_miss").await;
     }
 
@@ -376,6 +385,14 @@ pub async fn run(keys: Arc<Keys>, cancel: CancellationToken) {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+struct ClearOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 

@@ -86,6 +86,8 @@ struct State {
     issuer: Mutex<String>,
     keys: Mutex<Vec<Value>>,
     jwks_hits: AtomicUsize,
+    /// How long the JWKS answer takes.
+    delay: Mutex<std::time::Duration>,
 }
 
 /// The issuer's metadata and keys on `http://127.0.0.1:port`.
@@ -103,6 +105,7 @@ impl JwksServer {
             issuer: Mutex::new(format!("http://{addr}/")),
             keys: Mutex::new(keys),
             jwks_hits: AtomicUsize::new(0),
+            delay: Mutex::new(std::time::Duration::ZERO),
         });
         let task = tokio::spawn(serve(listener, state.clone()));
         JwksServer { addr, state, task }
@@ -119,6 +122,11 @@ impl JwksServer {
 
     pub fn set_keys(&self, keys: Vec<Value>) {
         *self.state.keys.lock().unwrap() = keys;
+    }
+
+    /// Makes every JWKS answer take `delay`.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        *self.state.delay.lock().unwrap() = delay;
     }
 
     /// How many times the JWKS was fetched.
@@ -142,7 +150,13 @@ async fn serve(listener: TcpListener, state: Arc<State>) {
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(answer(&state, req.uri().path())) }
+                async move {
+                    if req.uri().path() == "/jwks" {
+                        let delay = *state.delay.lock().unwrap();
+                        tokio::time::sleep(delay).await;
+                    }
+                    Ok::<_, Infallible>(answer(&state, req.uri().path()))
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
