@@ -462,6 +462,39 @@ async fn concurrent_tokens_with_a_new_kid_wait_for_one_fetch() {
 }
 
 #[tokio::test]
+async fn a_reload_applies_new_verify_settings_and_keeps_the_keys() {
+    let fx = fixture("").await;
+    let mut c = claims(&fx.jwks.issuer());
+    c["scope"] = json!("read:orders");
+    let token = RSA.sign(&c);
+    let (_, proxy, port) = &fx.sides[0];
+    let (resp, _) = call(&fx, *port, "GET", "/", Some(&token), "").await;
+    assert_eq!(resp.status, 200);
+    let hits = fx.jwks.jwks_hits();
+    // The route now needs write:orders too; the same token (already verified and remembered)
+    // must be refused with 403.
+    let yaml = std::fs::read_to_string(&proxy.config_path).unwrap();
+    let changed = yaml.replace(
+        "required_scopes: [read:orders]",
+        "required_scopes: [read:orders, write:orders]",
+    );
+    assert_ne!(yaml, changed);
+    std::fs::write(&proxy.config_path, changed).unwrap();
+    proxy.signal(libc::SIGHUP);
+    let refused = common::wait_for(std::time::Duration::from_secs(10), || async {
+        call(&fx, *port, "GET", "/", Some(&token), "")
+            .await
+            .0
+            .status
+            == 403
+    })
+    .await;
+    assert!(refused, "{}", proxy.stderr());
+    // Same issuer: the key set was kept, not fetched again.
+    assert_eq!(fx.jwks.jwks_hits(), hits);
+}
+
+#[tokio::test]
 async fn readyz_waits_for_the_keys() {
     // An issuer that does not answer yet: the proxy listens but is not ready.
     let port = free_port();
