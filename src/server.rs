@@ -141,17 +141,7 @@ pub fn run(
         }
     }
     server.add_service(service);
-    for r in app.config.load().routes.iter() {
-        match (&r.token, &r.verify) {
-            (Some(token), _) => {
-                info!(route = %r.name, listen = %r.listen, upstream = %r.upstream.authority, token = %token, "route");
-            }
-            (None, Some(v)) => {
-                info!(route = %r.name, listen = %r.listen, upstream = %r.upstream.authority, issuer = %v.issuer, "verify route");
-            }
-            (None, None) => {}
-        }
-    }
+    log_routes(&app.config.load());
     let ready = ready_file.map(|path| (path, listeners::ready_json(&app.config.load())));
     control.spawn(mark_listening(app.routes.clone(), reserved, ready));
     let on_exit = {
@@ -176,6 +166,21 @@ pub fn run(
     app.keys.shutdown();
     control.shutdown_background();
     Ok(())
+}
+
+/// One log line per route: what it injects, or which issuer it verifies against.
+fn log_routes(config: &Config) {
+    for r in &config.routes {
+        match (&r.token, &r.verify) {
+            (Some(token), _) => {
+                info!(route = %r.name, listen = %r.listen, upstream = %r.upstream.authority, token = %token, "route");
+            }
+            (None, Some(v)) => {
+                info!(route = %r.name, listen = %r.listen, upstream = %r.upstream.authority, issuer = %v.issuer, "verify route");
+            }
+            (None, None) => {}
+        }
+    }
 }
 
 /// Waits until every proxy listener accepts a connection (pingora binds them on its own

@@ -599,17 +599,17 @@ struct VerifySide {
 
 async fn verify_side(lean: bool, jwks: &common::jwks::JwksServer) -> VerifySide {
     let up = RawUpstream::start(echo).await;
-    let (admin, port) = (free_port(), free_port());
     let verify = format!(
         "verify: {{ issuer: \"{}\", audiences: [api], required_scopes: [read] }}",
         jwks.issuer()
     );
-    let yaml = Cfg::new(admin, "http://127.0.0.1:9/token", SECRET)
+    let yaml = Cfg::new(0, "http://127.0.0.1:9/token", SECRET)
         .top(&format!("lean_path: {lean}"))
-        .route("verify", port, &up.url(), &[&verify])
+        .route("verify", 0, &up.url(), &[&verify])
         .build();
-    let mut proxy = Proxy::start(&yaml, admin, &[("RUST_LOG", "info")]);
+    let mut proxy = Proxy::start(&yaml, 0, &[("RUST_LOG", "info")]);
     proxy.ready().await;
+    let port = proxy.port("verify");
     VerifySide { up, port, proxy }
 }
 

@@ -525,12 +525,11 @@ async fn oidc_provider_jwt_access_tokens_pass_inject_then_verify_and_survive_key
     let api = RawUpstream::start(|r| Reply::ok(format!("{} {}", r.method, r.target))).await;
 
     // The API's pod: a verify route in front of the API.
-    let (verify_admin, verify_port) = (free_port(), free_port());
     let verify_yaml = format!(
-        r#"admin: {{ listen: 127.0.0.1:{verify_admin} }}
+        r#"admin: {{ listen: 127.0.0.1:0 }}
 routes:
   - name: orders-inbound
-    listen: 127.0.0.1:{verify_port}
+    listen: 127.0.0.1:0
     upstream: {api}
     verify:
       issuer: {issuer}
@@ -542,18 +541,18 @@ routes:
         issuer = idp.issuer,
         d = d.display(),
     );
-    let mut verify = Proxy::start(&verify_yaml, verify_admin, &[("RUST_LOG", "info")]);
+    let mut verify = Proxy::start(&verify_yaml, 0, &[("RUST_LOG", "info")]);
     let ready = tokio::time::timeout(Duration::from_secs(30), verify.ready()).await;
     assert!(
         ready.is_ok(),
         "verify proxy not ready:\n{}",
         verify.stderr()
     );
+    let verify_port = verify.port("orders-inbound");
 
     // The caller's pod: two inject routes, one per resource (RS256 and ES256 tokens).
-    let (inject_admin, rs_port, es_port) = (free_port(), free_port(), free_port());
     let inject_yaml = format!(
-        r#"admin: {{ listen: 127.0.0.1:{inject_admin} }}
+        r#"admin: {{ listen: 127.0.0.1:0 }}
 providers:
   oidc:
     issuer: {issuer}
@@ -563,11 +562,11 @@ providers:
     ca_file: {d}/ca.pem
 routes:
   - name: orders-rs256
-    listen: 127.0.0.1:{rs_port}
+    listen: 127.0.0.1:0
     upstream: http://127.0.0.1:{verify_port}
     token: {{ provider: oidc, resource: "https://orders.example.com/", scope: "read:orders write:orders" }}
   - name: orders-es256
-    listen: 127.0.0.1:{es_port}
+    listen: 127.0.0.1:0
     upstream: http://127.0.0.1:{verify_port}
     token: {{ provider: oidc, resource: "https://orders.example.com/es/", scope: "read:orders" }}
 "#,
@@ -575,7 +574,7 @@ routes:
         secret = ORDERS_CALLER_SECRET,
         d = d.display(),
     );
-    let mut inject = Proxy::start(&inject_yaml, inject_admin, &[("RUST_LOG", "info")]);
+    let mut inject = Proxy::start(&inject_yaml, 0, &[("RUST_LOG", "info")]);
     let ready = tokio::time::timeout(Duration::from_secs(30), inject.ready()).await;
     assert!(
         ready.is_ok(),
@@ -583,6 +582,7 @@ routes:
         inject.stderr(),
         idp.log()
     );
+    let (rs_port, es_port) = (inject.port("orders-rs256"), inject.port("orders-es256"));
 
     // client -> inject -> verify -> API, a plain request with no token from the client.
     for (port, alg, kid, scope) in [

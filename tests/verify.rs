@@ -16,7 +16,7 @@ use common::config::Cfg;
 use common::jwks::{JwksServer, TestKey};
 use common::proxy::Proxy;
 use common::rawup::{Client, RawUpstream, Received, Reply, Response};
-use common::{free_port, metric};
+use common::{metric, ClosedPort};
 use serde_json::{json, Value};
 
 const AUD: &str = "https://orders.example.com/";
@@ -63,18 +63,18 @@ async fn fixture(extra: &str) -> Fixture {
         RawUpstream::start(|r: &Received| Reply::ok(format!("{} {}", r.method, r.target))).await;
     let mut sides = Vec::new();
     for (name, lean) in [("lean", true), ("pingora", false)] {
-        let (admin, port) = (free_port(), free_port());
         let verify = format!(
             "verify: {{ issuer: \"{}\", audiences: [\"{AUD}\"], required_scopes: [read:orders], \
              rules: [{{ path_prefix: /admin/, methods: [POST], scopes: [admin:orders] }}]{extra} }}",
             jwks.issuer()
         );
-        let yaml = Cfg::new(admin, "http://127.0.0.1:9/token", "unused")
+        let yaml = Cfg::new(0, "http://127.0.0.1:9/token", "unused")
             .top(&format!("lean_path: {lean}"))
-            .route("orders", port, &up.url(), &[&verify])
+            .route("orders", 0, &up.url(), &[&verify])
             .build();
-        let mut proxy = Proxy::start(&yaml, admin, &[("RUST_LOG", "info")]);
+        let mut proxy = Proxy::start(&yaml, 0, &[("RUST_LOG", "info")]);
         proxy.ready().await;
+        let port = proxy.port("orders");
         sides.push((name, proxy, port));
     }
     Fixture { jwks, up, sides }
@@ -497,16 +497,16 @@ async fn a_reload_applies_new_verify_settings_and_keeps_the_keys() {
 #[tokio::test]
 async fn readyz_waits_for_the_keys() {
     // An issuer that does not answer yet: the proxy listens but is not ready.
-    let port = free_port();
-    let (admin, listen) = (free_port(), free_port());
+    let closed = ClosedPort::new();
     let up = RawUpstream::start(|_| Reply::ok("x")).await;
-    let issuer = format!("http://127.0.0.1:{port}/");
+    let issuer = format!("http://127.0.0.1:{}/", closed.port);
     let verify = format!("verify: {{ issuer: \"{issuer}\", audiences: [a] }}");
-    let yaml = Cfg::new(admin, "http://127.0.0.1:9/token", "unused")
-        .route("orders", listen, &up.url(), &[&verify])
+    let yaml = Cfg::new(0, "http://127.0.0.1:9/token", "unused")
+        .route("orders", 0, &up.url(), &[&verify])
         .build();
-    let mut proxy = Proxy::start(&yaml, admin, &[("RUST_LOG", "info")]);
+    let mut proxy = Proxy::start(&yaml, 0, &[("RUST_LOG", "info")]);
     proxy.listening().await;
+    let listen = proxy.port("orders");
     let r = reqwest::get(proxy.admin_url("/readyz")).await.unwrap();
     assert_eq!(r.status(), 503);
     let v: Value = r.json().await.unwrap();
