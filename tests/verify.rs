@@ -495,6 +495,49 @@ async fn a_reload_applies_new_verify_settings_and_keeps_the_keys() {
 }
 
 #[tokio::test]
+async fn a_failed_key_fetch_keeps_the_last_good_set() {
+    let fx = fixture("").await;
+    fx.jwks.set_failing(true);
+    let before = fx.jwks.jwks_hits();
+    let mut header = jsonwebtoken::Header::new(RSA.alg);
+    header.kid = Some("not-yet-published".into());
+    let unknown = jsonwebtoken::encode(&header, &claims(&fx.jwks.issuer()), &RSA.encoding).unwrap();
+    refused(&fx, Some(&unknown), 401, "error=\"invalid_token\"").await;
+    // Each proxy asked once and got a 500.
+    assert_eq!(fx.jwks.jwks_hits() - before, 2);
+    let good = EC.sign(&claims(&fx.jwks.issuer()));
+    for (name, proxy, port) in &fx.sides {
+        let (resp, got) = call(&fx, *port, "GET", "/", Some(&good), "").await;
+        assert_eq!(resp.status, 200, "{name}: the old keys were dropped");
+        assert!(got.is_some());
+        let keys: Value = reqwest::get(proxy.admin_url("/keys"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let issuer = &keys["issuers"][0];
+        assert_eq!(issuer["key_ids"], json!(["rsa-1", "ec-1"]), "{keys}");
+        assert!(
+            issuer["last_error"].as_str().unwrap().contains("500"),
+            "{keys}"
+        );
+        let failed = metric(
+            proxy.admin,
+            &format!(
+                "tokenproxy_jwks_refreshes_total{{issuer=\"{}\",outcome=\"failure\"}}",
+                fx.jwks.issuer()
+            ),
+        )
+        .await;
+        assert_eq!(failed, 1.0);
+        // Still ready: the set in force is good.
+        let ready = reqwest::get(proxy.admin_url("/readyz")).await.unwrap();
+        assert_eq!(ready.status(), 200);
+    }
+}
+
+#[tokio::test]
 async fn readyz_waits_for_the_keys() {
     // An issuer that does not answer yet: the proxy listens but is not ready.
     let closed = ClosedPort::new();

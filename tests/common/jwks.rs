@@ -88,6 +88,8 @@ struct State {
     jwks_hits: AtomicUsize,
     /// How long the JWKS answer takes.
     delay: Mutex<std::time::Duration>,
+    /// Answer the JWKS with 500.
+    failing: std::sync::atomic::AtomicBool,
 }
 
 /// The issuer's metadata and keys on `http://127.0.0.1:port`.
@@ -106,6 +108,7 @@ impl JwksServer {
             keys: Mutex::new(keys),
             jwks_hits: AtomicUsize::new(0),
             delay: Mutex::new(std::time::Duration::ZERO),
+            failing: std::sync::atomic::AtomicBool::new(false),
         });
         let task = tokio::spawn(serve(listener, state.clone()));
         JwksServer { addr, state, task }
@@ -127,6 +130,11 @@ impl JwksServer {
     /// Makes every JWKS answer take `delay`.
     pub fn set_delay(&self, delay: std::time::Duration) {
         *self.state.delay.lock().unwrap() = delay;
+    }
+
+    /// Makes the JWKS answer 500 (`true`) or the keys again.
+    pub fn set_failing(&self, failing: bool) {
+        self.state.failing.store(failing, Ordering::SeqCst);
     }
 
     /// How many times the JWKS was fetched.
@@ -173,6 +181,12 @@ fn answer(state: &State, path: &str) -> Response<Full<Bytes>> {
         }
         "/jwks" => {
             state.jwks_hits.fetch_add(1, Ordering::SeqCst);
+            if state.failing.load(Ordering::SeqCst) {
+                return Response::builder()
+                    .status(500)
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+            }
             json!({ "keys": *state.keys.lock().unwrap() })
         }
         _ => {
