@@ -124,7 +124,7 @@ fn checks_a_verify_route_naming_the_key() {
     let good = format!("{GOOD}{VERIFY}");
     let (ok, stdout, stderr) = check(&good);
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("2 route(s)"), "{stdout}");
+    assert!(stdout.contains("2 route(s) (1 verify)"), "{stdout}");
     let cases: Vec<(String, &str)> = vec![
         (
             good.replace("issuer: https://idp.example/", "issuer: idp.example"),

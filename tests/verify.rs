@@ -65,8 +65,9 @@ async fn fixture(extra: &str) -> Fixture {
     for (name, lean) in [("lean", true), ("pingora", false)] {
         let verify = format!(
             "verify: {{ issuer: \"{}\", audiences: [\"{AUD}\"], required_scopes: [read:orders], \
-             rules: [{{ path_prefix: /admin/, methods: [POST], scopes: [admin:orders] }}]{extra} }}",
-            jwks.issuer()
+             rules: [{{ path_prefix: /admin/, methods: [POST], scopes: [admin:orders] }}]{} }}",
+            jwks.issuer(),
+            extra.replace("JWKS_URL", &jwks.jwks_url()),
         );
         let yaml = Cfg::new(0, "http://127.0.0.1:9/token", "unused")
             .top(&format!("lean_path: {lean}"))
@@ -128,6 +129,8 @@ async fn refused(fx: &Fixture, token: Option<&str>, status: u16, challenge: &str
 #[tokio::test]
 async fn rs256_and_es256_tokens_pass_with_the_verified_identity() {
     let fx = fixture("").await;
+    // No jwks_url: the keys were found by discovery, once per proxy.
+    assert_eq!(fx.jwks.discovery_hits(), 2);
     for key in [&*RSA, &*EC] {
         let token = key.sign(&claims(&fx.jwks.issuer()));
         for (name, _, port) in &fx.sides {
@@ -360,8 +363,10 @@ async fn missing_scopes_get_403_naming_the_scope() {
 
 #[tokio::test]
 async fn strip_authorization_keeps_the_token_from_the_api() {
+    // With jwks_url set, the keys come from it, not from discovery.
     let fx = fixture(
-        ", strip_authorization: true, forward_claims: { sub: X-Caller, client_id: X-Client }",
+        ", strip_authorization: true, forward_claims: { sub: X-Caller, client_id: X-Client }, \
+         jwks_url: \"JWKS_URL\"",
     )
     .await;
     let mut c = claims(&fx.jwks.issuer());
@@ -383,6 +388,14 @@ async fn strip_authorization_keeps_the_token_from_the_api() {
         assert_eq!(got.head.all("x-caller"), ["svc-checkout"]);
         assert_eq!(got.head.all("x-client"), ["checkout"]);
     }
+    let keys: Value = reqwest::get(fx.sides[0].1.admin_url("/keys"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(keys["issuers"][0]["jwks_url"], fx.jwks.jwks_url());
+    assert_eq!(fx.jwks.discovery_hits(), 0);
 }
 
 #[tokio::test]

@@ -96,10 +96,12 @@ impl Config {
             .iter()
             .filter_map(|r| r.token.as_ref())
             .collect();
+        let verify = self.routes.iter().filter(|r| r.verify.is_some()).count();
         format!(
-            "config ok: {} provider(s), {} route(s), {} distinct token(s), admin on {}",
+            "config ok: {} provider(s), {} route(s) ({} verify), {} distinct token(s), admin on {}",
             self.providers.len(),
             self.routes.len(),
+            verify,
             tokens.len(),
             self.admin_listen
         )

@@ -86,6 +86,7 @@ struct State {
     issuer: Mutex<String>,
     keys: Mutex<Vec<Value>>,
     jwks_hits: AtomicUsize,
+    discovery_hits: AtomicUsize,
     /// How long the JWKS answer takes.
     delay: Mutex<std::time::Duration>,
     /// Answer the JWKS with 500.
@@ -107,6 +108,7 @@ impl JwksServer {
             issuer: Mutex::new(format!("http://{addr}/")),
             keys: Mutex::new(keys),
             jwks_hits: AtomicUsize::new(0),
+            discovery_hits: AtomicUsize::new(0),
             delay: Mutex::new(std::time::Duration::ZERO),
             failing: std::sync::atomic::AtomicBool::new(false),
         });
@@ -135,6 +137,11 @@ impl JwksServer {
     /// Makes the JWKS answer 500 (`true`) or the keys again.
     pub fn set_failing(&self, failing: bool) {
         self.state.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// How many times the discovery document was fetched.
+    pub fn discovery_hits(&self) -> usize {
+        self.state.discovery_hits.load(Ordering::SeqCst)
     }
 
     /// How many times the JWKS was fetched.
@@ -177,6 +184,7 @@ fn answer(state: &State, path: &str) -> Response<Full<Bytes>> {
     let issuer = state.issuer.lock().unwrap().clone();
     let body = match path {
         "/.well-known/openid-configuration" => {
+            state.discovery_hits.fetch_add(1, Ordering::SeqCst);
             json!({ "issuer": issuer, "jwks_uri": format!("{issuer}jwks") })
         }
         "/jwks" => {
