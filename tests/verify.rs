@@ -551,6 +551,74 @@ async fn a_failed_key_fetch_keeps_the_last_good_set() {
 }
 
 #[tokio::test]
+async fn the_verify_metrics_pass_promtool_with_their_labels() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let fx = fixture("").await;
+    let (_, proxy, port) = &fx.sides[0];
+    let mut expired = claims(&fx.jwks.issuer());
+    expired["exp"] = json!(now() - 100);
+    call(
+        &fx,
+        *port,
+        "GET",
+        "/",
+        Some(&RSA.sign(&claims(&fx.jwks.issuer()))),
+        "",
+    )
+    .await;
+    call(&fx, *port, "GET", "/", Some(&RSA.sign(&expired)), "").await;
+    call(&fx, *port, "GET", "/", None, "").await;
+    let text = common::metrics_text(proxy.admin).await;
+    let issuer = fx.jwks.issuer();
+    for (series, want) in [
+        (
+            "tokenproxy_inbound_requests_total{route=\"orders\",outcome=\"allowed\"}".to_string(),
+            1.0,
+        ),
+        (
+            "tokenproxy_inbound_requests_total{route=\"orders\",outcome=\"expired\"}".to_string(),
+            1.0,
+        ),
+        (
+            "tokenproxy_inbound_requests_total{route=\"orders\",outcome=\"missing\"}".to_string(),
+            1.0,
+        ),
+        (
+            format!("tokenproxy_jwks_refreshes_total{{issuer=\"{issuer}\",outcome=\"success\"}}"),
+            1.0,
+        ),
+        (format!("tokenproxy_jwks_keys{{issuer=\"{issuer}\"}}"), 2.0),
+    ] {
+        assert_eq!(
+            common::sample(&text, &series),
+            Some(want),
+            "{series}\n{text}"
+        );
+    }
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is not installed: run scripts/setup.sh");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
 async fn readyz_waits_for_the_keys() {
     // An issuer that does not answer yet: the proxy listens but is not ready.
     let closed = ClosedPort::new();
