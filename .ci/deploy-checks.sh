@@ -5,7 +5,8 @@
 #   yamllint          every YAML file under deploy/ (relaxed rules)
 #   kustomize         renders deploy/kubernetes, natively, with the
 #                     classic-sidecar component, with the shared-cache
-#                     component, and with both
+#                     component, and with both; and deploy/kubernetes/verify
+#                     (the API's pod, tokenproxy in verify mode)
 #   deploy-lint.py    sidecar shape and hardening, config/port/secret
 #                     cross-references, prometheus-operator resources,
 #                     PrometheusRule == deploy/prometheus/alerts.yaml
@@ -139,6 +140,10 @@ render_native() {
   kubectl kustomize deploy/kubernetes >"$WORK/native.yaml"
 }
 
+render_verify() {
+  kubectl kustomize deploy/kubernetes/verify >"$WORK/verify.yaml"
+}
+
 # kustomize refuses an overlay inside its base's directory, so the variants
 # with components are rendered from a throw-away kustomization that enables
 # them, in the order given. Its paths must be relative.
@@ -234,6 +239,13 @@ main() {
       --core-out "$WORK/shared-classic-core.yaml" --expect-shared-cache
   fi
 
+  check "kustomize deploy/kubernetes/verify" render_verify
+  if [[ -s $WORK/verify.yaml ]]; then
+    check "deploy-lint: verify (API pod) manifests" python .ci/deploy-lint.py verify "$WORK/verify.yaml"
+    check "kubernetes-validate --strict 1.31 (verify)" validate_k8s "$WORK/verify.yaml" 1.31.0
+    check "kubernetes-validate --strict 1.29 (verify)" validate_k8s "$WORK/verify.yaml" 1.29.0
+  fi
+
   check "promtool check rules deploy/prometheus/alerts.yaml" "$PROMTOOL" check rules deploy/prometheus/alerts.yaml
   check "promtool test rules deploy/prometheus/alerts.test.yaml" \
     "$PROMTOOL" test rules deploy/prometheus/alerts.test.yaml
@@ -259,6 +271,8 @@ main() {
       tokenproxy_check deploy/kubernetes/shared-cache/config.yaml
     check "tokenproxy check deploy/compose/tokenproxy-fleet/config.yaml" \
       tokenproxy_check deploy/compose/tokenproxy-fleet/config.yaml
+    check "tokenproxy check deploy/kubernetes/verify/config.yaml" \
+      tokenproxy_check deploy/kubernetes/verify/config.yaml
   fi
 
   if ((${#FAILED[@]})); then

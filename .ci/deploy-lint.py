@@ -6,6 +6,14 @@ jsonschema come with kubernetes-validate):
   deploy-lint.py kubernetes RENDERED.yaml --variant native|classic
       --alerts deploy/prometheus/alerts.yaml --core-out CORE.yaml
   deploy-lint.py compose RESOLVED.yaml --prometheus-config FILE
+  deploy-lint.py verify RENDERED.yaml
+
+`verify` checks the rendered API-pod example (deploy/kubernetes/verify): every
+route of its tokenproxy config is a verify route to a loopback upstream, each
+verify listener is a containerPort of the native sidecar, the Service targets
+one of them, the NetworkPolicy admits only tokenproxy's ports, the API
+container exposes none, and the sidecar's startupProbe asks /readyz (keys
+loaded) on the admin port.
 
 `kubernetes` checks kustomize's output: the tokenproxy sidecar's shape,
 hardening, probes and resources; that the ConfigMap, Secret, ports and
@@ -565,6 +573,93 @@ def check_compose_proxy(report, name, proxy, shared=False):
     return admin_port
 
 
+def check_verify(report, docs):
+    by_kind = {}
+    for doc in docs:
+        by_kind.setdefault(doc.get("kind"), []).append(doc)
+    deployments = by_kind.get("Deployment", [])
+    if not report.check(len(deployments) == 1, "rendered output", "needs exactly one Deployment"):
+        return
+    deployment = deployments[0]
+    where = f"Deployment {deployment['metadata']['name']}"
+    sidecar = find_sidecar(report, deployment, "native")
+    if sidecar is None:
+        return
+    pod = deployment["spec"]["template"]["spec"]
+    config_maps = {d["metadata"]["name"]: d for d in by_kind.get("ConfigMap", [])}
+    mounted = [
+        v["configMap"]["name"]
+        for v in pod.get("volumes") or []
+        if "configMap" in v
+        and any(m["name"] == v["name"] for m in sidecar.get("volumeMounts") or [])
+    ]
+    configs = [config_maps[n] for n in mounted if n in config_maps]
+    if not report.check(len(configs) == 1, where, "the sidecar must mount one tokenproxy ConfigMap"):
+        return
+    config = yaml.safe_load(configs[0]["data"]["config.yaml"])
+    admin = port_of((config.get("admin") or {}).get("listen"))
+    report.check(admin is not None, where, "admin.listen must be HOST:PORT")
+    ports = {p.get("name"): p["containerPort"] for p in sidecar.get("ports") or []}
+    verify_ports = set()
+    for route in config.get("routes") or []:
+        name = route.get("name", "?")
+        report.check(
+            "verify" in route and "token" not in route,
+            where,
+            f"route {name}: the API's pod has verify routes only",
+        )
+        upstream = str(route.get("upstream", ""))
+        report.check(
+            upstream.startswith(("http://127.0.0.1:", "http://localhost:", "http://[::1]:")),
+            where,
+            f"route {name}: the upstream {upstream!r} must be the API on loopback",
+        )
+        listen = port_of(route.get("listen"))
+        if report.check(listen is not None, where, f"route {name}: listen must be HOST:PORT"):
+            verify_ports.add(listen[1])
+            report.check(
+                listen[1] in ports.values(),
+                where,
+                f"route {name}: port {listen[1]} is not a containerPort of the sidecar",
+            )
+    if admin:
+        report.check(admin[1] in ports.values(), where, "the admin port is not a containerPort")
+        http_probe(report, f"{where} startupProbe", sidecar.get("startupProbe"), "/readyz", admin[1], ports)
+        http_probe(report, f"{where} readinessProbe", sidecar.get("readinessProbe"), "/readyz", admin[1], ports)
+    for c in pod.get("containers") or []:
+        report.check(
+            not c.get("ports"),
+            f"{where} container {c['name']}",
+            "the API container exposes no port: callers go through tokenproxy",
+        )
+    for svc in by_kind.get("Service", []):
+        for p in svc["spec"].get("ports") or []:
+            target = ports.get(p.get("targetPort"), p.get("targetPort"))
+            report.check(
+                target in verify_ports,
+                f"Service {svc['metadata']['name']}",
+                f"targetPort {p.get('targetPort')!r} is not a verify listener",
+            )
+    policies = by_kind.get("NetworkPolicy", [])
+    report.check(policies, "rendered output", "needs a NetworkPolicy admitting only tokenproxy's ports")
+    allowed = verify_ports | ({admin[1]} if admin else set())
+    for policy in policies:
+        for rule in policy["spec"].get("ingress") or []:
+            rule_ports = rule.get("ports")
+            report.check(
+                bool(rule_ports),
+                f"NetworkPolicy {policy['metadata']['name']}",
+                "an ingress rule without ports admits the API's own port",
+            )
+            for p in rule_ports or []:
+                port = ports.get(p.get("port"), p.get("port"))
+                report.check(
+                    port in allowed,
+                    f"NetworkPolicy {policy['metadata']['name']}",
+                    f"port {p.get('port')!r} is not a tokenproxy port",
+                )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -578,6 +673,8 @@ def main():
     compose.add_argument("resolved")
     compose.add_argument("--prometheus-config", required=True)
     compose.add_argument("--expect-fleet", type=int, default=0)
+    verify = sub.add_parser("verify")
+    verify.add_argument("rendered")
     stub = sub.add_parser("stub-config")
     stub.add_argument("config")
     stub.add_argument("--secret-file", required=True)
@@ -611,6 +708,8 @@ def main():
         core = [d for d in docs if not d.get("apiVersion", "").startswith("monitoring.coreos.com/")]
         with open(args.core_out, "w", encoding="utf-8") as f:
             yaml.safe_dump_all(core, f, sort_keys=False)
+    elif args.command == "verify":
+        check_verify(report, load_all(args.rendered))
     else:
         check_compose(report, load_all(args.resolved)[0], args.prometheus_config, args.expect_fleet)
 

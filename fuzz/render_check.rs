@@ -48,6 +48,8 @@ pub fn check(data: &[u8], keep_callers: bool) {
         upstream_authority: HOST,
         upstream_port: 8443,
         listen: "127.0.0.1:8081".parse().unwrap(),
+        verify: None,
+        claim_headers: &[],
     };
     let mut headers = [httparse::EMPTY_HEADER; forward::MAX_HEADERS];
     let Ok(Some((_, req))) = forward::parse_head(data, &mut headers) else {
@@ -61,6 +63,7 @@ pub fn check(data: &[u8], keep_callers: bool) {
         host: HOST.as_bytes(),
         base_path: BASE.as_bytes(),
         inject: plan.inject.then_some((&token_header, TOKEN.as_bytes())),
+        claims: &[],
     };
     let mut lean = Vec::new();
     write_upstream_head(&req, &plan, &rewrite, &mut lean);

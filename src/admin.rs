@@ -1,5 +1,5 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz` and `/tokens`. Never shows a token or
-//! a secret.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/tokens` and `/keys`. Never shows a
+//! token or a secret.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,6 +37,7 @@ fn handle(req: &Request<Incoming>, routes: &RouteTable) -> Response<Body> {
         "/healthz" => serve::json(200, &json!({ "status": "ok" })),
         "/readyz" => readyz(routes),
         "/tokens" => serve::json(200, &tokens(routes)),
+        "/keys" => serve::json(200, &keys(routes)),
         "/metrics" => serve::text(
             200,
             "text/plain; version=0.0.4; charset=utf-8",
@@ -71,21 +72,33 @@ fn readyz(routes: &RouteTable) -> Response<Body> {
     let mut waiting = Vec::new();
     let mut all = routes.routes();
     all.sort_by(|a, b| a.route.name.cmp(&b.route.name));
+    let mut no_keys = Vec::new();
     for r in &all {
-        if !r.slot.is_usable(now) {
-            let status = r.slot.status();
+        if let Some(slot) = r.slot.as_ref().filter(|s| !s.is_usable(now)) {
+            let status = slot.status();
             waiting.push(json!({
                 "route": r.route.name,
                 "last_error": status.last_error.as_ref().map(last_error),
             }));
         }
+        if let Some(v) = r.verifier.as_ref().filter(|v| v.keys.current().is_none()) {
+            let error = v
+                .keys
+                .last_error
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            no_keys.push(
+                json!({ "route": r.route.name, "issuer": v.keys.issuer, "last_error": error }),
+            );
+        }
     }
-    if waiting.is_empty() && !all.is_empty() {
+    if waiting.is_empty() && no_keys.is_empty() && !all.is_empty() {
         serve::json(200, &json!({ "ready": true }))
     } else {
         serve::json(
             503,
-            &json!({ "ready": false, "routes_without_token": waiting }),
+            &json!({ "ready": false, "routes_without_token": waiting, "routes_without_keys": no_keys }),
         )
     }
 }
@@ -94,8 +107,11 @@ fn tokens(routes: &RouteTable) -> Value {
     let now = tokio::time::Instant::now();
     let mut by_key: BTreeMap<_, (Arc<RouteState>, Vec<String>)> = BTreeMap::new();
     for r in routes.routes() {
+        let Some(slot) = r.slot.as_ref() else {
+            continue;
+        };
         let entry = by_key
-            .entry(r.slot.key.clone())
+            .entry(slot.key.clone())
             .or_insert_with(|| (r.clone(), Vec::new()));
         entry.1.push(r.route.name.clone());
     }
@@ -103,7 +119,9 @@ fn tokens(routes: &RouteTable) -> Value {
         .into_iter()
         .map(|(key, (state, mut names))| {
             names.sort();
-            let slot = &state.slot;
+            let Some(slot) = state.slot.as_ref() else {
+                return Value::Null;
+            };
             let status = slot.status();
             let current = slot.current();
             json!({
@@ -131,4 +149,37 @@ fn tokens(routes: &RouteTable) -> Value {
         })
         .collect();
     json!({ "tokens": list })
+}
+
+/// Each verify issuer's signing keys: key ids and algorithms, when fetched, the JWKS URL.
+fn keys(routes: &RouteTable) -> Value {
+    let mut by_issuer: BTreeMap<String, (Arc<crate::verify::keys::Keys>, Vec<String>)> =
+        BTreeMap::new();
+    for r in routes.routes() {
+        let Some(v) = r.verifier.as_ref() else {
+            continue;
+        };
+        let id = crate::verify::keys::source_id(&v.config);
+        let entry = by_issuer
+            .entry(id)
+            .or_insert_with(|| (v.keys.clone(), Vec::new()));
+        entry.1.push(r.route.name.clone());
+    }
+    let list: Vec<Value> = by_issuer
+        .into_values()
+        .map(|(keys, mut names)| {
+            names.sort();
+            let set = keys.current();
+            let error = keys.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+            json!({
+                "issuer": keys.issuer,
+                "jwks_url": keys.jwks_url(),
+                "routes": names,
+                "fetched_at": set.as_ref().map(|s| time(s.fetched_at)),
+                "key_ids": set.as_ref().map(|s| s.keys.iter().map(|k| k.kid.clone()).collect::<Vec<_>>()),
+                "last_error": error,
+            })
+        })
+        .collect();
+    json!({ "issuers": list })
 }

@@ -1,5 +1,5 @@
 //! The running proxy's state that the control plane shares: the config in force, the token
-//! manager and the route table, and how a new config is put in force (at start-up and on
+//! manager, the verify routes' key store and the route table, and how a new config is put in force (at start-up and on
 //! reload). [`crate::server`] builds it; [`crate::reload`] and [`crate::admin`] use it.
 
 use std::collections::BTreeMap;
@@ -13,6 +13,7 @@ use crate::config::{Config, ConfigError};
 use crate::listeners;
 use crate::routes::RouteTable;
 use crate::token::manager::TokenManager;
+use crate::verify::keys::{KeyStore, Keys};
 
 /// The state shared by the control plane.
 pub struct App {
@@ -22,6 +23,8 @@ pub struct App {
     /// What each port-0 route's address became at start-up, for reloads.
     pub resolved_listens: BTreeMap<String, SocketAddr>,
     pub tokens: TokenManager,
+    /// The signing keys of the verify routes' issuers.
+    pub keys: KeyStore,
     pub routes: Arc<RouteTable>,
 }
 
@@ -30,7 +33,8 @@ impl App {
     /// Returns the routes that need a restart to be served (new listen addresses).
     pub async fn apply(&self, config: Config) -> Result<Vec<String>, ConfigError> {
         let slots = self.tokens.apply(&config)?;
-        let unbound = self.routes.apply(&config, &slots).await;
+        let keys = self.apply_keys(&config)?;
+        let unbound = self.routes.apply(&config, &slots, &keys).await;
         self.config.store(Arc::new(config));
         Ok(unbound)
     }
@@ -45,22 +49,35 @@ impl App {
             .routes
             .routes()
             .into_iter()
-            .map(|r| r.slot.clone())
+            .filter_map(|r| r.slot.clone())
             .collect();
         let slots = self.tokens.apply(&config)?;
+        let keys = self.apply_keys(&config)?;
         // Only tokens new to this reload are waited for; a kept token that is failing does not
         // hold the reload up.
         let waits = config.routes.iter().filter_map(|r| {
-            let slot = slots.get(&r.token)?.clone();
+            let token = r.token.as_ref()?;
+            let slot = slots.get(token)?.clone();
             if in_force.iter().any(|s| Arc::ptr_eq(s, &slot)) {
                 return None;
             }
-            let timeout = config.providers.get(&r.token.provider)?.timeout;
+            let timeout = config.providers.get(&token.provider)?.timeout;
             Some(async move { slot.wait_usable(timeout).await })
         });
         futures_util::future::join_all(waits).await;
-        let unbound = self.routes.apply(&config, &slots).await;
+        let unbound = self.routes.apply(&config, &slots, &keys).await;
         self.config.store(Arc::new(config));
         Ok(unbound)
+    }
+
+    /// Starts the key refreshers the verify routes of `config` need, stops the unused ones.
+    fn apply_keys(
+        &self,
+        config: &Config,
+    ) -> Result<std::collections::HashMap<String, Arc<Keys>>, ConfigError> {
+        let verify = config.routes.iter().filter_map(|r| r.verify.as_deref());
+        self.keys
+            .apply(verify)
+            .map_err(|e| ConfigError::key("routes", format!("cannot build the JWKS client: {e}")))
     }
 }

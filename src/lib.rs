@@ -11,11 +11,13 @@
 //! - [`routes`]: the live route table, swapped atomically on reload.
 //! - [`forward`]: the request and response policy both request paths apply, and the table of
 //!   answers the proxy gives itself.
+//! - [`verify`]: verify routes: inbound bearer tokens checked against the issuer's keys, decided
+//!   once for both request paths.
 //! - [`proxy`]: the pingora `ProxyHttp` hook that injects the token.
 //! - [`h1`]: the lean HTTP/1.1 path that serves plain requests itself, in front of [`proxy`],
 //!   with its upstream pool and TLS client (`h1::pool`, `h1::tls`), and the limits on caller
 //!   connections (`h1::limits`) that hold on both paths.
-//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/tokens`.
+//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/tokens`, `/keys`.
 //! - [`metrics`]: every Prometheus metric, in one registry.
 //! - [`reload`]: SIGHUP and file-change reload, secret file watching.
 //! - [`shutdown`]: in-flight accounting and graceful exit on SIGTERM/SIGINT.
@@ -63,3 +65,4 @@ pub mod shared_cache;
 pub(crate) mod shutdown;
 pub mod token;
 pub(crate) mod upstream;
+pub(crate) mod verify;

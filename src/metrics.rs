@@ -40,6 +40,9 @@ pub struct Metrics {
     pub config_last_reload_success: Gauge,
     pub shared_cache_requests: IntCounterVec,
     pub shared_cache_up: IntGauge,
+    pub inbound_requests: IntCounterVec,
+    pub jwks_refreshes: IntCounterVec,
+    pub jwks_keys: IntGaugeVec,
 }
 
 /// The process-wide metrics. Registered once: prometheus refuses a second registration.
@@ -129,6 +132,9 @@ impl Metrics {
             idp_quota_limit: gauge(&r, "tokenproxy_idp_quota_limit", "Token quota limit reported by the IdP (Auth0-Client-Quota-Limit), per bucket.", &["provider", "bucket"]),
             config_reloads: counter(&r, "tokenproxy_config_reloads_total", "Config reloads by outcome (success, error).", &["outcome"]),
             shared_cache_requests: counter(&r, "tokenproxy_shared_cache_requests_total", "Operations on the shared token cache by op (get, set, lock, delete) and outcome (hit, miss, ok, contended, error, timeout).", &["op", "outcome"]),
+            inbound_requests: counter(&r, "tokenproxy_inbound_requests_total", "Requests on verify routes by outcome of the token check (allowed, missing, invalid, expired, wrong_issuer, wrong_audience, insufficient_scope).", &["route", "outcome"]),
+            jwks_refreshes: counter(&r, "tokenproxy_jwks_refreshes_total", "Fetches of an issuer's signing keys (JWKS) by outcome (success, failure).", &["issuer", "outcome"]),
+            jwks_keys: int_gauge(&r, "tokenproxy_jwks_keys", "Signing keys in the issuer's key set now in use.", &["issuer"]),
             config_last_reload_success,
             shared_cache_up,
             registry: r,
@@ -323,4 +329,23 @@ pub fn shared_cache_configured() {
     let m = &*METRICS;
     // A second registration (never happens: the cache is built once) is harmless.
     let _ = m.registry.register(Box::new(m.shared_cache_up.clone()));
+}
+
+/// Records the outcome of a verify route's token check.
+pub fn inbound(route: &str, outcome: &str) {
+    METRICS
+        .inbound_requests
+        .with_label_values(&[route, outcome])
+        .inc();
+}
+
+/// Records a JWKS fetch; `keys` is the size of the new set on success.
+pub fn jwks_refreshed(issuer: &str, outcome: &str, keys: Option<usize>) {
+    let m = &*METRICS;
+    m.jwks_refreshes.with_label_values(&[issuer, outcome]).inc();
+    if let Some(n) = keys {
+        m.jwks_keys
+            .with_label_values(&[issuer])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
 }

@@ -17,6 +17,7 @@ use crate::forward::{self, Answer, Plan};
 use crate::metrics::{self, METRICS};
 use crate::routes::{RouteState, RouteTable};
 use crate::shutdown::InFlight;
+use crate::verify::{Check, Denial};
 
 pub struct TokenProxy {
     pub routes: Arc<RouteTable>,
@@ -58,6 +59,8 @@ pub struct Forward {
     websocket: bool,
     idempotent: bool,
     body: forward::Body,
+    /// A verify route's verified claim fields, set after the caller's copies are removed.
+    claims: Vec<(http::HeaderName, HeaderValue)>,
 }
 
 impl Forward {
@@ -73,7 +76,14 @@ impl Forward {
             websocket: plan.websocket,
             idempotent: plan.idempotent,
             body: plan.body,
+            claims: Vec::new(),
         }
+    }
+
+    /// Sets the verified claim fields a verify route forwards.
+    pub fn with_claims(mut self, claims: Vec<(http::HeaderName, HeaderValue)>) -> Self {
+        self.claims = claims;
+        self
     }
 
     fn replayable(&self, max_body: usize, buffered: Option<usize>) -> bool {
@@ -82,8 +92,9 @@ impl Forward {
 
     /// Turns the caller's request header into the one that goes upstream, as the lean path's
     /// [`crate::h1::wire::write_upstream_head`] does in bytes: fields the plan drops removed,
-    /// `Host` replaced, the WebSocket pair written anew, the base path prefixed, and the token
-    /// header (when given) replacing whatever the caller sent under that name.
+    /// `Host` replaced, a verify route's claim fields set, the WebSocket pair written anew, the
+    /// base path prefixed, and the token header (when given) replacing whatever the caller sent
+    /// under that name.
     pub fn render(
         &self,
         req: &mut RequestHeader,
@@ -95,6 +106,9 @@ impl Forward {
             req.remove_header(name);
         }
         req.insert_header(http::header::HOST, host)?;
+        for (name, value) in &self.claims {
+            req.insert_header(name.clone(), value.clone())?;
+        }
         if self.websocket {
             req.insert_header(http::header::CONNECTION, "Upgrade")?;
             req.insert_header(http::header::UPGRADE, "websocket")?;
@@ -113,8 +127,16 @@ impl Forward {
     }
 }
 
-async fn respond_json(session: &mut Session, status: u16, body: Bytes) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(4))?;
+async fn respond_json(
+    session: &mut Session,
+    status: u16,
+    body: Bytes,
+    challenge: Option<HeaderValue>,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(5))?;
+    if let Some(c) = challenge {
+        resp.insert_header(http::header::WWW_AUTHENTICATE, c)?;
+    }
     resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
@@ -162,28 +184,52 @@ async fn reject(
     route: Option<Arc<RouteState>>,
     answer: Answer,
     reason: Option<&str>,
+    challenge: Option<HeaderValue>,
 ) -> Result<bool> {
     let name = route.as_ref().map_or("", |r| r.route.name.as_str());
     let body = answer.body(name, reason);
     ctx.local_status = Some(answer.status());
     ctx.route = route;
-    respond_json(session, answer.status(), body).await?;
+    respond_json(session, answer.status(), body, challenge).await?;
     Ok(true)
 }
 
-/// The request policy's decision ([`crate::forward::plan`]) on the request pingora read, from the
-/// same bytes the lean path decides on.
-fn decide(session: &Session, route: &RouteState) -> std::result::Result<Forward, Answer> {
+/// Why [`decide`] does not let a request through.
+enum Refused {
+    Answer(Answer),
+    /// A verify route refused the caller's token.
+    Token(Denial),
+    /// A verify route must fetch the issuer's keys before it can decide.
+    NeedKeys,
+}
+
+/// The request policy's decision ([`crate::forward::plan`], and on a verify route
+/// [`crate::verify`]) on the request pingora read, from the same bytes the lean path decides on.
+fn decide(
+    session: &Session,
+    route: &RouteState,
+    may_refetch: bool,
+) -> std::result::Result<Forward, Refused> {
     let raw = session
         .as_downstream()
         .as_http1()
         .map(pingora::protocols::http::v1::server::HttpSession::get_headers_raw_bytes)
-        .ok_or(Answer::BadRequest)?;
+        .ok_or(Refused::Answer(Answer::BadRequest))?;
     let mut headers = [httparse::EMPTY_HEADER; forward::MAX_HEADERS];
-    let (_, req) = forward::parse_head(&raw, &mut headers)?.ok_or(Answer::BadRequest)?;
+    let (_, req) = forward::parse_head(&raw, &mut headers)
+        .map_err(Refused::Answer)?
+        .ok_or(Refused::Answer(Answer::BadRequest))?;
     let view = route.view();
-    let plan = forward::plan(&req, &view)?;
-    Ok(Forward::new(&plan, session.req_header().headers.keys()))
+    let plan = forward::plan(&req, &view).map_err(Refused::Answer)?;
+    let forward = Forward::new(&plan, session.req_header().headers.keys());
+    let Some(verifier) = route.verifier.as_ref() else {
+        return Ok(forward);
+    };
+    match verifier.check(req.headers, plan.method, plan.path_and_query, may_refetch) {
+        Check::Allowed(v) => Ok(forward.with_claims(verifier.claim_fields(&v))),
+        Check::Denied(d) => Err(Refused::Token(d)),
+        Check::NeedKeys => Err(Refused::NeedKeys),
+    }
 }
 
 #[async_trait]
@@ -214,14 +260,29 @@ impl ProxyHttp for TokenProxy {
             .and_then(|a| a.as_inet())
             .copied();
         let Some(route) = local.and_then(|a| self.routes.lookup(&a)) else {
-            return reject(session, ctx, None, Answer::RouteNotConfigured, None).await;
+            return reject(session, ctx, None, Answer::RouteNotConfigured, None, None).await;
         };
-        let plan = match decide(session, &route) {
-            Ok(plan) => plan,
-            Err(answer) => return reject(session, ctx, Some(route), answer, None).await,
+        let mut may_refetch = true;
+        let plan = loop {
+            match decide(session, &route, may_refetch) {
+                Ok(plan) => break plan,
+                Err(Refused::Answer(answer)) => {
+                    return reject(session, ctx, Some(route), answer, None, None).await
+                }
+                Err(Refused::Token(d)) => {
+                    let challenge = d.challenge(&route.route.name);
+                    let reason = Some(d.description());
+                    return reject(session, ctx, Some(route), d.answer(), reason, challenge).await;
+                }
+                Err(Refused::NeedKeys) => {
+                    if let Some(v) = route.verifier.as_ref() {
+                        v.keys.refetch_for_miss().await;
+                    }
+                    may_refetch = false;
+                }
+            }
         };
-        if plan.inject {
-            let slot = &route.slot;
+        if let (true, Some(slot)) = (plan.inject, route.slot.as_ref()) {
             let now = tokio::time::Instant::from_std(ctx.started);
             let mut injection = slot.header_value(route.format_index, now);
             if injection.is_none() && slot.is_revoked() {
@@ -234,7 +295,7 @@ impl ProxyHttp for TokenProxy {
                 route.metrics.token_unavailable();
                 let reason = slot.unavailable_reason();
                 let answer = Answer::TokenUnavailable;
-                return reject(session, ctx, Some(route), answer, Some(reason)).await;
+                return reject(session, ctx, Some(route), answer, Some(reason), None).await;
             };
             ctx.token = Some(injection.value);
             ctx.generation = Some(injection.generation);
@@ -257,10 +318,13 @@ impl ProxyHttp for TokenProxy {
             ctx.replay_pending = false;
             ctx.replayed = true;
             let carried = ctx.generation.unwrap_or(0);
-            let fresh = route
-                .slot
-                .wait_newer(carried, route.format_index, route.fetch_timeout)
-                .await;
+            let fresh = match route.slot.as_ref() {
+                Some(slot) => {
+                    slot.wait_newer(carried, route.format_index, route.fetch_timeout)
+                        .await
+                }
+                None => None,
+            };
             match fresh {
                 Some(i) => {
                     debug!(route = %route.route.name, "replaying with a fresh token");
@@ -361,7 +425,9 @@ impl ProxyHttp for TokenProxy {
             ctx.replay_outcome = Some("not_replayable");
             return Ok(());
         }
-        route.slot.invalidate(generation);
+        if let Some(slot) = route.slot.as_ref() {
+            slot.invalidate(generation);
+        }
         ctx.replay_pending = true;
         let mut e = Error::explain(REPLAY, "the upstream rejected the token");
         e.set_retry(true);
@@ -417,9 +483,9 @@ impl ProxyHttp for TokenProxy {
             .unwrap_or("");
         // The answer, when the caller can still be answered, and its reason.
         let (answer, reason) = if e.etype() == &NO_TOKEN {
-            let reason = ctx.route.as_ref().map(|r| {
+            let reason = ctx.route.as_ref().and_then(|r| {
                 r.metrics.token_unavailable();
-                r.slot.unavailable_reason()
+                r.slot.as_ref().map(|s| s.unavailable_reason())
             });
             (Some(Answer::TokenUnavailable), reason)
         } else {
@@ -451,7 +517,7 @@ impl ProxyHttp for TokenProxy {
         let code = answer.map_or(0, Answer::status);
         if let Some(answer) = answer {
             if session.response_written().is_none() {
-                let _ = respond_json(session, code, answer.body(route_name, reason)).await;
+                let _ = respond_json(session, code, answer.body(route_name, reason), None).await;
             }
             ctx.local_status = Some(code);
         }

@@ -16,11 +16,16 @@ use crate::metrics::RouteMetrics;
 use crate::token::cache::TokenSlot;
 use crate::token::TokenKey;
 use crate::upstream::UpstreamTarget;
+use crate::verify::keys::{source_id, Keys};
+use crate::verify::Verifier;
 
 /// A route with everything the request path needs.
 pub struct RouteState {
     pub route: Route,
-    pub slot: Arc<TokenSlot>,
+    /// The token injected; `None` on a verify route.
+    pub slot: Option<Arc<TokenSlot>>,
+    /// The inbound token check; `Some` exactly on a verify route.
+    pub verifier: Option<Arc<Verifier>>,
     pub format_index: usize,
     pub target: Arc<UpstreamTarget>,
     /// How long a request may wait for a token being fetched (the provider's timeout).
@@ -37,6 +42,12 @@ impl RouteState {
             upstream_authority: &self.target.upstream.authority,
             upstream_port: self.target.upstream.port,
             listen: self.route.listen,
+            verify: self.route.verify.as_ref().map(|v| v.strip_authorization),
+            claim_headers: self
+                .route
+                .verify
+                .as_ref()
+                .map_or(&[][..], |v| &v.forward_claims[..]),
         }
     }
 }
@@ -96,6 +107,7 @@ impl RouteTable {
         &self,
         config: &Config,
         slots: &HashMap<TokenKey, Arc<TokenSlot>>,
+        keys: &HashMap<String, Arc<Keys>>,
     ) -> Vec<String> {
         let mut states = HashMap::new();
         let mut unbound = Vec::new();
@@ -104,17 +116,30 @@ impl RouteTable {
                 unbound.push(format!("{} ({})", route.name, route.listen));
                 continue;
             }
-            let (Some(slot), Some(provider)) = (
-                slots.get(&route.token),
-                config.providers.get(&route.token.provider),
-            ) else {
-                continue;
+            let (slot, verifier, fetch_timeout) = match (&route.token, &route.verify) {
+                (Some(token), _) => {
+                    let (Some(slot), Some(provider)) =
+                        (slots.get(token), config.providers.get(&token.provider))
+                    else {
+                        continue;
+                    };
+                    (Some(slot.clone()), None, provider.timeout)
+                }
+                (None, Some(v)) => {
+                    let Some(k) = keys.get(&source_id(v)) else {
+                        continue;
+                    };
+                    let verifier = Verifier::new(&route.name, v.clone(), k.clone());
+                    (None, Some(Arc::new(verifier)), Duration::ZERO)
+                }
+                (None, None) => continue,
             };
             let state = RouteState {
                 metrics: RouteMetrics::new(&route.name),
-                fetch_timeout: provider.timeout,
-                format_index: slot.format_index(&route.format),
-                slot: slot.clone(),
+                fetch_timeout,
+                format_index: slot.as_ref().map_or(0, |s| s.format_index(&route.format)),
+                slot,
+                verifier,
                 target: UpstreamTarget::new(route, config.threads).await,
                 route: route.clone(),
             };

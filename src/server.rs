@@ -46,7 +46,8 @@ pub fn run(
     ready_file: Option<PathBuf>,
 ) -> Result<(), StartError> {
     for r in &config.routes {
-        if !is_loopback(&r.listen) {
+        // A verify route is meant to be reached by other hosts; it lets through only valid tokens.
+        if !is_loopback(&r.listen) && r.verify.is_none() {
             warn!(route = %r.name, listen = %r.listen, "route listens on a non-loopback address: anyone who can reach it uses its credentials");
         }
     }
@@ -85,6 +86,7 @@ pub fn run(
                 .clone()
                 .map(|c| Arc::new(SharedCache::new(c))),
         ),
+        keys: crate::verify::keys::KeyStore::default(),
         routes: Arc::new(RouteTable::new(&config)),
     });
     let stop = CancellationToken::new();
@@ -139,14 +141,15 @@ pub fn run(
         }
     }
     server.add_service(service);
-    for r in app.config.load().routes.iter() {
-        info!(route = %r.name, listen = %r.listen, upstream = %r.upstream.authority, token = %r.token, "route");
-    }
+    log_routes(&app.config.load());
     let ready = ready_file.map(|path| (path, listeners::ready_json(&app.config.load())));
     control.spawn(mark_listening(app.routes.clone(), reserved, ready));
     let on_exit = {
         let app = app.clone();
-        Arc::new(move || app.tokens.shutdown()) as Arc<dyn Fn() + Send + Sync>
+        Arc::new(move || {
+            app.tokens.shutdown();
+            app.keys.shutdown();
+        }) as Arc<dyn Fn() + Send + Sync>
     };
     server.run(RunArgs {
         shutdown_signal: Box::new(Signals {
@@ -160,8 +163,24 @@ pub fn run(
     );
     stop.cancel();
     app.tokens.shutdown();
+    app.keys.shutdown();
     control.shutdown_background();
     Ok(())
+}
+
+/// One log line per route: what it injects, or which issuer it verifies against.
+fn log_routes(config: &Config) {
+    for r in &config.routes {
+        match (&r.token, &r.verify) {
+            (Some(token), _) => {
+                info!(route = %r.name, listen = %r.listen, upstream = %r.upstream.authority, token = %token, "route");
+            }
+            (None, Some(v)) => {
+                info!(route = %r.name, listen = %r.listen, upstream = %r.upstream.authority, issuer = %v.issuer, "verify route");
+            }
+            (None, None) => {}
+        }
+    }
 }
 
 /// Waits until every proxy listener accepts a connection (pingora binds them on its own

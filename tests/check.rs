@@ -105,6 +105,80 @@ fn rejects_bad_configs_naming_the_key() {
     }
 }
 
+/// A verify route beside the injecting one.
+const VERIFY: &str = r#"
+  - name: orders-inbound
+    listen: 0.0.0.0:18443
+    upstream: http://127.0.0.1:8080
+    verify:
+      issuer: https://idp.example/
+      audiences: [https://orders.example.com/]
+      algorithms: [RS256]
+      required_scopes: [read:orders]
+      rules:
+        - { path_prefix: /admin/, methods: [POST], scopes: [admin:orders] }
+"#;
+
+#[test]
+fn checks_a_verify_route_naming_the_key() {
+    let good = format!("{GOOD}{VERIFY}");
+    let (ok, stdout, stderr) = check(&good);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("2 route(s) (1 verify)"), "{stdout}");
+    let cases: Vec<(String, &str)> = vec![
+        (
+            good.replace("issuer: https://idp.example/", "issuer: idp.example"),
+            "routes[1].verify.issuer: invalid URL",
+        ),
+        (
+            good.replace("audiences: [https://orders.example.com/]", "audiences: []"),
+            "routes[1].verify.audiences: at least one",
+        ),
+        (
+            good.replace("algorithms: [RS256]", "algorithms: [RS256, HS256]"),
+            "routes[1].verify.algorithms: \"HS256\" is not allowed",
+        ),
+        (
+            good.replace("algorithms: [RS256]", "algorithms: [none]"),
+            "routes[1].verify.algorithms: \"none\" is not allowed",
+        ),
+        (
+            good.replace("path_prefix: /admin/", "path_prefix: admin"),
+            "routes[1].verify.rules[0].path_prefix:",
+        ),
+        (
+            good.replace("scopes: [admin:orders]", "scopes: []"),
+            "routes[1].verify.rules[0].scopes: must not be empty",
+        ),
+        (
+            good.replace(
+                "      required_scopes",
+                "      audience: x\n      required_scopes",
+            ),
+            "routes[1].verify.audience: unknown field",
+        ),
+        (
+            good.replace(
+                "    verify:\n",
+                "    token: { provider: auth0 }\n    verify:\n",
+            ),
+            "routes[1]: a route has exactly one of token (inject) and verify",
+        ),
+        (
+            good.replace(
+                "    verify:\n",
+                "    format: \"Token {token}\"\n    verify:\n",
+            ),
+            "routes[1].format: applies to token injection only",
+        ),
+    ];
+    for (yaml, want) in cases {
+        let (ok, _, stderr) = check(&yaml);
+        assert!(!ok, "accepted, but should fail with {want:?}:\n{yaml}");
+        assert!(stderr.contains(want), "want {want:?} in {stderr:?}");
+    }
+}
+
 #[test]
 fn the_shipped_example_config_is_valid() {
     let out = Command::new(binary())

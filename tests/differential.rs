@@ -641,3 +641,170 @@ async fn a_connection_nominated_content_length_cannot_smuggle_a_request_on_eithe
         }
     }
 }
+
+/// A verify route (checking inbound tokens from one test issuer) on one side.
+struct VerifySide {
+    up: RawUpstream,
+    port: u16,
+    proxy: Proxy,
+}
+
+async fn verify_side(lean: bool, jwks: &common::jwks::JwksServer) -> VerifySide {
+    let up = RawUpstream::start(echo).await;
+    let verify = format!(
+        "verify: {{ issuer: \"{}\", audiences: [api], required_scopes: [read] }}",
+        jwks.issuer()
+    );
+    let yaml = Cfg::new(0, "http://127.0.0.1:9/token", SECRET)
+        .top(&format!("lean_path: {lean}"))
+        .route("verify", 0, &up.url(), &[&verify])
+        .build();
+    let mut proxy = Proxy::start(&yaml, 0, &[("RUST_LOG", "info")]);
+    proxy.ready().await;
+    let port = proxy.port("verify");
+    VerifySide { up, port, proxy }
+}
+
+/// What the caller of a verify route reads: status, challenge and body of each answer.
+async fn verify_exchange(
+    side: &VerifySide,
+    bytes: &[u8],
+    responses: usize,
+) -> (Vec<String>, Vec<String>) {
+    let before = side.up.received().len();
+    let mut c = Client::connect(side.port).await;
+    c.send(bytes).await;
+    let mut answers = Vec::new();
+    for _ in 0..responses {
+        match c.response(false).await {
+            Ok(r) => answers.push(format!(
+                "{} | {:?} | {}",
+                r.status,
+                r.head.get("www-authenticate"),
+                r.text()
+            )),
+            Err(_) => break,
+        }
+    }
+    // Each side has its own upstream: its authority is the one difference.
+    let seen = side.up.received()[before..]
+        .iter()
+        .map(|r| normalised(r, "").replace(&side.up.addr.to_string(), "UP"))
+        .collect();
+    (answers, seen)
+}
+
+#[tokio::test]
+async fn verify_routes_decide_the_same_on_both_paths() {
+    use common::jwks::{JwksServer, TestKey};
+    let key = TestKey::ec("k1");
+    let jwks = JwksServer::start(vec![key.jwk.clone()]).await;
+    let lean = verify_side(true, &jwks).await;
+    let pingora = verify_side(false, &jwks).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut c = serde_json::json!({
+            "iss": jwks.issuer(), "aud": "api", "sub": "svc", "exp": now + 300, "scope": "read",
+        });
+        f(&mut c);
+        key.sign(&c)
+    };
+    let valid = claims(&|_| {});
+    let expired = claims(&|c| c["exp"] = (now - 100).into());
+    let wrong_aud = claims(&|c| c["aud"] = "other".into());
+    let no_scope = claims(&|c| c["scope"] = "write".into());
+    let mut forged_kid = jsonwebtoken::Header::new(key.alg);
+    forged_kid.kid = Some("unknown".into());
+    let unknown_kid = jsonwebtoken::encode(
+        &forged_kid,
+        &serde_json::json!({"iss": jwks.issuer(), "aud": "api", "exp": now + 300}),
+        &key.encoding,
+    )
+    .unwrap();
+    let get = |token: &str, extra: &str| {
+        format!("GET /v HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n{extra}\r\n")
+            .into_bytes()
+    };
+    let cases: Vec<(&str, Vec<u8>, usize, &[u16])> = vec![
+        ("valid", get(&valid, ""), 1, &[200]),
+        (
+            "missing",
+            b"GET /v HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            1,
+            &[401],
+        ),
+        ("expired", get(&expired, ""), 1, &[401]),
+        ("wrong aud", get(&wrong_aud, ""), 1, &[401]),
+        ("insufficient scope", get(&no_scope, ""), 1, &[403]),
+        ("unknown kid", get(&unknown_kid, ""), 1, &[401]),
+        (
+            "spoofed X-Auth-Subject",
+            get(&valid, "X-Auth-Subject: root\r\nx-auth-scope: all\r\n"),
+            1,
+            &[200],
+        ),
+        (
+            "valid with a chunked body (pingora's path on both)",
+            format!(
+                "POST /v HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {valid}\r\n\
+                 Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+            )
+            .into_bytes(),
+            1,
+            &[200],
+        ),
+        (
+            "expired with a body",
+            format!(
+                "POST /v HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {expired}\r\n\
+                 Content-Length: 3\r\n\r\nabc"
+            )
+            .into_bytes(),
+            1,
+            &[401],
+        ),
+        (
+            "valid then missing, pipelined",
+            [
+                get(&valid, ""),
+                b"GET /w HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            ]
+            .concat(),
+            2,
+            &[200, 401],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, bytes, n, want) in &cases {
+        let (answers_l, seen_l) = verify_exchange(&lean, bytes, *n).await;
+        let (answers_p, seen_p) = verify_exchange(&pingora, bytes, *n).await;
+        let statuses: Vec<u16> = answers_l.iter().map(|a| a[..3].parse().unwrap()).collect();
+        assert_eq!(&statuses, want, "{name}: {answers_l:?}");
+        if answers_l != answers_p || seen_l != seen_p {
+            failures.push(format!(
+                "{name}:\n  lean    {answers_l:#?} {seen_l:#?}\n  pingora {answers_p:#?} {seen_p:#?}"
+            ));
+        }
+        for seen in &seen_l {
+            assert!(
+                !seen.contains("root") && !seen.contains(": all"),
+                "{name}: {seen}"
+            );
+            assert!(seen.contains("x-auth-subject: svc"), "{name}: {seen}");
+        }
+        // A refused request never reaches the API.
+        let allowed = want.iter().filter(|s| **s == 200).count();
+        assert_eq!(seen_l.len(), allowed, "{name}");
+    }
+    if !failures.is_empty() {
+        eprintln!("lean stderr:\n{}", lean.proxy.stderr());
+    }
+    assert!(
+        failures.is_empty(),
+        "the paths disagree:\n{}",
+        failures.join("\n")
+    );
+}

@@ -4,6 +4,11 @@
 //! `tls_client_auth` and with `self_signed_tls_client_auth` (both through the discovery
 //! document's mTLS alias), and keeps doing so while the private key and the client certificate
 //! are rotated on disk.
+//!
+//! The other end of the call: oidc-provider issues RS256 and ES256 JWT access tokens for a
+//! resource indicator, and the chain client -> tokenproxy (inject) -> tokenproxy (verify) -> API
+//! carries them; after the IdP rotates its signing keys, tokens signed with the new keys pass
+//! the verify route without a restart.
 
 mod common;
 
@@ -20,6 +25,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 /// The node process; killed when dropped.
 struct OidcProvider {
     child: Child,
+    stdout: BufReader<std::process::ChildStdout>,
     issuer: String,
     mtls_token_endpoint: String,
     stderr: PathBuf,
@@ -43,9 +49,8 @@ impl OidcProvider {
             .spawn()
             .expect("node is not installed: run `bash scripts/setup.sh`");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
         let info: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| {
             panic!(
                 "oidc-provider did not start: {line:?}\n{}",
@@ -54,10 +59,28 @@ impl OidcProvider {
         });
         OidcProvider {
             child,
+            stdout,
             issuer: info["issuer"].as_str().unwrap().to_string(),
             mtls_token_endpoint: info["mtls_token_endpoint"].as_str().unwrap().to_string(),
             stderr,
         }
+    }
+
+    /// Puts new signing keys first at the IdP (the old ones stay published); returns their kids.
+    fn rotate(&mut self) -> Vec<String> {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(b"rotate\n").unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        v["rotated"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap().to_string())
+            .collect()
     }
 
     fn log(&self) -> String {
@@ -117,6 +140,8 @@ fn rsa_key() -> (String, String) {
     )
 }
 
+const ORDERS_CALLER_SECRET: &str = "orders-caller-secret-0123456789abcdef";
+
 fn clients(jwt_public_key: &Path, mtls_dns: &str, self_signed_cert: &Path) -> String {
     let common = serde_json::json!({
         "grant_types": ["client_credentials"],
@@ -145,6 +170,11 @@ fn clients(jwt_public_key: &Path, mtls_dns: &str, self_signed_cert: &Path) -> St
             "client_id": "self-signed-client",
             "token_endpoint_auth_method": "self_signed_tls_client_auth",
             "jwks_from_cert": [self_signed_cert],
+        })),
+        with(serde_json::json!({
+            "client_id": "orders-caller",
+            "client_secret": ORDERS_CALLER_SECRET,
+            "token_endpoint_auth_method": "client_secret_basic",
         })),
         with(serde_json::json!({
             "client_id": "resource-server",
@@ -441,4 +471,191 @@ routes:
         "BEGIN PRIVATE KEY".into(),
         "BEGIN RSA PRIVATE KEY".into(),
     ]);
+}
+
+/// The JWS header of `token`: its `alg` and `kid`.
+fn jws_alg_kid(token: &str) -> (String, String) {
+    let h = jsonwebtoken::decode_header(token).unwrap();
+    (format!("{:?}", h.alg), h.kid.unwrap_or_default())
+}
+
+/// A client-credentials token for `resource` straight from the IdP.
+async fn token_for(idp: &OidcProvider, ca_pem: &str, resource: &str) -> String {
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let resp: serde_json::Value = http
+        .post(format!("{}/token", idp.issuer))
+        .basic_auth("orders-caller", Some(ORDERS_CALLER_SECRET))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("resource", resource),
+            ("scope", "read:orders"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    resp["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token: {resp}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_provider_jwt_access_tokens_pass_inject_then_verify_and_survive_key_rotation() {
+    use common::rawup::{Client, RawUpstream, Reply};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = Pki::new();
+    let ca_pem = pki.ca.pem();
+    std::fs::write(d.join("ca.pem"), &ca_pem).unwrap();
+    let (server_key, server_cert) = pki.issue("localhost");
+    std::fs::write(d.join("server.key"), server_key).unwrap();
+    std::fs::write(d.join("server.crt"), server_cert).unwrap();
+    // Only orders-caller is used here; the other clients' key files are never read.
+    swap(
+        &d.join("clients.json"),
+        &clients(&d.join("none.pub"), "unused.test", &d.join("none.crt")),
+    );
+    let mut idp = OidcProvider::start(d);
+    let api = RawUpstream::start(|r| Reply::ok(format!("{} {}", r.method, r.target))).await;
+
+    // The API's pod: a verify route in front of the API.
+    let verify_yaml = format!(
+        r#"admin: {{ listen: 127.0.0.1:0 }}
+routes:
+  - name: orders-inbound
+    listen: 127.0.0.1:0
+    upstream: {api}
+    verify:
+      issuer: {issuer}
+      audiences: [https://orders.example.com/, https://orders.example.com/es/]
+      required_scopes: [read:orders]
+      ca_file: {d}/ca.pem
+"#,
+        api = api.url(),
+        issuer = idp.issuer,
+        d = d.display(),
+    );
+    let mut verify = Proxy::start(&verify_yaml, 0, &[("RUST_LOG", "info")]);
+    let ready = tokio::time::timeout(Duration::from_secs(30), verify.ready()).await;
+    assert!(
+        ready.is_ok(),
+        "verify proxy not ready:\n{}",
+        verify.stderr()
+    );
+    let verify_port = verify.port("orders-inbound");
+
+    // The caller's pod: two inject routes, one per resource (RS256 and ES256 tokens).
+    let inject_yaml = format!(
+        r#"admin: {{ listen: 127.0.0.1:0 }}
+providers:
+  oidc:
+    issuer: {issuer}
+    client_id: orders-caller
+    client_secret: {secret}
+    auth_method: client_secret_basic
+    ca_file: {d}/ca.pem
+routes:
+  - name: orders-rs256
+    listen: 127.0.0.1:0
+    upstream: http://127.0.0.1:{verify_port}
+    token: {{ provider: oidc, resource: "https://orders.example.com/", scope: "read:orders write:orders" }}
+  - name: orders-es256
+    listen: 127.0.0.1:0
+    upstream: http://127.0.0.1:{verify_port}
+    token: {{ provider: oidc, resource: "https://orders.example.com/es/", scope: "read:orders" }}
+"#,
+        issuer = idp.issuer,
+        secret = ORDERS_CALLER_SECRET,
+        d = d.display(),
+    );
+    let mut inject = Proxy::start(&inject_yaml, 0, &[("RUST_LOG", "info")]);
+    let ready = tokio::time::timeout(Duration::from_secs(30), inject.ready()).await;
+    assert!(
+        ready.is_ok(),
+        "inject proxy not ready:\n{}\noidc-provider log:\n{}",
+        inject.stderr(),
+        idp.log()
+    );
+    let (rs_port, es_port) = (inject.port("orders-rs256"), inject.port("orders-es256"));
+
+    // client -> inject -> verify -> API, a plain request with no token from the client.
+    for (port, alg, kid, scope) in [
+        (rs_port, "RS256", "rsa-1", "read:orders write:orders"),
+        (es_port, "ES256", "ec-1", "read:orders"),
+    ] {
+        let before = api.received().len();
+        let mut c = Client::connect(port).await;
+        let resp = c.get("/orders/7").await;
+        assert_eq!(
+            resp.status,
+            200,
+            "{alg}: {}\n{}",
+            resp.text(),
+            verify.stderr()
+        );
+        let got = api.received()[before].clone();
+        assert_eq!(got.head.all("x-auth-subject"), ["orders-caller"], "{alg}");
+        assert_eq!(got.head.all("x-auth-scope"), [scope], "{alg}");
+        let auth = got.head.get("authorization").unwrap();
+        let token = auth.strip_prefix("Bearer ").unwrap();
+        assert_eq!(jws_alg_kid(token), (alg.to_string(), kid.to_string()));
+    }
+    // A token for another resource (audience) does not pass.
+    let mut other = Client::connect(verify_port).await;
+    let wrong = token_for(&idp, &ca_pem, "https://orders.example.com/other/").await;
+    other
+        .send(
+            format!("GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {wrong}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+    let resp = other.response(false).await.unwrap();
+    assert_eq!(resp.status, 401);
+    assert!(resp.text().contains("audience"), "{}", resp.text());
+
+    // The IdP rotates its keys: tokens signed with the new ones pass without a restart.
+    let rotated = idp.rotate();
+    assert_eq!(rotated, ["rsa-2", "ec-2"]);
+    for (resource, alg, kid) in [
+        ("https://orders.example.com/", "RS256", "rsa-2"),
+        ("https://orders.example.com/es/", "ES256", "ec-2"),
+    ] {
+        let token = token_for(&idp, &ca_pem, resource).await;
+        assert_eq!(jws_alg_kid(&token), (alg.to_string(), kid.to_string()));
+        let before = api.received().len();
+        let mut c = Client::connect(verify_port).await;
+        c.send(
+            format!("GET /after HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+        let resp = c.response(false).await.unwrap();
+        assert_eq!(
+            resp.status,
+            200,
+            "{kid}: {}\n{}",
+            resp.text(),
+            verify.stderr()
+        );
+        assert_eq!(api.received().len(), before + 1);
+    }
+    let keys: serde_json::Value = reqwest::get(verify.admin_url("/keys"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kids = keys["issuers"][0]["key_ids"].to_string();
+    for kid in ["rsa-1", "ec-1", "rsa-2", "ec-2"] {
+        assert!(kids.contains(kid), "{keys}");
+    }
+    // Nothing secret in the proxies' logs.
+    verify.assert_log_free_of(&[ORDERS_CALLER_SECRET.to_string(), wrong]);
+    inject.assert_log_free_of(&[ORDERS_CALLER_SECRET.to_string()]);
 }

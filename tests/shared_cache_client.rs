@@ -29,7 +29,7 @@ fn cache(redis: &RedisServer, dir: &std::path::Path, timeout: &str) -> (SharedCa
     let keys = key::derive(
         "tokenproxy:",
         &config.providers["p"],
-        &config.routes[0].token,
+        config.routes[0].token.as_ref().unwrap(),
     );
     (SharedCache::new(config.shared_cache.unwrap()), keys)
 }

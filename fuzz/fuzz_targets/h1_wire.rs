@@ -55,6 +55,8 @@ fuzz_target!(|data: &[u8]| {
         upstream_authority: "upstream.example:8080",
         upstream_port: 8080,
         listen: "127.0.0.1:8081".parse().unwrap(),
+        verify: None,
+        claim_headers: &[],
     };
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let Ok(Some((head_len, req))) = forward::parse_head(data, &mut headers) else {
@@ -66,6 +68,7 @@ fuzz_target!(|data: &[u8]| {
             host: b"upstream.example:8080",
             base_path: b"/base",
             inject: plan.inject.then_some((&name, &b"Bearer t0ken"[..])),
+            claims: &[],
         };
         let mut out = Vec::new();
         let at = write_upstream_head(&req, &plan, &rewrite, &mut out);

@@ -114,7 +114,8 @@ pub struct FileRoute {
     pub name: String,
     pub listen: String,
     pub upstream: String,
-    pub token: FileRouteToken,
+    pub token: Option<FileRouteToken>,
+    pub verify: Option<super::verify::FileVerify>,
     pub header: Option<String>,
     pub format: Option<String>,
     #[serde(default)]

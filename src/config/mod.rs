@@ -6,7 +6,7 @@
 //! - `validate`: from the file to the checked model, naming the key of every error; `route`
 //!   does it for each route.
 //! - `model`: the checked [`Config`] the program uses.
-//! - `credentials`, `shared_cache`: the validation of those two blocks.
+//! - `credentials`, `shared_cache`, `verify`: the validation of those blocks.
 
 mod credentials;
 mod duration;
@@ -16,6 +16,7 @@ mod model;
 mod route;
 mod shared_cache;
 mod validate;
+mod verify;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -28,6 +29,7 @@ pub use credentials::{check_url, Endpoint, Issuer};
 pub use duration::parse as parse_duration;
 pub use model::*;
 pub use shared_cache::SharedCacheConfig;
+pub use verify::{ScopeRule, VerifyConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -89,11 +91,17 @@ impl Config {
 
     /// A one-line description for `tokenproxy check`.
     pub fn summary(&self) -> String {
-        let tokens: HashSet<&TokenKey> = self.routes.iter().map(|r| &r.token).collect();
+        let tokens: HashSet<&TokenKey> = self
+            .routes
+            .iter()
+            .filter_map(|r| r.token.as_ref())
+            .collect();
+        let verify = self.routes.iter().filter(|r| r.verify.is_some()).count();
         format!(
-            "config ok: {} provider(s), {} route(s), {} distinct token(s), admin on {}",
+            "config ok: {} provider(s), {} route(s) ({} verify), {} distinct token(s), admin on {}",
             self.providers.len(),
             self.routes.len(),
+            verify,
             tokens.len(),
             self.admin_listen
         )

@@ -273,7 +273,10 @@ pub struct Route {
     pub http2: bool,
     pub listen: SocketAddr,
     pub upstream: Upstream,
-    pub token: TokenKey,
+    /// The token injected (`token:`); `None` on a verify route.
+    pub token: Option<TokenKey>,
+    /// How inbound tokens are checked (`verify:`); `None` on an injecting route.
+    pub verify: Option<Arc<super::VerifyConfig>>,
     pub header: HeaderName,
     pub format: HeaderFormat,
     pub existing: Existing,

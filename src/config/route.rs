@@ -8,7 +8,7 @@ use std::sync::Arc;
 use http::header::HeaderName;
 use url::Url;
 
-use super::file::{FileRoute, Http2};
+use super::file::{FileRoute, FileRouteToken, Http2};
 use super::model::*;
 use super::validate::{check_name, load_ca_file, opt_duration};
 use super::ConfigError;
@@ -23,26 +23,32 @@ pub(super) fn validate_route(
     check_name(&key("name"), "route", &r.name)?;
     let listen = parse_listen(&key("listen"), &r.listen)?;
     let upstream = parse_upstream(&key("upstream"), &r.upstream)?;
-    let provider = providers.get(&r.token.provider).ok_or_else(|| {
-        ConfigError::key(
-            key("token.provider"),
-            format!("unknown provider \"{}\"", r.token.provider),
-        )
-    })?;
-    let non_empty = |k: &str, v: Option<String>| -> Result<Option<String>, ConfigError> {
-        match v {
-            Some(s) if s.is_empty() => Err(ConfigError::key(
-                key(k),
-                "must not be empty (omit it instead)",
-            )),
-            other => Ok(other),
+    let (token, verify) = match (r.token, r.verify) {
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(ConfigError::key(
+                prefix,
+                "a route has exactly one of token (inject) and verify (check inbound tokens)",
+            ))
         }
-    };
-    let token = TokenKey {
-        provider: provider.name.clone(),
-        audience: non_empty("token.audience", r.token.audience)?,
-        scope: non_empty("token.scope", r.token.scope)?,
-        resource: non_empty("token.resource", r.token.resource)?,
+        (Some(t), None) => (Some(validate_token(prefix, t, providers)?), None),
+        (None, Some(v)) => {
+            for (k, set) in [
+                ("header", r.header.is_some()),
+                ("format", r.format.is_some()),
+                ("retry_on_status", r.retry_on_status.is_some()),
+                ("replay", r.replay.is_some()),
+                ("replay_buffer", r.replay_buffer.is_some()),
+            ] {
+                if set {
+                    return Err(ConfigError::key(
+                        key(k),
+                        "applies to token injection only; a verify route injects no token",
+                    ));
+                }
+            }
+            let v = super::verify::validate(&key("verify"), v)?;
+            (None, Some(Arc::new(v)))
+        }
     };
     let header_name = r.header.as_deref().unwrap_or("Authorization");
     let header = HeaderName::from_bytes(header_name.as_bytes()).map_err(|_| {
@@ -102,6 +108,7 @@ pub(super) fn validate_route(
         ));
     }
     let replay = match r.replay {
+        _ if verify.is_some() => None,
         Some(false) => None,
         _ if on_status.is_empty() => None,
         _ => Some(Replay {
@@ -117,12 +124,42 @@ pub(super) fn validate_route(
         listen,
         upstream,
         token,
+        verify,
         header,
         format,
         existing,
         ca_file,
         connect_timeout,
         read_timeout,
+    })
+}
+
+fn validate_token(
+    prefix: &str,
+    t: FileRouteToken,
+    providers: &BTreeMap<String, Arc<Provider>>,
+) -> Result<TokenKey, ConfigError> {
+    let key = |k: &str| format!("{prefix}.{k}");
+    let provider = providers.get(&t.provider).ok_or_else(|| {
+        ConfigError::key(
+            key("token.provider"),
+            format!("unknown provider \"{}\"", t.provider),
+        )
+    })?;
+    let non_empty = |k: &str, v: Option<String>| -> Result<Option<String>, ConfigError> {
+        match v {
+            Some(s) if s.is_empty() => Err(ConfigError::key(
+                key(k),
+                "must not be empty (omit it instead)",
+            )),
+            other => Ok(other),
+        }
+    };
+    Ok(TokenKey {
+        provider: provider.name.clone(),
+        audience: non_empty("token.audience", t.audience)?,
+        scope: non_empty("token.scope", t.scope)?,
+        resource: non_empty("token.resource", t.resource)?,
     })
 }
 

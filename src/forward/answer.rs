@@ -35,6 +35,12 @@ pub enum Answer {
     RouteNotConfigured,
     /// No usable token: the request is not forwarded (fail closed).
     TokenUnavailable,
+    /// A verify route: no bearer token (401, a challenge without `error`).
+    MissingToken,
+    /// A verify route: the bearer token failed a check (401 `invalid_token`).
+    InvalidToken,
+    /// A verify route: the token lacks a scope the request needs (403).
+    InsufficientScope,
     UpstreamConnect,
     UpstreamTimeout,
     UpstreamTls,
@@ -52,6 +58,8 @@ impl Answer {
             | Answer::InvalidContentLength
             | Answer::ConflictingFraming
             | Answer::InvalidConnection => 400,
+            Answer::MissingToken | Answer::InvalidToken => 401,
+            Answer::InsufficientScope => 403,
             Answer::MethodNotAllowed => 405,
             Answer::ExpectationFailed => 417,
             Answer::Misdirected => 421,
@@ -80,6 +88,9 @@ impl Answer {
             Answer::Misdirected => "misdirected_request",
             Answer::RouteNotConfigured => "route_not_configured",
             Answer::TokenUnavailable => "token_unavailable",
+            Answer::MissingToken => "missing_token",
+            Answer::InvalidToken => "invalid_token",
+            Answer::InsufficientScope => "insufficient_scope",
             Answer::UpstreamConnect => "upstream_connect_failed",
             Answer::UpstreamTimeout => "upstream_timeout",
             Answer::UpstreamTls => "upstream_tls_failed",
@@ -139,6 +150,9 @@ mod tests {
             Answer::Misdirected,
             Answer::RouteNotConfigured,
             Answer::TokenUnavailable,
+            Answer::MissingToken,
+            Answer::InvalidToken,
+            Answer::InsufficientScope,
             Answer::UpstreamConnect,
             Answer::UpstreamTimeout,
             Answer::UpstreamTls,

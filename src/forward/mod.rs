@@ -56,6 +56,11 @@ pub struct RouteView<'a> {
     pub upstream_port: u16,
     /// The route's listen address: an absolute-form target may name it too.
     pub listen: SocketAddr,
+    /// A verify route: `Some(strip_authorization)`. It injects nothing; the caller's token
+    /// header goes upstream unless stripped.
+    pub verify: Option<bool>,
+    /// A verify route's `forward_claims` headers: the caller's copies are never forwarded.
+    pub claim_headers: &'a [(String, HeaderName)],
 }
 
 /// How the request body is delimited.
@@ -82,7 +87,8 @@ pub struct Plan<'a> {
     pub idempotent: bool,
     pub is_head: bool,
     /// Our token replaces whatever the caller sent in the token header; `false` when the caller's
-    /// own header is kept (`existing: keep`).
+    /// own header is kept (`existing: keep`, or a verify route that does not strip it). On a
+    /// verify route with `strip_authorization`, the caller's header is dropped and none written.
     pub inject: bool,
     /// The request has an `Upgrade` field.
     pub has_upgrade: bool,
@@ -95,6 +101,7 @@ pub struct Plan<'a> {
     nominated: [&'a [u8]; MAX_CONNECTION_OPTIONS],
     nominated_len: usize,
     token_header: &'a HeaderName,
+    claim_headers: &'a [(String, HeaderName)],
 }
 
 /// Parses a request head at the start of `buf`. `Ok(None)`: more bytes are needed. On success,
@@ -227,26 +234,31 @@ pub fn plan<'a>(
         absolute_form,
         body,
         close,
-        idempotent: matches!(
-            method,
-            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
-        ),
+        idempotent: is_idempotent(method),
         is_head: method == "HEAD",
-        inject: !(route.keep_callers && has_token_header),
+        inject: route
+            .verify
+            .unwrap_or(!(route.keep_callers && has_token_header)),
         has_upgrade: upgrade.is_some(),
         websocket,
         expect_continue,
         nominated,
         nominated_len,
         token_header: route.token_header,
+        claim_headers: route.claim_headers,
     })
 }
 
 impl Plan<'_> {
     /// Whether the caller's field `name` goes upstream as it is. `Host` and, when we inject, the
-    /// token header are replaced; hop-by-hop fields and those `Connection` names are dropped.
+    /// token header are replaced; hop-by-hop fields and those `Connection` names are dropped, and
+    /// so are a verify route's claim headers (their verified values are set instead).
     pub fn forwards(&self, name: &[u8]) -> bool {
         !(name.eq_ignore_ascii_case(b"host")
+            || self
+                .claim_headers
+                .iter()
+                .any(|(_, h)| name.eq_ignore_ascii_case(h.as_str().as_bytes()))
             || (self.inject && name.eq_ignore_ascii_case(self.token_header.as_str().as_bytes()))
             || HOP_BY_HOP
                 .iter()
@@ -271,6 +283,14 @@ pub fn replayable(body: Body, max_body: usize, buffered: Option<usize>) -> bool 
         Body::Length(n) => n <= max_body as u64,
         Body::Chunked => buffered.is_some_and(|b| b <= max_body),
     }
+}
+
+/// Safe to send twice (RFC 9110 §9.2.2).
+fn is_idempotent(method: &str) -> bool {
+    matches!(
+        method,
+        "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+    )
 }
 
 /// Splits an absolute-form target into its authority and the path and query after it.

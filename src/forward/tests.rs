@@ -14,6 +14,8 @@ fn with_plan<R>(
         upstream_authority: "api.example:8443",
         upstream_port: 8443,
         listen: LISTEN.parse().unwrap(),
+        verify: None,
+        claim_headers: &[],
     };
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let parsed = parse_head(head, &mut headers);

@@ -38,6 +38,7 @@ use crate::metrics::METRICS;
 use crate::proxy::{record, TokenProxy};
 use crate::routes::{RouteState, RouteTable};
 use crate::shutdown::InFlight;
+use crate::verify::Check;
 use limits::{write_to_caller, ConnSlot};
 use timer::LazyTimer;
 use tls::{Handshake, UpStream};
@@ -157,6 +158,9 @@ struct Refusal {
     answer: Answer,
     route: Option<Arc<RouteState>>,
     method_path: Option<(String, String)>,
+    /// The body's `reason` and the `WWW-Authenticate` challenge, for a refused token.
+    reason: Option<&'static str>,
+    challenge: Option<http::HeaderValue>,
 }
 
 /// How relaying a response failed.
@@ -333,8 +337,9 @@ impl H1App {
                 let started = Instant::now();
                 let name = refusal.route.as_ref().map_or("", |r| r.route.name.as_str());
                 let status = refusal.answer.status();
-                let body = refusal.answer.body(name, None);
-                let _ = answer(conn, refusal.route.as_deref(), status, &body).await;
+                let body = refusal.answer.body(name, refusal.reason);
+                let challenge = refusal.challenge.as_ref();
+                let _ = answer(conn, refusal.route.as_deref(), status, &body, challenge).await;
                 if let Some(route) = refusal.route.as_ref() {
                     let took = started.elapsed();
                     record(
@@ -395,7 +400,7 @@ impl H1App {
                     Err(Relayed::Unsent(kind)) => {
                         let name = route.route.name.as_str();
                         let body = kind.body(name, None);
-                        let _ = answer(conn, Some(&route), kind.status(), &body).await;
+                        let _ = answer(conn, Some(&route), kind.status(), &body, None).await;
                         (kind.status(), Next::Close)
                     }
                 }
@@ -405,13 +410,14 @@ impl H1App {
                 let kind = failure.answer();
                 let reason = if kind == Answer::TokenUnavailable {
                     route.metrics.token_unavailable();
-                    Some(route.slot.unavailable_reason())
+                    route.slot.as_ref().map(|s| s.unavailable_reason())
                 } else {
                     debug!(route = name, error = %failure, "upstream request failed");
                     kind.count_upstream(name);
                     None
                 };
-                let _ = answer(conn, Some(&route), kind.status(), &kind.body(name, reason)).await;
+                let body = kind.body(name, reason);
+                let _ = answer(conn, Some(&route), kind.status(), &body, None).await;
                 (kind.status(), Next::Close)
             }
         };
@@ -482,9 +488,11 @@ impl H1App {
                             // The rejected response is dropped with its connection.
                             drop(up);
                             ex.replayed = true;
-                            route.slot.invalidate(generation);
-                            let fresh = route
-                                .slot
+                            let Some(slot) = route.slot.as_ref() else {
+                                return Err(UpstreamFailure::NoFreshToken);
+                            };
+                            slot.invalidate(generation);
+                            let fresh = slot
                                 .wait_newer(generation, route.format_index, route.fetch_timeout)
                                 .await;
                             let Some(fresh) = fresh else {
@@ -563,6 +571,8 @@ impl H1App {
                 answer,
                 route,
                 method_path,
+                reason: None,
+                challenge: None,
             })
         };
         let (head_len, req) = match forward::parse_head(&conn.buf, &mut headers) {
@@ -587,18 +597,47 @@ impl H1App {
         };
         let started = Instant::now();
         let r = &route.route;
-        let injection = match self.lean_refusal(&plan, &route) {
+        let lean = self.lean_refusal(&plan, &route);
+        // A verify route's check ([`crate::verify`]), for the requests this path serves; pingora's
+        // path makes the same check on the others.
+        let mut claims = Vec::new();
+        if let (None, Some(v)) = (lean, route.verifier.as_ref()) {
+            match v.check(req.headers, plan.method, plan.path_and_query, true) {
+                Check::Allowed(ok) => claims = v.claim_fields(&ok),
+                Check::Denied(d) => {
+                    return Step::Refuse(Refusal {
+                        answer: d.answer(),
+                        challenge: d.challenge(&route.route.name),
+                        reason: Some(d.description()),
+                        route: Some(route),
+                        method_path,
+                    })
+                }
+                // pingora's path waits for the keys to be fetched.
+                Check::NeedKeys => {
+                    let len = request_len(&conn.buf, head_len, &plan);
+                    return Step::Pingora {
+                        reason: "jwks_refetch",
+                        len,
+                        route,
+                    };
+                }
+            }
+        }
+        let injection = match lean {
             Some(reason) => None.ok_or(reason),
             None if !plan.inject => Ok(None),
-            None => {
-                let now = tokio::time::Instant::from_std(started);
-                // pingora's path waits for a token being replaced, or answers 503.
-                route
-                    .slot
-                    .header_value(route.format_index, now)
-                    .map(Some)
-                    .ok_or("no_token")
-            }
+            None => match route.slot.as_ref() {
+                // A verify route that strips the caller's token injects none.
+                None => Ok(None),
+                Some(slot) => {
+                    let now = tokio::time::Instant::from_std(started);
+                    // pingora's path waits for a token being replaced, or answers 503.
+                    slot.header_value(route.format_index, now)
+                        .map(Some)
+                        .ok_or("no_token")
+                }
+            },
         };
         let injection = match injection {
             Ok(injection) => injection,
@@ -612,6 +651,7 @@ impl H1App {
             host: route.target.host_header.as_bytes(),
             base_path: up.base_path.as_bytes(),
             inject: injection.as_ref().map(|i| (&r.header, i.value.as_bytes())),
+            claims: &claims,
         };
         conn.token_at = wire::write_upstream_head(&req, &plan, &rewrite, &mut conn.out);
         let exchange = Exchange {
@@ -1010,6 +1050,7 @@ async fn answer(
     route: Option<&RouteState>,
     status: u16,
     body: &[u8],
+    challenge: Option<&http::HeaderValue>,
 ) -> io::Result<()> {
     let reason = http::StatusCode::from_u16(status)
         .ok()
@@ -1021,6 +1062,11 @@ async fn answer(
         body.len()
     )
     .into_bytes();
+    if let Some(c) = challenge {
+        head.extend_from_slice(b"www-authenticate: ");
+        head.extend_from_slice(c.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
     head.extend_from_slice(&wire::date_line());
     head.extend_from_slice(b"\r\n");
     let parts: &[&[u8]] = &[&head, body];

@@ -20,6 +20,8 @@ pub struct Rewrite<'a> {
     pub base_path: &'a [u8],
     /// The header the token goes in, and its value; `None` keeps the caller's own header.
     pub inject: Option<(&'a HeaderName, &'a [u8])>,
+    /// A verify route's verified claim fields (the plan drops the caller's copies).
+    pub claims: &'a [(HeaderName, http::HeaderValue)],
 }
 
 /// Writes the head to send upstream into `out` (cleared first), as `plan` says: the request line
@@ -51,6 +53,12 @@ pub fn write_upstream_head(
             out.extend_from_slice(h.value);
             out.extend_from_slice(b"\r\n");
         }
+    }
+    for (name, value) in rw.claims {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     if plan.websocket {
         out.extend_from_slice(b"Connection: Upgrade\r\nUpgrade: websocket\r\n");

@@ -63,7 +63,7 @@ mod tests {
             "providers:\n  p:\n    token_url: https://idp.example/oauth/token\n    client_id: cid\n    client_secret: s3cret\n{extra_provider}routes:\n  - name: r\n    listen: 127.0.0.1:8081\n    upstream: http://127.0.0.1:9\n    token: {{ provider: p{token} }}\n"
         );
         let c = Config::from_yaml(&yaml, &|_| None).unwrap();
-        let k = c.routes[0].token.clone();
+        let k = c.routes[0].token.clone().unwrap();
         (c, k)
     }
 

@@ -56,7 +56,11 @@ impl TokenManager {
             })?;
             clients.insert(name.clone(), client);
         }
-        let wanted: BTreeSet<&TokenKey> = config.routes.iter().map(|r| &r.token).collect();
+        let wanted: BTreeSet<&TokenKey> = config
+            .routes
+            .iter()
+            .filter_map(|r| r.token.as_ref())
+            .collect();
         let mut entries = self
             .entries
             .lock()

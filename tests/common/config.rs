@@ -34,7 +34,8 @@ impl Cfg {
         self
     }
 
-    /// A route using provider `idp` with no audience; `extra` lines go under the route.
+    /// A route using provider `idp` with no audience; `extra` lines go under the route (a
+    /// `verify:` line makes it a verify route, with no token).
     pub fn route(mut self, name: &str, port: u16, upstream: &str, extra: &[&str]) -> Self {
         let _ = writeln!(
             self.routes,
@@ -42,7 +43,7 @@ impl Cfg {
         );
         let mut token = false;
         for line in extra {
-            token |= line.starts_with("token:");
+            token |= line.starts_with("token:") || line.starts_with("verify:");
             let _ = writeln!(self.routes, "    {line}");
         }
         if !token {

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod idp;
+pub mod jwks;
 pub mod proxy;
 pub mod rawup;
 pub mod redis;

@@ -11,13 +11,19 @@
 // mTLS one (client certificate asked, checked against ca.pem), announced as
 // mtls_endpoint_aliases.token_endpoint in the discovery document (RFC 8705 §5).
 // The first line on stdout is {"issuer": ..., "mtls_token_endpoint": ...}.
+//
+// Resource indicators (RFC 8707): a client-credentials request for a resource under
+// https://orders.example.com/ gets a JWT access token (RFC 9068) with that audience, signed
+// RS256, or ES256 when the resource ends in `es/`. The signing keys are made here; a line
+// `rotate` on stdin puts a new RSA and a new EC key first (the old ones stay published), and the
+// answer line on stdout is {"rotated": [new kids]}.
 
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as https from 'node:https';
 import * as path from 'node:path';
 
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 const dir = process.argv[2];
 if (!dir) {
@@ -110,7 +116,23 @@ const peer = (ctx) => (typeof ctx.socket.getPeerX509Certificate === 'function'
   ? ctx.socket.getPeerX509Certificate()
   : undefined);
 
-const provider = new Provider(issuer, {
+let generation = 0;
+function signingKeys() {
+  generation += 1;
+  const make = (type, options, kid) => ({
+    ...crypto.generateKeyPairSync(type, options).privateKey.export({ format: 'jwk' }),
+    kid,
+    use: 'sig',
+  });
+  return [
+    make('rsa', { modulusLength: 2048 }, `rsa-${generation}`),
+    make('ec', { namedCurve: 'P-256' }, `ec-${generation}`),
+  ];
+}
+let keys = signingKeys();
+
+const configuration = () => ({
+  jwks: { keys },
   adapter: Adapter,
   clientAuthMethods: [
     'client_secret_basic',
@@ -122,6 +144,21 @@ const provider = new Provider(issuer, {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
     introspection: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      getResourceServerInfo(ctx, resource) {
+        if (!resource.startsWith('https://orders.example.com/')) {
+          throw new errors.InvalidTarget();
+        }
+        return {
+          scope: 'read:orders write:orders admin:orders',
+          audience: resource,
+          accessTokenTTL: 300,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: { alg: resource.endsWith('es/') ? 'ES256' : 'RS256' } },
+        };
+      },
+    },
     mTLS: {
       enabled: true,
       tlsClientAuth: true,
@@ -141,14 +178,37 @@ const provider = new Provider(issuer, {
   // Short-lived tokens, so that the proxy refreshes within a test.
   ttl: { ClientCredentials: 4 },
 });
-provider.on('server_error', (ctx, err) => console.error('server_error', err));
-provider.on('grant.error', (ctx, err) => console.error('grant.error', err.message, err.error_description || ''));
+function makeProvider() {
+  const p = new Provider(issuer, configuration());
+  p.on('server_error', (ctx, err) => console.error('server_error', err));
+  p.on('grant.error', (ctx, err) => console.error('grant.error', err.message, err.error_description || ''));
+  return p;
+}
+let provider = makeProvider();
 
-const callback = provider.callback();
-main.on('request', callback);
-mtls.on('request', callback);
+let callback = provider.callback();
+main.on('request', (req, res) => callback(req, res));
+mtls.on('request', (req, res) => callback(req, res));
 
 process.stdout.write(`${JSON.stringify({ issuer, mtls_token_endpoint: mtlsTokenEndpoint })}\n`);
 // The test closes stdin when it is done, or kills the process.
 process.stdin.on('end', () => process.exit(0));
+let pending = '';
+process.stdin.on('data', (data) => {
+  pending += data.toString();
+  let at = pending.indexOf('\n');
+  while (at >= 0) {
+    const line = pending.slice(0, at).trim();
+    pending = pending.slice(at + 1);
+    if (line === 'rotate') {
+      // A provider's keys are fixed when it is made: the rotated one takes over the listeners,
+      // with the same client and token store.
+      keys = [...signingKeys(), ...keys];
+      provider = makeProvider();
+      callback = provider.callback();
+      process.stdout.write(`${JSON.stringify({ rotated: [keys[0].kid, keys[1].kid] })}\n`);
+    }
+    at = pending.indexOf('\n');
+  }
+});
 process.stdin.resume();

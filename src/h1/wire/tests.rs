@@ -9,6 +9,8 @@ fn upstream_head(raw: &[u8], rw: &Rewrite<'_>, keep_callers: bool) -> String {
         upstream_authority: "api.example:8443",
         upstream_port: 8443,
         listen: "127.0.0.1:8081".parse().unwrap(),
+        verify: None,
+        claim_headers: &[],
     };
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let (_, req) = forward::parse_head(raw, &mut headers).unwrap().unwrap();
@@ -28,6 +30,7 @@ fn upstream_head_replaces_host_and_token_and_drops_hop_by_hop_fields() {
         host: b"api.example:8443",
         base_path: b"/v1",
         inject: Some((&name, b"Bearer t")),
+        claims: &[],
     };
     let raw = b"GET /x?y HTTP/1.1\r\nHost: 127.0.0.1:9\r\nAuthorization: Basic a\r\nX-A: 1\r\n\
         authorization: Bearer b\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 2\r\nKeep-Alive: 5\r\n\
@@ -51,6 +54,7 @@ fn upstream_head_replaces_host_and_token_and_drops_hop_by_hop_fields() {
         host: b"h",
         base_path: b"",
         inject: None,
+        claims: &[],
     };
     assert_eq!(
         upstream_head(
