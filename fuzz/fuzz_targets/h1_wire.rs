@@ -1,13 +1,14 @@
 //! The lean path's HTTP/1.1 wire code on arbitrary bytes: request and response heads parse or
 //! are refused, never a panic; a request it takes is rewritten into a head that parses again
-//! with the same method, path and token; and the chunked-body scanner gives the same answer
-//! whether the body comes whole or in pieces.
+//! with the same method, path and token; and the chunked-body scanner and the response body
+//! tracker give the same answer whether the body comes whole or in pieces.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use tokenproxy::forward::{self, RouteView, MAX_HEADERS};
+use tokenproxy::h1::body::{BodyEnd, ChunkedScanner};
 use tokenproxy::h1::wire::{
-    parse_response, write_response_head, write_upstream_head, ChunkedScanner, Rewrite,
+    parse_response, write_response_head, write_upstream_head, Framing, Rewrite,
 };
 
 /// (bytes of the body, whether it ended, whether it was refused)
@@ -28,6 +29,18 @@ fn scan(data: &[u8], piece: usize) -> (usize, bool, bool) {
     (used, s.done(), false)
 }
 
+/// (bytes of the body, whether it ended) for `framing`, or `None` when the body was refused.
+fn track(framing: Framing, data: &[u8], piece: usize) -> Option<(usize, bool)> {
+    let mut body = BodyEnd::new(framing);
+    let mut used = 0;
+    for chunk in data.chunks(piece.max(1)) {
+        let n = body.accept(chunk).ok()?;
+        assert!(n <= chunk.len());
+        used += n;
+    }
+    Some((used, body.done()))
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&piece, data)) = data.split_first() else { return };
 
@@ -37,6 +50,20 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!((whole.1, whole.2), (pieces.1, pieces.2));
     if !whole.2 {
         assert_eq!(whole.0, pieces.0);
+    }
+
+    // The response body tracker: the same end whatever the pieces, and never past a length.
+    let length = u64::from(piece) * 3;
+    for framing in [Framing::Empty, Framing::Length(length), Framing::Chunked, Framing::Close] {
+        let whole = track(framing, data, data.len());
+        let pieces = track(framing, data, usize::from(piece));
+        assert_eq!(whole.is_some(), pieces.is_some(), "{framing:?}");
+        if let (Some(whole), Some(pieces)) = (whole, pieces) {
+            assert_eq!(whole, pieces, "{framing:?}");
+            if let Framing::Length(n) = framing {
+                assert_eq!(whole.0 as u64, n.min(data.len() as u64));
+            }
+        }
     }
 
     if let Ok(Some(head)) = parse_response(data, piece % 2 == 0) {

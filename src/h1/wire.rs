@@ -1,6 +1,6 @@
 //! HTTP/1.1 on the wire for the lean path: the request head it sends upstream (as the
 //! [`crate::forward`] plan says), how an upstream response is framed and whether its head is
-//! relayed as it came, and where a chunked body ends. Pure functions over byte slices; no I/O.
+//! relayed as it came. Pure functions over byte slices; no I/O.
 
 use http::HeaderName;
 
@@ -269,96 +269,6 @@ pub fn write_response_head(head: &[u8], out: &mut Vec<u8>) -> Result<(), WireErr
     }
     out.extend_from_slice(b"\r\n");
     Ok(())
-}
-
-/// Finds the end of a chunked body in bytes handed to it piece by piece, without decoding it:
-/// the bytes are relayed as they came.
-#[derive(Debug, Clone, Default)]
-pub struct ChunkedScanner {
-    state: ChunkState,
-    /// Data bytes left in the current chunk, or the size being read.
-    size: u64,
-    digits: u8,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-enum ChunkState {
-    #[default]
-    Size,
-    Extension,
-    SizeLf,
-    Data,
-    DataCr,
-    DataLf,
-    TrailerStart,
-    TrailerLine,
-    TrailerLf,
-    FinalLf,
-    Done,
-}
-
-impl ChunkedScanner {
-    /// Consumes bytes of the body up to its end; returns how many of `data` belong to it (all of
-    /// them unless the body ended inside `data`).
-    pub fn scan(&mut self, data: &[u8]) -> Result<usize, WireError> {
-        use ChunkState::*;
-        let mut i = 0;
-        while i < data.len() && self.state != Done {
-            if self.state == Data {
-                let take = (data.len() - i).min(usize::try_from(self.size).unwrap_or(usize::MAX));
-                i += take;
-                self.size -= take as u64;
-                if self.size == 0 {
-                    self.state = DataCr;
-                }
-                continue;
-            }
-            let b = data[i];
-            i += 1;
-            self.state = match (self.state, b) {
-                (Size, b) if b.is_ascii_hexdigit() => {
-                    if self.digits == 15 {
-                        return Err(WireError::BadChunk);
-                    }
-                    self.digits += 1;
-                    self.size = self.size * 16 + u64::from(hex_value(b));
-                    Size
-                }
-                (Size, b';' | b' ' | b'\t') if self.digits > 0 => Extension,
-                (Size, b'\r') if self.digits > 0 => SizeLf,
-                (Extension, b'\r') => SizeLf,
-                (Extension, b'\n') => return Err(WireError::BadChunk),
-                (Extension, _) => Extension,
-                (SizeLf, b'\n') if self.size == 0 => TrailerStart,
-                (SizeLf, b'\n') => Data,
-                (DataCr, b'\r') => DataLf,
-                (DataLf, b'\n') => {
-                    self.digits = 0;
-                    Size
-                }
-                (TrailerStart, b'\r') => FinalLf,
-                (TrailerStart, b'\n') => return Err(WireError::BadChunk),
-                (TrailerLine, b'\r') => TrailerLf,
-                (TrailerStart | TrailerLine, _) => TrailerLine,
-                (TrailerLf, b'\n') => TrailerStart,
-                (FinalLf, b'\n') => Done,
-                _ => return Err(WireError::BadChunk),
-            };
-        }
-        Ok(i)
-    }
-
-    pub fn done(&self) -> bool {
-        self.state == ChunkState::Done
-    }
-}
-
-fn hex_value(b: u8) -> u8 {
-    match b {
-        b'0'..=b'9' => b - b'0',
-        b'a'..=b'f' => b - b'a' + 10,
-        _ => b - b'A' + 10,
-    }
 }
 
 /// Whether a comma-separated field value lists `token` (case-insensitively).

@@ -162,53 +162,6 @@ fn response_reuse_needs_http_1_1_keep_alive_and_unambiguous_framing() {
     assert!(head.has_connection);
 }
 
-fn scan_all(body: &[u8], piece: usize) -> Result<(usize, bool), WireError> {
-    let mut s = ChunkedScanner::default();
-    let mut used = 0;
-    for chunk in body.chunks(piece) {
-        let n = s.scan(chunk)?;
-        used += n;
-        if n < chunk.len() {
-            break;
-        }
-    }
-    Ok((used, s.done()))
-}
-
-#[test]
-fn chunked_scanner_finds_the_end_whatever_the_pieces() {
-    let body = b"5;foo=bar\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT";
-    let end = body.len() - 4;
-    for piece in 1..=body.len() {
-        assert_eq!(scan_all(body, piece), Ok((end, true)), "piece {piece}");
-    }
-    assert_eq!(scan_all(b"0\r\n\r\n", 100), Ok((5, true)));
-    assert_eq!(scan_all(b"000\r\n\r\n", 100), Ok((7, true)));
-    // Not finished yet.
-    assert_eq!(scan_all(b"5\r\nhel", 100), Ok((6, false)));
-    assert_eq!(scan_all(b"0\r\nX: 1\r\n", 100), Ok((9, false)));
-}
-
-#[test]
-fn chunked_scanner_rejects_malformed_framing() {
-    for bad in [
-        &b"\r\n"[..],
-        b"g\r\n",
-        b"5\r\nhelloXX",
-        b"5\nhello\r\n",
-        b"1234567890abcdef0\r\n",
-        b"0\r\n\n",
-        b"5;ext\nhello",
-    ] {
-        assert_eq!(
-            scan_all(bad, 100),
-            Err(WireError::BadChunk),
-            "{}",
-            String::from_utf8_lossy(bad)
-        );
-    }
-}
-
 #[test]
 fn decimal_and_token_helpers() {
     assert_eq!(parse_decimal(b" 42 "), Some(42));
