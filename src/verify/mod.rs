@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod claims;
+pub mod jwks;
 pub mod keys;
 
 use std::sync::Arc;
