@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+use crate::listeners::ReadyTo;
 use crate::{demo, logging, server};
 
 #[derive(Parser)]
@@ -81,7 +82,7 @@ pub fn main() -> ExitCode {
                 }
             };
             logging::init(&config.log);
-            match server::run(config, Some(path), ready_file) {
+            match server::run(config, Some(path), ready_file.map(ReadyTo::File)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start");

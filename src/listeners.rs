@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tokio::net::TcpSocket;
 
@@ -49,6 +49,30 @@ pub(crate) fn apply_resolved(config: &mut Config, resolved: &BTreeMap<String, So
     for route in config.routes.iter_mut().filter(|r| r.listen.port() == 0) {
         if let Some(addr) = resolved.get(&route.name) {
             route.listen = *addr;
+        }
+    }
+}
+
+/// Where the running proxy tells which addresses it listens on (as [`ready_json`]), once every
+/// listener accepts connections.
+pub enum ReadyTo {
+    /// `--ready-file`: written whole or not at all.
+    File(PathBuf),
+    /// In-process (the demo, which starts the proxy on port 0 and then prints where it is).
+    Channel(tokio::sync::oneshot::Sender<String>),
+}
+
+impl ReadyTo {
+    pub(crate) fn tell(self, content: String) {
+        match self {
+            ReadyTo::File(path) => {
+                if let Err(e) = write_atomically(&path, &content) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot write the ready file");
+                }
+            }
+            ReadyTo::Channel(tx) => {
+                let _ = tx.send(content);
+            }
         }
     }
 }

@@ -38,12 +38,12 @@ pub enum StartError {
 }
 
 /// Runs the proxy until SIGTERM or SIGINT. Returns once shut down.
-/// With `ready_file`, the listen addresses in force are written there once every listener accepts
+/// With `ready`, the listen addresses in force are told there once every listener accepts
 /// connections ([`listeners::ready_json`]).
 pub fn run(
     mut config: Config,
     config_path: Option<PathBuf>,
-    ready_file: Option<PathBuf>,
+    ready: Option<listeners::ReadyTo>,
 ) -> Result<(), StartError> {
     for r in &config.routes {
         // A verify route is meant to be reached by other hosts; it lets through only valid tokens.
@@ -142,7 +142,7 @@ pub fn run(
     }
     server.add_service(service);
     log_routes(&app.config.load());
-    let ready = ready_file.map(|path| (path, listeners::ready_json(&app.config.load())));
+    let ready = ready.map(|to| (to, listeners::ready_json(&app.config.load())));
     control.spawn(mark_listening(app.routes.clone(), reserved, ready));
     let on_exit = {
         let app = app.clone();
@@ -188,7 +188,7 @@ fn log_routes(config: &Config) {
 async fn mark_listening(
     routes: Arc<RouteTable>,
     reserved: listeners::Reserved,
-    ready: Option<(PathBuf, String)>,
+    ready: Option<(listeners::ReadyTo, String)>,
 ) {
     let addrs: Vec<SocketAddr> = routes.listen_addrs().copied().collect();
     for addr in addrs {
@@ -211,10 +211,8 @@ async fn mark_listening(
     routes.set_listening();
     drop(reserved);
     info!("proxy listeners up");
-    if let Some((path, content)) = ready {
-        if let Err(e) = listeners::write_atomically(&path, &content) {
-            warn!(path = %path.display(), error = %e, "cannot write the ready file");
-        }
+    if let Some((to, content)) = ready {
+        to.tell(content);
     }
 }
 

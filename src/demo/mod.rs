@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, LogConfig, LogFormat};
+use crate::listeners::ReadyTo;
 use crate::secret::Secret;
 use crate::{logging, serve, server};
 
@@ -138,13 +139,6 @@ async fn run_api(listen: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A port that was free a moment ago, for a listener that must be named in the config.
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 fn all_in_one(rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let (issuer_addr, api_addr, issuer) = rt.block_on(async {
@@ -168,12 +162,11 @@ fn all_in_one(rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         );
         Ok::<_, std::io::Error>((ia, aa, issuer))
     })?;
-    let proxy_port = free_port()?;
-    let admin_port = free_port()?;
+    // The proxy takes ports of the kernel's choosing and says which once it listens.
     let yaml = format!(
         r#"
 admin:
-  listen: 127.0.0.1:{admin_port}
+  listen: 127.0.0.1:0
 log:
   level: "tokenproxy=info,warn"
 shutdown_grace: 2s
@@ -185,7 +178,7 @@ providers:
     body: json
 routes:
   - name: demo
-    listen: 127.0.0.1:{proxy_port}
+    listen: 127.0.0.1:0
     upstream: http://{api_addr}/api
     token:
       provider: demo
@@ -197,17 +190,36 @@ routes:
     println!("tokenproxy demo");
     println!("  token issuer  http://{issuer_addr}/oauth/token (HS256 JWTs, 30s lifetime)");
     println!("  echo API      http://{api_addr}/api (checks the bearer token)");
-    println!("  proxy         http://127.0.0.1:{proxy_port}/  ->  http://{api_addr}/api/");
-    println!("  admin         http://127.0.0.1:{admin_port}/readyz /tokens /metrics");
-    rt.spawn(first_request(proxy_port, admin_port, issuer));
-    server::run(config, None, None)?;
+    let (ready, listening) = tokio::sync::oneshot::channel::<String>();
+    rt.spawn(async move {
+        // Dropped unanswered when the proxy did not start: its error is printed below.
+        let Ok(listening) = listening.await else {
+            return;
+        };
+        let Some((proxy, admin)) = demo_addrs(&listening) else {
+            eprintln!("demo: cannot read the proxy's listen addresses from {listening}");
+            return;
+        };
+        println!("  proxy         http://{proxy}/  ->  http://{api_addr}/api/");
+        println!("  admin         http://{admin}/readyz /tokens /metrics");
+        first_request(proxy, admin, issuer).await;
+    });
+    server::run(config, None, Some(ReadyTo::Channel(ready)))?;
     Ok(())
 }
 
+/// The demo route's and the admin listener's addresses, from what the proxy told once listening
+/// ([`crate::listeners::ready_json`]).
+fn demo_addrs(listening: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let v: serde_json::Value = serde_json::from_str(listening).ok()?;
+    let addr = |v: &serde_json::Value| v.as_str()?.parse::<SocketAddr>().ok();
+    Some((addr(&v["routes"]["demo"])?, addr(&v["admin"])?))
+}
+
 /// Waits for readiness, sends one request through the proxy and prints what the API saw.
-async fn first_request(proxy_port: u16, admin_port: u16, issuer: Arc<issuer::Issuer>) {
+async fn first_request(proxy: SocketAddr, admin: SocketAddr, issuer: Arc<issuer::Issuer>) {
     let client = reqwest::Client::new();
-    let ready = format!("http://127.0.0.1:{admin_port}/readyz");
+    let ready = format!("http://{admin}/readyz");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(r) = client.get(&ready).send().await {
@@ -221,7 +233,7 @@ async fn first_request(proxy_port: u16, admin_port: u16, issuer: Arc<issuer::Iss
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let url = format!("http://127.0.0.1:{proxy_port}/hello?name=demo");
+    let url = format!("http://{proxy}/hello?name=demo");
     println!();
     println!("GET {url}  (the app sends no token; a stale one of its own would be replaced)");
     match client
@@ -243,7 +255,7 @@ async fn first_request(proxy_port: u16, admin_port: u16, issuer: Arc<issuer::Iss
     }
     println!();
     println!("tokens issued so far: {}", issuer.issued());
-    println!("try:  curl -s http://127.0.0.1:{proxy_port}/anything?x=1");
-    println!("      curl -s http://127.0.0.1:{admin_port}/tokens");
+    println!("try:  curl -s http://{proxy}/anything?x=1");
+    println!("      curl -s http://{admin}/tokens");
     println!("Ctrl-C to stop.");
 }
