@@ -11,12 +11,16 @@
 //! - [`routes`]: the live route table, swapped atomically on reload.
 //! - [`forward`]: the request and response policy both request paths apply, and the table of
 //!   answers the proxy gives itself.
-//! - [`verify`]: verify routes: inbound bearer tokens checked against the issuer's keys, decided
-//!   once for both request paths.
-//! - [`proxy`]: the pingora `ProxyHttp` hook that injects the token.
-//! - [`h1`]: the lean HTTP/1.1 path that serves plain requests itself, in front of [`proxy`],
-//!   with its upstream pool and TLS client (`h1::pool`, `h1::tls`), and the limits on caller
-//!   connections (`h1::limits`) that hold on both paths.
+//! - [`verify`]: verify routes: inbound bearer tokens checked against the issuer's keys (the
+//!   JWKS document in `verify::jwks`, the keys as fetched in `verify::keys`), decided once for
+//!   both request paths.
+//! - [`proxy`]: pingora's path: the `ProxyHttp` hooks that inject the token, the policy on
+//!   pingora's types (`proxy::policy`), and the record of a finished request (`proxy::record`).
+//! - [`h1`]: the lean HTTP/1.1 path that serves plain requests itself, in front of [`proxy`]:
+//!   the connection (`h1::conn`), the decision on a head (`h1::decide`), the exchange with the
+//!   upstream (`h1::exchange`), the relay to the caller (`h1::relay`), wire format and body
+//!   framing (`h1::wire`, `h1::body`), its upstream pool and TLS client (`h1::pool`,
+//!   `h1::tls`), and the limits on caller connections (`h1::limits`) that hold on both paths.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/tokens`, `/keys`.
 //! - [`metrics`]: every Prometheus metric, in one registry.
 //! - [`reload`]: SIGHUP and file-change reload, secret file watching.
