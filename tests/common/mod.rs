@@ -8,6 +8,7 @@ pub mod jwks;
 pub mod proxy;
 pub mod rawup;
 pub mod redis;
+pub mod rig;
 pub mod tls;
 pub mod upstream;
 

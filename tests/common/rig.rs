@@ -1,0 +1,467 @@
+//! One test rig: the test IdP, an upstream (recording, plain or TLS, or raw bytes) and the real
+//! proxy in front of it, set up in a few lines, with helpers to send requests and read metrics.
+//!
+//! Route targets and route lines may name `{up}` (the upstream's base URL: `http://127.0.0.1:P`,
+//! or `https://localhost:P` over TLS; `{tls_up}` for a second, HTTPS one), `{ca_file}` (a
+//! `ca_file:` line naming the test CA, written into the proxy's directory) and `{ca_path}` (that
+//! file's path alone).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::config::Cfg;
+use super::idp::{Idp, Mode};
+use super::proxy::Proxy;
+use super::rawup::{RawUpstream, Received, Reply};
+use super::tls::TestCa;
+use super::upstream::Upstream;
+use super::{metric, metrics_text, wait_for};
+
+type Handler = Box<dyn Fn(&Received) -> Reply + Send + Sync>;
+type IdpSetup = Box<dyn FnOnce(&Idp)>;
+
+enum UpKind {
+    Http,
+    Https,
+    HttpsH2,
+    Raw(Handler),
+    None,
+}
+
+/// What the proxy's config holds besides the provider's URL and credentials: top-level lines,
+/// provider lines and routes, with the placeholders above still in them.
+#[derive(Clone, Default)]
+pub struct Layout {
+    top: Vec<String>,
+    provider: Vec<String>,
+    routes: Vec<(String, String, Vec<String>)>,
+}
+
+impl Layout {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A top-level line, e.g. `lean_path: false`.
+    pub fn top(mut self, line: &str) -> Self {
+        self.top.push(line.to_string());
+        self
+    }
+
+    /// A line under provider `idp`, e.g. `timeout: 1s`.
+    pub fn provider(mut self, line: &str) -> Self {
+        self.provider.push(line.to_string());
+        self
+    }
+
+    /// A route to the rig's upstream, with `extra` lines under it (see [`Cfg::route`]).
+    pub fn route(self, name: &str, extra: &[&str]) -> Self {
+        self.route_to(name, "{up}", extra)
+    }
+
+    /// A route to `target` (which may hold `{up}`).
+    pub fn route_to(mut self, name: &str, target: &str, extra: &[&str]) -> Self {
+        let extra = extra.iter().map(|l| l.to_string()).collect();
+        self.routes.push((name.into(), target.into(), extra));
+        self
+    }
+}
+
+pub struct RigBuilder {
+    mode: Mode,
+    secret: String,
+    checker: bool,
+    up: UpKind,
+    also_https: bool,
+    ca_names: Vec<String>,
+    layout: Layout,
+    env: Vec<(String, String)>,
+    idp_setup: Option<IdpSetup>,
+}
+
+/// The parts of a started rig that a config is rendered against.
+struct Env {
+    token_url: String,
+    secret: String,
+    up_url: String,
+    tls_up_url: String,
+    ca_path: PathBuf,
+}
+
+impl Env {
+    fn fill(&self, s: &str) -> String {
+        s.replace("{up}", &self.up_url)
+            .replace("{tls_up}", &self.tls_up_url)
+            .replace("{ca_file}", &format!("ca_file: {}", self.ca_path.display()))
+            .replace("{ca_path}", &self.ca_path.display().to_string())
+    }
+
+    fn render(&self, layout: &Layout) -> String {
+        let mut cfg = Cfg::new(0, &self.token_url, &self.secret);
+        for line in &layout.top {
+            cfg = cfg.top(&self.fill(line));
+        }
+        for line in &layout.provider {
+            cfg = cfg.provider(&self.fill(line));
+        }
+        for (name, target, extra) in &layout.routes {
+            let extra: Vec<String> = extra.iter().map(|l| self.fill(l)).collect();
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+            cfg = cfg.route(name, 0, &self.fill(target), &extra);
+        }
+        cfg.build()
+    }
+}
+
+impl RigBuilder {
+    /// The IdP's behaviour (default: tokens for 300 s).
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Prepares the IdP (e.g. a quota header) before the proxy starts.
+    pub fn idp_setup(mut self, setup: impl FnOnce(&Idp) + 'static) -> Self {
+        self.idp_setup = Some(Box::new(setup));
+        self
+    }
+
+    /// Provider `idp`'s client secret.
+    pub fn secret(mut self, secret: &str) -> Self {
+        self.secret = secret.into();
+        self
+    }
+
+    /// The upstream records requests without checking their tokens against the IdP.
+    pub fn no_checker(mut self) -> Self {
+        self.checker = false;
+        self
+    }
+
+    /// An HTTPS upstream (HTTP/1.1 only) with a certificate from a generated CA.
+    pub fn https(mut self) -> Self {
+        self.up = UpKind::Https;
+        self
+    }
+
+    /// An HTTPS upstream that offers h2 and http/1.1.
+    pub fn https_h2(mut self) -> Self {
+        self.up = UpKind::HttpsH2;
+        self
+    }
+
+    /// A second, HTTPS recording upstream beside the first: `{tls_up}`, [`Rig::tls_up`].
+    pub fn also_https(mut self) -> Self {
+        self.also_https = true;
+        self
+    }
+
+    /// The CA's server certificate carries only `names` (default `localhost`, 127.0.0.1).
+    pub fn cert_names(mut self, names: &[&str]) -> Self {
+        self.ca_names = names.iter().map(|n| n.to_string()).collect();
+        self
+    }
+
+    /// A raw upstream that answers each request with `handler` (see `rawup`).
+    pub fn raw<F>(mut self, handler: F) -> Self
+    where
+        F: Fn(&Received) -> Reply + Send + Sync + 'static,
+    {
+        self.up = UpKind::Raw(Box::new(handler));
+        self
+    }
+
+    /// No upstream of the rig's own: every route names its target.
+    pub fn no_upstream(mut self) -> Self {
+        self.up = UpKind::None;
+        self
+    }
+
+    pub fn top(mut self, line: &str) -> Self {
+        self.layout = self.layout.top(line);
+        self
+    }
+
+    pub fn provider(mut self, line: &str) -> Self {
+        self.layout = self.layout.provider(line);
+        self
+    }
+
+    pub fn route(mut self, name: &str, extra: &[&str]) -> Self {
+        self.layout = self.layout.route(name, extra);
+        self
+    }
+
+    pub fn route_to(mut self, name: &str, target: &str, extra: &[&str]) -> Self {
+        self.layout = self.layout.route_to(name, target, extra);
+        self
+    }
+
+    /// Replaces the config lines given so far.
+    pub fn layout(mut self, layout: Layout) -> Self {
+        self.layout = layout;
+        self
+    }
+
+    /// An environment variable for the proxy (`RUST_LOG` defaults to `debug`).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Starts everything and waits until the proxy is ready (every route has its token).
+    pub async fn start(self) -> Rig {
+        let mut rig = self.spawn().await;
+        rig.proxy.ready().await;
+        rig
+    }
+
+    /// Starts everything and waits until the proxy listens, tokens or not.
+    pub async fn start_listening(self) -> Rig {
+        let mut rig = self.spawn().await;
+        rig.proxy.listening().await;
+        rig
+    }
+
+    /// Starts everything without waiting for the proxy.
+    pub async fn spawn(self) -> Rig {
+        let names: Vec<&str> = self.ca_names.iter().map(String::as_str).collect();
+        let ca = TestCa::for_names(&names);
+        let idp = Idp::start(self.mode).await;
+        if let Some(setup) = self.idp_setup {
+            setup(&idp);
+        }
+        let checker = self.checker.then(|| idp.checker());
+        let (mut up, mut raw) = (None, None);
+        let up_url = match self.up {
+            UpKind::Http => {
+                let u = Upstream::http(checker).await;
+                let url = format!("http://{}", u.addr);
+                up = Some(u);
+                url
+            }
+            UpKind::Https | UpKind::HttpsH2 => {
+                let u = if matches!(self.up, UpKind::Https) {
+                    Upstream::https(checker, &ca).await
+                } else {
+                    Upstream::https_h2(checker, &ca).await
+                };
+                let url = format!("https://localhost:{}", u.addr.port());
+                up = Some(u);
+                url
+            }
+            UpKind::Raw(handler) => {
+                let r = RawUpstream::start(handler).await;
+                let url = r.url();
+                raw = Some(r);
+                url
+            }
+            UpKind::None => "http://127.0.0.1:9".into(),
+        };
+        let tls_up = match self.also_https {
+            true => Some(Upstream::https(self.checker.then(|| idp.checker()), &ca).await),
+            false => None,
+        };
+        let tls_up_url = tls_up.as_ref().map_or(String::new(), |u| {
+            format!("https://localhost:{}", u.addr.port())
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let ca_path = dir.path().join("ca.pem");
+        std::fs::write(&ca_path, &ca.ca_pem).unwrap();
+        let env = Env {
+            token_url: idp.token_url(),
+            secret: self.secret,
+            up_url,
+            tls_up_url,
+            ca_path,
+        };
+        let proxy_env: Vec<(String, String)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), env.fill(v)))
+            .collect();
+        let proxy_env: Vec<(&str, &str)> = proxy_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let proxy = Proxy::start_in(dir, &env.render(&self.layout), 0, &proxy_env);
+        Rig {
+            idp,
+            up,
+            tls_up,
+            raw,
+            ca,
+            proxy,
+            env,
+        }
+    }
+}
+
+/// A started rig. Dropping it stops everything; a failing test prints the proxy's log.
+pub struct Rig {
+    pub idp: Idp,
+    up: Option<Upstream>,
+    tls_up: Option<Upstream>,
+    raw: Option<RawUpstream>,
+    pub ca: TestCa,
+    pub proxy: Proxy,
+    env: Env,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("proxy stderr:\n{}", self.proxy.stderr());
+        }
+    }
+}
+
+impl Rig {
+    /// A rig with an IdP issuing tokens for 300 s and a plain recording upstream that checks
+    /// them; add routes and settings before `start`.
+    pub fn builder() -> RigBuilder {
+        RigBuilder {
+            mode: Mode::Ok {
+                lifetime: Duration::from_secs(300),
+            },
+            secret: "rig-secret".into(),
+            checker: true,
+            up: UpKind::Http,
+            also_https: false,
+            ca_names: vec!["localhost".into(), "127.0.0.1".into()],
+            layout: Layout::new(),
+            env: Vec::new(),
+            idp_setup: None,
+        }
+    }
+
+    /// The recording upstream (panics for a raw one).
+    pub fn up(&self) -> &Upstream {
+        self.up.as_ref().expect("this rig has a recording upstream")
+    }
+
+    /// The second, HTTPS upstream (see [`RigBuilder::also_https`]).
+    pub fn tls_up(&self) -> &Upstream {
+        self.tls_up
+            .as_ref()
+            .expect("this rig has a second upstream")
+    }
+
+    /// The raw upstream (panics for a recording one).
+    pub fn raw(&self) -> &RawUpstream {
+        self.raw.as_ref().expect("this rig has a raw upstream")
+    }
+
+    /// The upstream's base URL, as `{up}` in a layout.
+    pub fn up_url(&self) -> &str {
+        &self.env.up_url
+    }
+
+    /// The config `layout` renders to against this rig's IdP, upstream and CA.
+    pub fn yaml(&self, layout: &Layout) -> String {
+        self.env.render(layout)
+    }
+
+    pub fn admin(&self) -> u16 {
+        self.proxy.admin
+    }
+
+    pub fn port(&self, route: &str) -> u16 {
+        self.proxy.port(route)
+    }
+
+    /// `http://127.0.0.1:<route's port><path>`.
+    pub fn url(&self, route: &str, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port(route))
+    }
+
+    /// `GET path` on `route`, on a new connection.
+    pub async fn get(&self, route: &str, path: &str) -> reqwest::Response {
+        super::client()
+            .get(self.url(route, path))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A raw HTTP/1.1 connection to `route` (see `rawup`).
+    pub async fn connect(&self, route: &str) -> super::rawup::Client {
+        super::rawup::Client::connect(self.port(route)).await
+    }
+
+    /// `Bearer <token>` for the one token the IdP issued (panics unless exactly one).
+    pub fn bearer(&self) -> String {
+        let tokens = self.idp.issued_tokens();
+        assert_eq!(tokens.len(), 1, "one token issued: {tokens:?}");
+        format!("Bearer {}", tokens[0])
+    }
+
+    pub async fn metrics_text(&self) -> String {
+        metrics_text(self.admin()).await
+    }
+
+    /// One sample from the admin port's `/metrics` (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric(self.admin(), series).await
+    }
+
+    /// Waits until `series` has `value`; panics with the value last seen after 5 s.
+    pub async fn wait_metric(&self, series: &str, value: f64) {
+        let ok = wait_for(Duration::from_secs(5), || async {
+            self.metric(series).await == value
+        })
+        .await;
+        assert!(
+            ok,
+            "{series} stayed at {} instead of {value}",
+            self.metric(series).await
+        );
+    }
+
+    /// Writes `yaml` as the config, sends SIGHUP and waits for the successful reload.
+    pub async fn reload(&self, yaml: &str) {
+        let series = r#"tokenproxy_config_reloads_total{outcome="success"}"#;
+        let want = self.metric(series).await + 1.0;
+        std::fs::write(&self.proxy.config_path, yaml).unwrap();
+        self.proxy.signal(libc::SIGHUP);
+        let ok = wait_for(Duration::from_secs(10), || async {
+            self.metric(series).await >= want
+        })
+        .await;
+        assert!(ok, "no successful reload; stderr:\n{}", self.proxy.stderr());
+    }
+
+    /// `tokenproxy_pingora_handoffs_total` of `route` for `reason`.
+    pub async fn handoffs(&self, route: &str, reason: &str) -> f64 {
+        self.metric(&format!(
+            r#"tokenproxy_pingora_handoffs_total{{route="{route}",reason="{reason}"}}"#
+        ))
+        .await
+    }
+
+    /// The sum of every handoff sample of `route`, whatever the reason.
+    pub async fn all_handoffs(&self, route: &str) -> f64 {
+        let text = self.metrics_text().await;
+        let prefix = "tokenproxy_pingora_handoffs_total{";
+        text.lines()
+            .filter(|l| l.starts_with(prefix) && l.contains(&format!(r#"route="{route}""#)))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// `tokenproxy_upstream_tls_handshakes_total` of `route` with `outcome`.
+    pub async fn handshakes(&self, route: &str, outcome: &str) -> f64 {
+        self.metric(&format!(
+            r#"tokenproxy_upstream_tls_handshakes_total{{route="{route}",outcome="{outcome}"}}"#
+        ))
+        .await
+    }
+
+    /// `tokenproxy_upstream_connections_opened_total` of `route` on `path` (lean or pingora).
+    pub async fn opened(&self, route: &str, path: &str) -> f64 {
+        self.metric(&format!(
+            r#"tokenproxy_upstream_connections_opened_total{{route="{route}",path="{path}"}}"#
+        ))
+        .await
+    }
+}
