@@ -247,7 +247,7 @@ async fn idp_is_slower_than_the_timeout() {
 async fn idp_quota_header_is_exported_and_shown() {
     let rig = rig("400ms")
         .env("RUST_LOG", "debug")
-        .idp_setup(|idp| {
+        .before_start(|idp, _| {
             idp.set_quota_header(
                 "b=per_hour;q=100;r=98;t=3600,b=per_day;q=1000;r=996;t=86400,b=broken",
             )

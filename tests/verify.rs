@@ -126,6 +126,15 @@ async fn refused(fx: &Fixture, token: Option<&str>, status: u16, challenge: &str
     bodies.remove(0)
 }
 
+/// `tokenproxy_inbound_requests_total` of route `orders` with `outcome`.
+async fn inbound(proxy: &Proxy, outcome: &str) -> f64 {
+    metric(
+        proxy.admin,
+        &format!(r#"tokenproxy_inbound_requests_total{{route="orders",outcome="{outcome}"}}"#),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn rs256_and_es256_tokens_pass_with_the_verified_identity() {
     let fx = fixture("").await;
@@ -150,12 +159,7 @@ async fn rs256_and_es256_tokens_pass_with_the_verified_identity() {
             let (resp, _) = call(&fx, *port, "GET", "/orders/2", Some(&token), "").await;
             assert_eq!(resp.status, 200);
         }
-        let allowed = metric(
-            proxy.admin,
-            "tokenproxy_inbound_requests_total{route=\"orders\",outcome=\"allowed\"}",
-        )
-        .await;
-        assert_eq!(allowed, 5.0);
+        assert_eq!(inbound(proxy, "allowed").await, 5.0);
     }
 }
 
@@ -182,12 +186,7 @@ async fn a_missing_token_gets_a_challenge_without_an_error_code() {
         assert!(got.is_none());
     }
     let (_, proxy, _) = &fx.sides[0];
-    let missing = metric(
-        proxy.admin,
-        "tokenproxy_inbound_requests_total{route=\"orders\",outcome=\"missing\"}",
-    )
-    .await;
-    assert_eq!(missing, 3.0);
+    assert_eq!(inbound(proxy, "missing").await, 3.0);
 }
 
 #[tokio::test]
@@ -552,8 +551,6 @@ async fn a_failed_key_fetch_keeps_the_last_good_set() {
 
 #[tokio::test]
 async fn the_verify_metrics_pass_promtool_with_their_labels() {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
     let fx = fixture("").await;
     let (_, proxy, port) = &fx.sides[0];
     let mut expired = claims(&fx.jwks.issuer());
@@ -596,26 +593,7 @@ async fn the_verify_metrics_pass_promtool_with_their_labels() {
             "{series}\n{text}"
         );
     }
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is not installed: run scripts/setup.sh");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_promtool_accepts(&text);
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@
 //! `ca_file:` line naming the test CA, written into the proxy's directory) and `{ca_path}` (that
 //! file's path alone).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::config::Cfg;
@@ -18,7 +18,7 @@ use super::upstream::Upstream;
 use super::{metric, metrics_text, wait_for};
 
 type Handler = Box<dyn Fn(&Received) -> Reply + Send + Sync>;
-type IdpSetup = Box<dyn FnOnce(&Idp)>;
+type BeforeStart = Box<dyn FnOnce(&Idp, &Path)>;
 
 enum UpKind {
     Http,
@@ -74,15 +74,18 @@ pub struct RigBuilder {
     up: UpKind,
     also_https: bool,
     ca_names: Vec<String>,
+    head: Option<Vec<String>>,
     layout: Layout,
     env: Vec<(String, String)>,
-    idp_setup: Option<IdpSetup>,
+    before_start: Option<BeforeStart>,
 }
 
 /// The parts of a started rig that a config is rendered against.
 struct Env {
     token_url: String,
     secret: String,
+    head: Option<Vec<String>>,
+    dir: PathBuf,
     up_url: String,
     tls_up_url: String,
     ca_path: PathBuf,
@@ -94,10 +97,18 @@ impl Env {
             .replace("{tls_up}", &self.tls_up_url)
             .replace("{ca_file}", &format!("ca_file: {}", self.ca_path.display()))
             .replace("{ca_path}", &self.ca_path.display().to_string())
+            .replace("{token_url}", &self.token_url)
+            .replace("{dir}", &self.dir.display().to_string())
     }
 
     fn render(&self, layout: &Layout) -> String {
-        let mut cfg = Cfg::new(0, &self.token_url, &self.secret);
+        let mut cfg = match &self.head {
+            Some(head) => {
+                let head: Vec<String> = head.iter().map(|l| self.fill(l)).collect();
+                Cfg::with_head(0, &head.iter().map(String::as_str).collect::<Vec<_>>())
+            }
+            None => Cfg::new(0, &self.token_url, &self.secret),
+        };
         for line in &layout.top {
             cfg = cfg.top(&self.fill(line));
         }
@@ -120,9 +131,17 @@ impl RigBuilder {
         self
     }
 
-    /// Prepares the IdP (e.g. a quota header) before the proxy starts.
-    pub fn idp_setup(mut self, setup: impl FnOnce(&Idp) + 'static) -> Self {
-        self.idp_setup = Some(Box::new(setup));
+    /// Runs `setup` with the IdP and the proxy's directory before the proxy starts (to give the
+    /// IdP a quota header, or write credential files).
+    pub fn before_start(mut self, setup: impl FnOnce(&Idp, &Path) + 'static) -> Self {
+        self.before_start = Some(Box::new(setup));
+        self
+    }
+
+    /// Provider `idp` opens with `lines` instead of the token URL, client `cid` and the secret;
+    /// they may name `{token_url}` and `{dir}` (the proxy's directory).
+    pub fn provider_head(mut self, lines: &[&str]) -> Self {
+        self.head = Some(lines.iter().map(|l| l.to_string()).collect());
         self
     }
 
@@ -228,9 +247,6 @@ impl RigBuilder {
         let names: Vec<&str> = self.ca_names.iter().map(String::as_str).collect();
         let ca = TestCa::for_names(&names);
         let idp = Idp::start(self.mode).await;
-        if let Some(setup) = self.idp_setup {
-            setup(&idp);
-        }
         let checker = self.checker.then(|| idp.checker());
         let (mut up, mut raw) = (None, None);
         let up_url = match self.up {
@@ -271,6 +287,8 @@ impl RigBuilder {
         let env = Env {
             token_url: idp.token_url(),
             secret: self.secret,
+            head: self.head,
+            dir: dir.path().to_path_buf(),
             up_url,
             tls_up_url,
             ca_path,
@@ -284,6 +302,9 @@ impl RigBuilder {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
+        if let Some(setup) = self.before_start {
+            setup(&idp, dir.path());
+        }
         let proxy = Proxy::start_in(dir, &env.render(&self.layout), 0, &proxy_env);
         Rig {
             idp,
@@ -329,9 +350,10 @@ impl Rig {
             up: UpKind::Http,
             also_https: false,
             ca_names: vec!["localhost".into(), "127.0.0.1".into()],
+            head: None,
             layout: Layout::new(),
             env: Vec::new(),
-            idp_setup: None,
+            before_start: None,
         }
     }
 
