@@ -175,35 +175,15 @@ async fn ten_mib_bodies_stream_through_intact_both_ways() {
         .env("RUST_LOG", "info")
         .start()
         .await;
-    let port = rig.port("big");
-    let c = client();
     const N: usize = 10 * 1024 * 1024;
     let upload = pattern(N);
-    // A streamed (chunked) upload, not one buffer with a Content-Length.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        upload.chunks(100_003).map(|c| Ok(c.to_vec())).collect();
-    let r = c
-        .put(format!("http://127.0.0.1:{port}/upload"))
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-            chunks,
-        )))
-        .send()
-        .await
-        .unwrap();
+    let r = rig.put_streamed("big", "/upload", &upload).await;
     assert_eq!(r.status(), 200);
     let echo: serde_json::Value = r.json().await.unwrap();
     assert_eq!(echo["body_len"], N);
     assert_eq!(echo["body_sha256"], sha256_hex(&upload));
 
-    let r = c
-        .get(format!("http://127.0.0.1:{port}/big?bytes={N}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let body = r.bytes().await.unwrap();
-    assert_eq!(body.len(), N);
-    assert_eq!(sha256_hex(&body), sha256_hex(&pattern(N)));
+    rig.assert_big_download("big", N).await;
 }
 
 #[tokio::test]

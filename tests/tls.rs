@@ -257,30 +257,13 @@ async fn ten_mib_bodies_stream_through_tls_intact_both_ways() {
     const N: usize = 10 * 1024 * 1024;
 
     // The response streams through the lean path.
-    let r = c
-        .get(format!("http://127.0.0.1:{port}/big?bytes={N}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let body = r.bytes().await.unwrap();
-    assert_eq!(body.len(), N);
-    assert_eq!(sha256_hex(&body), sha256_hex(&pattern(N)));
+    rig.assert_big_download("big", N).await;
     assert_eq!(rig.all_handoffs("big").await, 0.0);
 
     // Uploads past the lean path's body limit are pingora's, over TLS too: streamed (chunked)
     // and with a Content-Length.
     let upload = pattern(N);
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        upload.chunks(100_003).map(|c| Ok(c.to_vec())).collect();
-    let r = c
-        .put(format!("http://127.0.0.1:{port}/upload"))
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-            chunks,
-        )))
-        .send()
-        .await
-        .unwrap();
+    let r = rig.put_streamed("big", "/upload", &upload).await;
     assert_eq!(r.status(), 200);
     let echo: serde_json::Value = r.json().await.unwrap();
     assert_eq!(echo["body_len"], N);

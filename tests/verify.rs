@@ -16,6 +16,7 @@ use common::config::Cfg;
 use common::jwks::{JwksServer, TestKey};
 use common::proxy::Proxy;
 use common::rawup::{Client, RawUpstream, Received, Reply, Response};
+use common::rig::Rig;
 use common::{metric, ClosedPort};
 use serde_json::{json, Value};
 
@@ -600,15 +601,16 @@ async fn the_verify_metrics_pass_promtool_with_their_labels() {
 async fn readyz_waits_for_the_keys() {
     // An issuer that does not answer yet: the proxy listens but is not ready.
     let closed = ClosedPort::new();
-    let up = RawUpstream::start(|_| Reply::ok("x")).await;
     let issuer = format!("http://127.0.0.1:{}/", closed.port);
     let verify = format!("verify: {{ issuer: \"{issuer}\", audiences: [a] }}");
-    let yaml = Cfg::new(0, "http://127.0.0.1:9/token", "unused")
-        .route("orders", 0, &up.url(), &[&verify])
-        .build();
-    let mut proxy = Proxy::start(&yaml, 0, &[("RUST_LOG", "info")]);
-    proxy.listening().await;
-    let listen = proxy.port("orders");
+    let rig = Rig::builder()
+        .raw(|_| Reply::ok("x"))
+        .route("orders", &[&verify])
+        .env("RUST_LOG", "info")
+        .start_listening()
+        .await;
+    let (up, proxy) = (rig.raw(), &rig.proxy);
+    let listen = rig.port("orders");
     let r = reqwest::get(proxy.admin_url("/readyz")).await.unwrap();
     assert_eq!(r.status(), 503);
     let v: Value = r.json().await.unwrap();

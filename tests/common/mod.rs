@@ -9,6 +9,7 @@ pub mod proxy;
 pub mod rawup;
 pub mod redis;
 pub mod rig;
+pub mod rig_calls;
 pub mod tls;
 pub mod upstream;
 

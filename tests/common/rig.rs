@@ -15,7 +15,6 @@ use super::proxy::Proxy;
 use super::rawup::{RawUpstream, Received, Reply};
 use super::tls::TestCa;
 use super::upstream::Upstream;
-use super::{metric, metrics_text, wait_for};
 
 type Handler = Box<dyn Fn(&Received) -> Reply + Send + Sync>;
 type BeforeStart = Box<dyn FnOnce(&Idp, &Path)>;
@@ -25,6 +24,7 @@ enum UpKind {
     Https,
     HttpsH2,
     Raw(Handler),
+    RawTls(Handler),
     None,
 }
 
@@ -75,6 +75,7 @@ pub struct RigBuilder {
     also_https: bool,
     ca_names: Vec<String>,
     head: Option<Vec<String>>,
+    label: &'static str,
     layout: Layout,
     env: Vec<(String, String)>,
     before_start: Option<BeforeStart>,
@@ -190,6 +191,21 @@ impl RigBuilder {
         self
     }
 
+    /// The same over TLS with the rig's CA (`https://127.0.0.1:P`).
+    pub fn raw_tls<F>(mut self, handler: F) -> Self
+    where
+        F: Fn(&Received) -> Reply + Send + Sync + 'static,
+    {
+        self.up = UpKind::RawTls(Box::new(handler));
+        self
+    }
+
+    /// Names the proxy in the log a failing test prints (default `proxy`).
+    pub fn label(mut self, label: &'static str) -> Self {
+        self.label = label;
+        self
+    }
+
     /// No upstream of the rig's own: every route names its target.
     pub fn no_upstream(mut self) -> Self {
         self.up = UpKind::None;
@@ -272,6 +288,12 @@ impl RigBuilder {
                 raw = Some(r);
                 url
             }
+            UpKind::RawTls(handler) => {
+                let r = RawUpstream::start_tls(handler, &ca).await;
+                let url = r.url();
+                raw = Some(r);
+                url
+            }
             UpKind::None => "http://127.0.0.1:9".into(),
         };
         let tls_up = match self.also_https {
@@ -314,6 +336,7 @@ impl RigBuilder {
             ca,
             proxy,
             env,
+            label: self.label,
         }
     }
 }
@@ -327,12 +350,13 @@ pub struct Rig {
     pub ca: TestCa,
     pub proxy: Proxy,
     env: Env,
+    label: &'static str,
 }
 
 impl Drop for Rig {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("proxy stderr:\n{}", self.proxy.stderr());
+            eprintln!("{} stderr:\n{}", self.label, self.proxy.stderr());
         }
     }
 }
@@ -351,6 +375,7 @@ impl Rig {
             also_https: false,
             ca_names: vec!["localhost".into(), "127.0.0.1".into()],
             head: None,
+            label: "proxy",
             layout: Layout::new(),
             env: Vec::new(),
             before_start: None,
@@ -390,100 +415,5 @@ impl Rig {
 
     pub fn port(&self, route: &str) -> u16 {
         self.proxy.port(route)
-    }
-
-    /// `http://127.0.0.1:<route's port><path>`.
-    pub fn url(&self, route: &str, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port(route))
-    }
-
-    /// `GET path` on `route`, on a new connection.
-    pub async fn get(&self, route: &str, path: &str) -> reqwest::Response {
-        super::client()
-            .get(self.url(route, path))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// A raw HTTP/1.1 connection to `route` (see `rawup`).
-    pub async fn connect(&self, route: &str) -> super::rawup::Client {
-        super::rawup::Client::connect(self.port(route)).await
-    }
-
-    /// `Bearer <token>` for the one token the IdP issued (panics unless exactly one).
-    pub fn bearer(&self) -> String {
-        let tokens = self.idp.issued_tokens();
-        assert_eq!(tokens.len(), 1, "one token issued: {tokens:?}");
-        format!("Bearer {}", tokens[0])
-    }
-
-    pub async fn metrics_text(&self) -> String {
-        metrics_text(self.admin()).await
-    }
-
-    /// One sample from the admin port's `/metrics` (0 when absent).
-    pub async fn metric(&self, series: &str) -> f64 {
-        metric(self.admin(), series).await
-    }
-
-    /// Waits until `series` has `value`; panics with the value last seen after 5 s.
-    pub async fn wait_metric(&self, series: &str, value: f64) {
-        let ok = wait_for(Duration::from_secs(5), || async {
-            self.metric(series).await == value
-        })
-        .await;
-        assert!(
-            ok,
-            "{series} stayed at {} instead of {value}",
-            self.metric(series).await
-        );
-    }
-
-    /// Writes `yaml` as the config, sends SIGHUP and waits for the successful reload.
-    pub async fn reload(&self, yaml: &str) {
-        let series = r#"tokenproxy_config_reloads_total{outcome="success"}"#;
-        let want = self.metric(series).await + 1.0;
-        std::fs::write(&self.proxy.config_path, yaml).unwrap();
-        self.proxy.signal(libc::SIGHUP);
-        let ok = wait_for(Duration::from_secs(10), || async {
-            self.metric(series).await >= want
-        })
-        .await;
-        assert!(ok, "no successful reload; stderr:\n{}", self.proxy.stderr());
-    }
-
-    /// `tokenproxy_pingora_handoffs_total` of `route` for `reason`.
-    pub async fn handoffs(&self, route: &str, reason: &str) -> f64 {
-        self.metric(&format!(
-            r#"tokenproxy_pingora_handoffs_total{{route="{route}",reason="{reason}"}}"#
-        ))
-        .await
-    }
-
-    /// The sum of every handoff sample of `route`, whatever the reason.
-    pub async fn all_handoffs(&self, route: &str) -> f64 {
-        let text = self.metrics_text().await;
-        let prefix = "tokenproxy_pingora_handoffs_total{";
-        text.lines()
-            .filter(|l| l.starts_with(prefix) && l.contains(&format!(r#"route="{route}""#)))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum()
-    }
-
-    /// `tokenproxy_upstream_tls_handshakes_total` of `route` with `outcome`.
-    pub async fn handshakes(&self, route: &str, outcome: &str) -> f64 {
-        self.metric(&format!(
-            r#"tokenproxy_upstream_tls_handshakes_total{{route="{route}",outcome="{outcome}"}}"#
-        ))
-        .await
-    }
-
-    /// `tokenproxy_upstream_connections_opened_total` of `route` on `path` (lean or pingora).
-    pub async fn opened(&self, route: &str, path: &str) -> f64 {
-        self.metric(&format!(
-            r#"tokenproxy_upstream_connections_opened_total{{route="{route}",path="{path}"}}"#
-        ))
-        .await
     }
 }
