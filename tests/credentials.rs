@@ -73,11 +73,7 @@ async fn client_assertion_file_is_sent_as_read_and_an_expired_one_is_not() {
     let token_file = rig.proxy.dir.path().join("idp-token");
     let port = rig.port("api");
     let (idp, up, proxy) = (&rig.idp, rig.up(), &rig.proxy);
-    let r = client()
-        .get(format!("http://127.0.0.1:{port}/orders"))
-        .send()
-        .await
-        .unwrap();
+    let r = common::get(port, "/orders").await;
     assert_eq!(r.status(), 200);
     assert_eq!(up.seen().last().unwrap().token_valid, Some(true));
     let first = idp.requests()[0].clone();
@@ -397,11 +393,7 @@ async fn private_key_jwt_sends_a_fresh_signed_assertion_per_token_request() {
             "a jti was sent twice"
         );
     }
-    let r = client()
-        .get(format!("http://127.0.0.1:{port}/x"))
-        .send()
-        .await
-        .unwrap();
+    let r = common::get(port, "/x").await;
     assert_eq!(r.status(), 200);
     let assertions: Vec<String> = idp
         .requests()

@@ -220,11 +220,7 @@ impl Introspector {
 /// Sends one request through the route on `port` and returns the bearer token the upstream got.
 async fn token_through(port: u16, up: &Upstream) -> String {
     let before = up.count();
-    let r = client()
-        .get(format!("http://127.0.0.1:{port}/call"))
-        .send()
-        .await
-        .unwrap();
+    let r = common::get(port, "/call").await;
     assert_eq!(r.status(), 200);
     let seen = up.seen();
     assert_eq!(seen.len(), before + 1);

@@ -10,7 +10,7 @@ use common::idp::{Idp, Mode};
 use common::proxy::Proxy;
 use common::rig::{Rig, RigBuilder};
 use common::upstream::Upstream;
-use common::{client, get_json, metric, wait_for};
+use common::{get_json, metric, wait_for};
 
 const SECRET: &str = "ops-secret";
 
@@ -265,11 +265,7 @@ routes:
     })
     .await;
     assert!(recovered, "stderr:\n{}", proxy.stderr());
-    let r = client()
-        .get(format!("http://127.0.0.1:{port}/x"))
-        .send()
-        .await
-        .unwrap();
+    let r = common::get(port, "/x").await;
     assert_eq!(r.status(), 200);
     assert_eq!(up.seen().last().unwrap().token_valid, Some(true));
     let log = proxy.stderr();
@@ -290,11 +286,7 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
     let mut rig = shutdown_rig("10s").start().await;
     let port = rig.port("api");
     let slow = tokio::spawn(async move {
-        let r = client()
-            .get(format!("http://127.0.0.1:{port}/slow?sleep_ms=1500"))
-            .send()
-            .await
-            .unwrap();
+        let r = common::get(port, "/slow?sleep_ms=1500").await;
         let s = r.status().as_u16();
         let body = r.text().await.unwrap();
         (s, body, Instant::now())

@@ -77,15 +77,7 @@ routes:
     proxy.ready().await;
     let (admin, port) = (proxy.admin, proxy.port("orders"));
     for _ in 0..3 {
-        assert_eq!(
-            client()
-                .get(format!("http://127.0.0.1:{port}/a/b?c=d"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(common::get(port, "/a/b?c=d").await.status(), 200);
     }
 
     // promtool on the exposition as served.

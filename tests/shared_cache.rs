@@ -39,6 +39,17 @@ struct Opts {
     ca_file: Option<PathBuf>,
 }
 
+struct Replica {
+    proxy: Proxy,
+}
+
+impl Replica {
+    /// The route's port, once the proxy has reported it (after `proxy.ready()`).
+    fn port(&self) -> u16 {
+        self.proxy.port("api")
+    }
+}
+
 /// What a fleet shares: the IdP, the API (checking tokens), Redis, and a directory for key and
 /// password files.
 struct Bench {
@@ -70,62 +81,48 @@ impl Bench {
             ..Opts::default()
         }
     }
-}
 
-struct Replica {
-    proxy: Proxy,
-}
+    /// Starts one replica with options `o` (not waiting for it).
+    fn replica(&self, o: &Opts) -> Replica {
+        let (idp, up, redis) = (&self.idp, &self.up, &self.redis);
+        let mut redis_lines = String::new();
+        if let Some(p) = &o.password_file {
+            redis_lines += &format!("    password_file: {}\n", p.display());
+        }
+        if let Some(u) = o.username {
+            redis_lines += &format!("    username: {u}\n");
+        }
+        if let Some(ca) = &o.ca_file {
+            redis_lines += &format!("    ca_file: {}\n", ca.display());
+        }
+        let yaml = Cfg::new(0, &idp.token_url(), SECRET)
+            .top(&format!(
+                "shared_cache:\n  redis:\n    url: {}\n{redis_lines}  encryption_key_file: {}\n  timeout: {}\n  lock_ttl: 5s",
+                redis.url(),
+                o.key.display(),
+                o.timeout
+            ))
+            .provider("timeout: 2s")
+            .provider("refresh: { retry_initial: 100ms, retry_max: 400ms }")
+            .route(
+                "api",
+                0,
+                &format!("http://{}", up.addr),
+                &["token: { provider: idp, audience: https://api.example/ }"],
+            )
+            .build();
+        let proxy = Proxy::start(&yaml, 0, &[("RUST_LOG", "info,tokenproxy=debug")]);
+        Replica { proxy }
+    }
 
-impl Replica {
-    /// The route's port, once the proxy has reported it (after `proxy.ready()`).
-    fn port(&self) -> u16 {
-        self.proxy.port("api")
+    /// Starts `n` replicas with options `o` and waits until each is ready.
+    async fn fleet(&self, n: usize, o: &Opts) -> Vec<Replica> {
+        let mut fleet: Vec<Replica> = (0..n).map(|_| self.replica(o)).collect();
+        for r in &mut fleet {
+            r.proxy.ready().await;
+        }
+        fleet
     }
-}
-
-fn start_replica(idp: &Idp, up: &Upstream, redis: &RedisServer, o: &Opts) -> Replica {
-    let mut redis_lines = String::new();
-    if let Some(p) = &o.password_file {
-        redis_lines += &format!("    password_file: {}\n", p.display());
-    }
-    if let Some(u) = o.username {
-        redis_lines += &format!("    username: {u}\n");
-    }
-    if let Some(ca) = &o.ca_file {
-        redis_lines += &format!("    ca_file: {}\n", ca.display());
-    }
-    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
-        .top(&format!(
-            "shared_cache:\n  redis:\n    url: {}\n{redis_lines}  encryption_key_file: {}\n  timeout: {}\n  lock_ttl: 5s",
-            redis.url(),
-            o.key.display(),
-            o.timeout
-        ))
-        .provider("timeout: 2s")
-        .provider("refresh: { retry_initial: 100ms, retry_max: 400ms }")
-        .route(
-            "api",
-            0,
-            &format!("http://{}", up.addr),
-            &["token: { provider: idp, audience: https://api.example/ }"],
-        )
-        .build();
-    let proxy = Proxy::start(&yaml, 0, &[("RUST_LOG", "info,tokenproxy=debug")]);
-    Replica { proxy }
-}
-
-async fn start_fleet(
-    n: usize,
-    idp: &Idp,
-    up: &Upstream,
-    redis: &RedisServer,
-    o: &Opts,
-) -> Vec<Replica> {
-    let mut fleet: Vec<Replica> = (0..n).map(|_| start_replica(idp, up, redis, o)).collect();
-    for r in &mut fleet {
-        r.proxy.ready().await;
-    }
-    fleet
 }
 
 #[derive(Default, Debug)]
@@ -226,9 +223,9 @@ fn assert_all_valid(up: &Upstream, t: &Traffic) {
 async fn the_fleet_asks_the_idp_about_once_per_refresh_period() {
     let lifetime = Duration::from_secs(3);
     let b = Bench::start(lifetime, RedisServer::start(None).await).await;
-    let (idp, up, redis) = (&b.idp, &b.up, &b.redis);
+    let (idp, up) = (&b.idp, &b.up);
     let o = b.opts(SLACK_TIMEOUT);
-    let fleet = start_fleet(3, idp, up, redis, &o).await;
+    let fleet = b.fleet(3, &o).await;
     assert_eq!(
         idp.request_count(),
         1,
@@ -282,13 +279,13 @@ async fn the_fleet_asks_the_idp_about_once_per_refresh_period() {
 #[tokio::test]
 async fn a_new_replica_starts_from_a_warm_cache_without_a_token_request() {
     let b = Bench::start(Duration::from_secs(60), RedisServer::start(None).await).await;
-    let (idp, up, redis) = (&b.idp, &b.up, &b.redis);
+    let (idp, up) = (&b.idp, &b.up);
     let o = b.opts(SLACK_TIMEOUT);
-    let first = start_fleet(1, idp, up, redis, &o).await;
+    let first = b.fleet(1, &o).await;
     assert_eq!(idp.request_count(), 1);
     assert_eq!(token_source(&first[0]).await, "idp");
     let started = Instant::now();
-    let second = start_fleet(1, idp, up, redis, &o).await;
+    let second = b.fleet(1, &o).await;
     let took = started.elapsed();
     assert_eq!(idp.request_count(), 1, "the new replica asked the IdP");
     assert_eq!(token_source(&second[0]).await, "shared_cache");
@@ -316,9 +313,9 @@ async fn a_new_replica_starts_from_a_warm_cache_without_a_token_request() {
 #[tokio::test]
 async fn redis_holds_only_sealed_bytes_under_a_hashed_key() {
     let b = Bench::start(Duration::from_secs(60), RedisServer::start(None).await).await;
-    let (idp, up, redis) = (&b.idp, &b.up, &b.redis);
+    let (idp, redis) = (&b.idp, &b.redis);
     let o = b.opts(SLACK_TIMEOUT);
-    let _fleet = start_fleet(1, idp, up, redis, &o).await;
+    let _fleet = b.fleet(1, &o).await;
     let token = idp.issued_tokens().pop().unwrap();
     let keys = redis.keys("*");
     assert_eq!(keys.len(), 1, "one value, no lock left: {keys:?}");
@@ -351,8 +348,8 @@ async fn redis_killed_then_restarted_replicas_fall_back_and_come_back() {
     let lifetime = Duration::from_secs(2);
     let mut b = Bench::start(lifetime, RedisServer::start(None).await).await;
     let o = b.opts("250ms");
+    let fleet = b.fleet(3, &o).await;
     let (idp, up, redis) = (&b.idp, &b.up, &mut b.redis);
-    let fleet = start_fleet(3, idp, up, redis, &o).await;
     let ports: Vec<u16> = fleet.iter().map(Replica::port).collect();
     let fetched_before: Vec<f64> =
         futures_util::future::join_all(fleet.iter().map(idp_fetches)).await;
@@ -425,14 +422,14 @@ async fn redis_paused_longer_than_the_timeout_blocks_no_request() {
     let b = Bench::start(lifetime, RedisServer::start(None).await).await;
     let (idp, up, redis) = (&b.idp, &b.up, &b.redis);
     let o = b.opts("250ms");
-    let fleet = start_fleet(2, idp, up, redis, &o).await;
+    let fleet = b.fleet(2, &o).await;
     let ports: Vec<u16> = fleet.iter().map(Replica::port).collect();
     let before = idp.request_count();
     redis.signal(libc::SIGSTOP);
     let t = traffic(&ports, lifetime * 2).await;
     // A replica started while Redis is paused is ready about one timeout later.
     let started = Instant::now();
-    let late = start_fleet(1, idp, up, redis, &o).await;
+    let late = b.fleet(1, &o).await;
     let took = started.elapsed();
     redis.signal(libc::SIGCONT);
     assert!(
@@ -469,31 +466,26 @@ async fn redis_paused_longer_than_the_timeout_blocks_no_request() {
 async fn a_wrong_password_and_another_key_count_as_misses_logged_once() {
     let lifetime = Duration::from_secs(2);
     let b = Bench::start(lifetime, RedisServer::start(Some("right-password")).await).await;
-    let (idp, up, redis) = (&b.idp, &b.up, &b.redis);
+    let up = &b.up;
     let dir = &b.dir;
     let right = dir.path().join("right");
     let wrong = dir.path().join("wrong");
     std::fs::write(&right, "right-password\n").unwrap();
     std::fs::write(&wrong, "wrong-password\n").unwrap();
-    let mut fleet = start_fleet(
-        1,
-        idp,
-        up,
-        redis,
-        &Opts {
-            key: key_file(dir.path(), 1),
-            password_file: Some(right),
-            timeout: "250ms",
-            ..Opts::default()
-        },
-    )
-    .await;
-    fleet.extend(
-        start_fleet(
+    let mut fleet = b
+        .fleet(
             1,
-            idp,
-            up,
-            redis,
+            &Opts {
+                key: key_file(dir.path(), 1),
+                password_file: Some(right),
+                timeout: "250ms",
+                ..Opts::default()
+            },
+        )
+        .await;
+    fleet.extend(
+        b.fleet(
+            1,
             &Opts {
                 key: key_file(dir.path(), 2),
                 password_file: Some(dir.path().join("right")),
@@ -504,11 +496,8 @@ async fn a_wrong_password_and_another_key_count_as_misses_logged_once() {
         .await,
     );
     fleet.extend(
-        start_fleet(
+        b.fleet(
             1,
-            idp,
-            up,
-            redis,
             &Opts {
                 key: key_file(dir.path(), 1),
                 password_file: Some(wrong),
@@ -558,9 +547,9 @@ async fn a_wrong_password_and_another_key_count_as_misses_logged_once() {
 #[tokio::test]
 async fn a_rejected_token_costs_the_fleet_one_new_token() {
     let b = Bench::start(Duration::from_secs(60), RedisServer::start(None).await).await;
-    let (idp, up, redis) = (&b.idp, &b.up, &b.redis);
+    let (idp, up) = (&b.idp, &b.up);
     let o = b.opts(SLACK_TIMEOUT);
-    let fleet = start_fleet(3, idp, up, redis, &o).await;
+    let fleet = b.fleet(3, &o).await;
     assert_eq!(idp.request_count(), 1);
     let first = idp.issued_tokens().pop().unwrap();
     up.revoke(&first);
@@ -606,7 +595,7 @@ async fn tls_and_an_acl_user_carry_the_shared_token() {
     let ca = common::tls::TestCa::new();
     let redis = RedisServer::start_tls_acl(&ca, "tokenproxy", "acl-password").await;
     let b = Bench::start(Duration::from_secs(60), redis).await;
-    let (idp, up, redis) = (&b.idp, &b.up, &b.redis);
+    let idp = &b.idp;
     let dir = &b.dir;
     let ca_file = dir.path().join("redis-ca.pem");
     std::fs::write(&ca_file, &ca.ca_pem).unwrap();
@@ -619,14 +608,14 @@ async fn tls_and_an_acl_user_carry_the_shared_token() {
         username: Some("tokenproxy"),
         ca_file: Some(ca_file),
     };
-    let first = start_fleet(1, idp, up, redis, &o).await;
+    let first = b.fleet(1, &o).await;
     assert_eq!(
         cache_ops(&first[0], "set", "ok").await,
         1.0,
         "{}",
         first[0].proxy.stderr()
     );
-    let second = start_fleet(1, idp, up, redis, &o).await;
+    let second = b.fleet(1, &o).await;
     assert_eq!(idp.request_count(), 1, "{}", second[0].proxy.stderr());
     assert_eq!(token_source(&second[0]).await, "shared_cache");
     assert_eq!(cache_ops(&second[0], "get", "hit").await, 1.0);
@@ -635,18 +624,18 @@ async fn tls_and_an_acl_user_carry_the_shared_token() {
 #[tokio::test]
 async fn a_lock_left_by_a_dead_replica_delays_the_fetch_only_until_it_expires() {
     let b = Bench::start(Duration::from_secs(60), RedisServer::start(None).await).await;
-    let (idp, up, redis) = (&b.idp, &b.up, &b.redis);
+    let (idp, redis) = (&b.idp, &b.redis);
     let o = b.opts(SLACK_TIMEOUT);
     // A first replica leaves the token's key name behind; then it "dies" holding the lock, and
     // its token is gone.
-    let first = start_fleet(1, idp, up, redis, &o).await;
+    let first = b.fleet(1, &o).await;
     drop(first);
     let value = redis.keys("tokenproxy:token:*").pop().unwrap();
     let lock = value.replace("tokenproxy:token:", "tokenproxy:lock:");
     redis.cli(&["DEL", &value]);
     redis.cli(&["SET", &lock, "dead-replica", "PX", "3000"]);
     let started = Instant::now();
-    let second = start_fleet(1, idp, up, redis, &o).await;
+    let second = b.fleet(1, &o).await;
     let took = started.elapsed();
     assert_eq!(idp.request_count(), 2, "{}", second[0].proxy.stderr());
     assert!(
@@ -665,7 +654,7 @@ async fn a_lock_left_by_a_dead_replica_delays_the_fetch_only_until_it_expires() 
 async fn a_rotated_redis_password_file_is_used_without_a_restart() {
     let lifetime = Duration::from_secs(2);
     let b = Bench::start(lifetime, RedisServer::start(Some("new-password")).await).await;
-    let (idp, up, redis) = (&b.idp, &b.up, &b.redis);
+    let redis = &b.redis;
     let dir = &b.dir;
     let password = dir.path().join("password");
     std::fs::write(&password, "old-password\n").unwrap();
@@ -675,7 +664,7 @@ async fn a_rotated_redis_password_file_is_used_without_a_restart() {
         timeout: SLACK_TIMEOUT,
         ..Opts::default()
     };
-    let fleet = start_fleet(1, idp, up, redis, &o).await;
+    let fleet = b.fleet(1, &o).await;
     assert_eq!(cache_ops(&fleet[0], "set", "ok").await, 0.0);
     std::fs::write(&password, "new-password\n").unwrap();
     let ok = wait_for(lifetime * 3, || async {
@@ -696,7 +685,7 @@ async fn a_replica_whose_fleet_never_refreshes_fetches_its_own_before_expiry() {
     let b = Bench::start(lifetime, RedisServer::start(None).await).await;
     let (idp, up, redis) = (&b.idp, &b.up, &b.redis);
     let o = b.opts(SLACK_TIMEOUT);
-    let fleet = start_fleet(1, idp, up, redis, &o).await;
+    let fleet = b.fleet(1, &o).await;
     // Another replica holds the lock and never writes a token (stuck, or its IdP calls hang).
     let value = redis.keys("tokenproxy:token:*").pop().unwrap();
     let lock = value.replace("tokenproxy:token:", "tokenproxy:lock:");

@@ -14,11 +14,7 @@ impl Rig {
 
     /// `GET path` on `route`, on a new connection.
     pub async fn get(&self, route: &str, path: &str) -> reqwest::Response {
-        super::client()
-            .get(self.url(route, path))
-            .send()
-            .await
-            .unwrap()
+        super::get(self.port(route), path).await
     }
 
     /// A raw HTTP/1.1 connection to `route` (see `rawup`).
