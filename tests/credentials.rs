@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use common::idp::Mode;
-use common::rig::Rig;
+use common::rig::{Rig, RigBuilder};
 use common::{client, get_json, wait_for};
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -45,31 +45,36 @@ fn swap(path: &Path, content: &str) {
     common::swap_file(path, &format!("{content}\n"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_assertion_file_is_sent_as_read_and_an_expired_one_is_not() {
-    // Tokens live 2 s, so the proxy asks again every ~1.6 s.
-    let rig = Rig::builder()
+/// Tokens that live 2 s (the proxy asks again every ~1.6 s) from provider `idp` at the IdP's
+/// token URL as client `cid`, authenticating with `auth` instead of a secret.
+fn rig(auth: &[&str]) -> RigBuilder {
+    let mut head = vec!["token_url: \"{token_url}\"", "client_id: cid"];
+    head.extend_from_slice(auth);
+    Rig::builder()
         .mode(Mode::Ok {
             lifetime: Duration::from_secs(2),
         })
-        .provider_head(&[
-            "token_url: \"{token_url}\"",
-            "client_id: cid",
-            "auth_method: client_assertion",
-            "client_assertion_file: {dir}/idp-token",
-        ])
-        .provider("refresh: { retry_initial: 100ms, retry_max: 300ms, expiry_skew: 0s }")
-        .route(
-            "api",
-            &["token: { provider: idp, audience: https://api.example/ }"],
-        )
-        .before_start(|idp, dir| {
-            let token_file = dir.join("idp-token");
-            swap(&token_file, &sa_token(3600, 1));
-            idp.accept_only_assertion_from(&token_file);
-        })
-        .start()
-        .await;
+        .provider_head(&head)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_assertion_file_is_sent_as_read_and_an_expired_one_is_not() {
+    let rig = rig(&[
+        "auth_method: client_assertion",
+        "client_assertion_file: {dir}/idp-token",
+    ])
+    .provider("refresh: { retry_initial: 100ms, retry_max: 300ms, expiry_skew: 0s }")
+    .route(
+        "api",
+        &["token: { provider: idp, audience: https://api.example/ }"],
+    )
+    .before_start(|idp, dir| {
+        let token_file = dir.join("idp-token");
+        swap(&token_file, &sa_token(3600, 1));
+        idp.accept_only_assertion_from(&token_file);
+    })
+    .start()
+    .await;
     let token_file = rig.proxy.dir.path().join("idp-token");
     let port = rig.port("api");
     let (idp, up, proxy) = (&rig.idp, rig.up(), &rig.proxy);
@@ -339,21 +344,15 @@ fn check_names_the_key_of_a_credential_that_does_not_fit() {
 async fn private_key_jwt_sends_a_fresh_signed_assertion_per_token_request() {
     let key = rcgen::KeyPair::generate().unwrap();
     let pem = key.serialize_pem();
-    let rig = Rig::builder()
-        .mode(Mode::Ok {
-            lifetime: Duration::from_secs(2),
-        })
-        .provider_head(&[
-            "token_url: \"{token_url}\"",
-            "client_id: cid",
-            "auth_method: private_key_jwt",
-            "private_key_file: {dir}/client-key.pem",
-            "assertion: { key_id: k1, lifetime: 90s }",
-        ])
-        .route("api", &["token: { provider: idp }"])
-        .before_start(move |_, dir| std::fs::write(dir.join("client-key.pem"), pem).unwrap())
-        .start()
-        .await;
+    let rig = rig(&[
+        "auth_method: private_key_jwt",
+        "private_key_file: {dir}/client-key.pem",
+        "assertion: { key_id: k1, lifetime: 90s }",
+    ])
+    .route("api", &["token: { provider: idp }"])
+    .before_start(move |_, dir| std::fs::write(dir.join("client-key.pem"), pem).unwrap())
+    .start()
+    .await;
     let (idp, proxy) = (&rig.idp, &rig.proxy);
     let port = rig.port("api");
     assert!(

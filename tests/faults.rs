@@ -266,14 +266,7 @@ async fn idp_quota_header_is_exported_and_shown() {
             .await,
         1000.0
     );
-    let tokens: serde_json::Value = client()
-        .get(rig.proxy.admin_url("/tokens"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tokens: serde_json::Value = common::fetch_json(&rig.proxy.admin_url("/tokens")).await;
     let quota = &tokens["tokens"][0]["idp_quota"];
     assert_eq!(quota.as_array().unwrap().len(), 2, "{quota}");
     assert_eq!(quota[0]["remaining"], 98);

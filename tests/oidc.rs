@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use common::proxy::Proxy;
 use common::upstream::Upstream;
-use common::{client, wait_for};
+use common::wait_for;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
 /// The node process; killed when dropped.
@@ -233,14 +233,7 @@ async fn token_through(port: u16, up: &Upstream) -> String {
 }
 
 async fn tokens(proxy: &Proxy) -> serde_json::Value {
-    client()
-        .get(proxy.admin_url("/tokens"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    common::fetch_json(&proxy.admin_url("/tokens")).await
 }
 
 fn entry<'a>(tokens: &'a serde_json::Value, provider: &str) -> &'a serde_json::Value {
@@ -634,12 +627,7 @@ routes:
         );
         assert_eq!(api.received().len(), before + 1);
     }
-    let keys: serde_json::Value = reqwest::get(verify.admin_url("/keys"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let keys: serde_json::Value = common::fetch_json(&verify.admin_url("/keys")).await;
     let kids = keys["issuers"][0]["key_ids"].to_string();
     for kid in ["rsa-1", "ec-1", "rsa-2", "ec-2"] {
         assert!(kids.contains(kid), "{keys}");

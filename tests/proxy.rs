@@ -136,14 +136,9 @@ async fn https_upstream_with_generated_ca_gets_sni_host_and_base_path() {
         .start()
         .await;
     let (up, proxy) = (rig.up(), &rig.proxy);
-    let c = client();
-    let r = c
-        .post(rig.url("tls", "/orders/42?expand=items&x=%20y"))
-        .header("host", "caller.invalid")
-        .body("hello")
-        .send()
-        .await
-        .unwrap();
+    let r = rig
+        .post_hello("tls", "/orders/42?expand=items&x=%20y")
+        .await;
     assert_eq!(r.status(), 200, "stderr:\n{}", proxy.stderr());
     let seen = up.seen();
     assert_eq!(seen.len(), 1);

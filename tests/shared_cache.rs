@@ -196,12 +196,7 @@ async fn idp_fetches(r: &Replica) -> f64 {
 }
 
 async fn token_source(r: &Replica) -> String {
-    let v: serde_json::Value = reqwest::get(r.proxy.admin_url("/tokens"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: serde_json::Value = common::fetch_json(&r.proxy.admin_url("/tokens")).await;
     v["tokens"][0]["source"].as_str().unwrap_or("").to_string()
 }
 

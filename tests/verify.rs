@@ -388,12 +388,7 @@ async fn strip_authorization_keeps_the_token_from_the_api() {
         assert_eq!(got.head.all("x-caller"), ["svc-checkout"]);
         assert_eq!(got.head.all("x-client"), ["checkout"]);
     }
-    let keys: Value = reqwest::get(fx.sides[0].1.admin_url("/keys"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let keys: Value = common::fetch_json(&fx.sides[0].1.admin_url("/keys")).await;
     assert_eq!(keys["issuers"][0]["jwks_url"], fx.jwks.jwks_url());
     assert_eq!(fx.jwks.discovery_hits(), 0);
 }
@@ -409,12 +404,7 @@ async fn a_key_rotated_in_at_the_issuer_is_used_without_a_restart() {
         let (resp, got) = call(&fx, *port, "GET", "/", Some(&token), "").await;
         assert_eq!(resp.status, 200, "{name}: {}", resp.text());
         assert!(got.is_some());
-        let keys: Value = reqwest::get(proxy.admin_url("/keys"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let keys: Value = common::fetch_json(&proxy.admin_url("/keys")).await;
         let issuer = &keys["issuers"][0];
         assert_eq!(issuer["issuer"], fx.jwks.issuer());
         assert_eq!(
@@ -523,12 +513,7 @@ async fn a_failed_key_fetch_keeps_the_last_good_set() {
         let (resp, got) = call(&fx, *port, "GET", "/", Some(&good), "").await;
         assert_eq!(resp.status, 200, "{name}: the old keys were dropped");
         assert!(got.is_some());
-        let keys: Value = reqwest::get(proxy.admin_url("/keys"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let keys: Value = common::fetch_json(&proxy.admin_url("/keys")).await;
         let issuer = &keys["issuers"][0];
         assert_eq!(issuer["key_ids"], json!(["rsa-1", "ec-1"]), "{keys}");
         assert!(

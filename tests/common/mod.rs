@@ -175,3 +175,15 @@ pub fn assert_promtool_accepts(text: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `GET url` on a new connection; the body as JSON (panics when it is not JSON).
+pub async fn fetch_json(url: &str) -> serde_json::Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}

@@ -98,6 +98,18 @@ impl Rig {
         .await
     }
 
+    /// `POST path` on `route` with the body `hello` and the caller's own `Host: caller.invalid`
+    /// (which the upstream must never see).
+    pub async fn post_hello(&self, route: &str, path: &str) -> reqwest::Response {
+        super::client()
+            .post(self.url(route, path))
+            .header("host", "caller.invalid")
+            .body("hello")
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// `PUT path` on `route` with `data` as a streamed (chunked) body, not one buffer with a
     /// Content-Length.
     pub async fn put_streamed(&self, route: &str, path: &str, data: &[u8]) -> reqwest::Response {
