@@ -199,40 +199,29 @@ async fn reload_on_sighup_rejects_bad_configs_and_follows_file_edits() {
 
 #[tokio::test]
 async fn a_rotated_secret_file_is_used_without_a_restart() {
-    let idp = Idp::start(lifetime(2)).await;
-    idp.accept_only_secret("old-secret");
-    let up = Upstream::http(Some(idp.checker())).await;
-    let dir = tempfile::tempdir().unwrap();
-    // The layout of a Kubernetes Secret volume: the file is a symlink into a versioned directory
-    // that is swapped atomically.
-    let v1 = dir.path().join("..v1");
-    std::fs::create_dir(&v1).unwrap();
-    std::fs::write(v1.join("client_secret"), "old-secret\n").unwrap();
-    std::os::unix::fs::symlink("..v1", dir.path().join("..data")).unwrap();
-    std::os::unix::fs::symlink("..data/client_secret", dir.path().join("client_secret")).unwrap();
-    let (admin, port) = (0u16, 0u16);
-    let yaml = format!(
-        r#"
-admin: {{ listen: 127.0.0.1:{admin} }}
-providers:
-  idp:
-    token_url: "{url}"
-    client_id: cid
-    client_secret_file: {file}
-    refresh: {{ retry_initial: 100ms, retry_max: 500ms }}
-routes:
-  - name: api
-    listen: 127.0.0.1:{port}
-    upstream: http://{up}
-    token: {{ provider: idp }}
-"#,
-        url = idp.token_url(),
-        file = dir.path().join("client_secret").display(),
-        up = up.addr
-    );
-    let mut proxy = Proxy::start_in(dir, &yaml, admin, &[]);
-    proxy.ready().await;
-    let (admin, port) = (proxy.admin, proxy.port("api"));
+    let rig = Rig::builder()
+        .mode(lifetime(2))
+        .provider_head(&[
+            "token_url: \"{token_url}\"",
+            "client_id: cid",
+            "client_secret_file: {dir}/client_secret",
+        ])
+        .provider("refresh: { retry_initial: 100ms, retry_max: 500ms }")
+        .route("api", &["token: { provider: idp }"])
+        .before_start(|idp, dir| {
+            idp.accept_only_secret("old-secret");
+            // The layout of a Kubernetes Secret volume: the file is a symlink into a versioned
+            // directory that is swapped atomically.
+            let v1 = dir.join("..v1");
+            std::fs::create_dir(&v1).unwrap();
+            std::fs::write(v1.join("client_secret"), "old-secret\n").unwrap();
+            std::os::unix::fs::symlink("..v1", dir.join("..data")).unwrap();
+            std::os::unix::fs::symlink("..data/client_secret", dir.join("client_secret")).unwrap();
+        })
+        .start()
+        .await;
+    let (idp, up, proxy) = (&rig.idp, rig.up(), &rig.proxy);
+    let (admin, port) = (rig.admin(), rig.port("api"));
 
     // The IdP now takes only the new secret; fetches with the old one fail with invalid_client.
     idp.accept_only_secret("new-secret");

@@ -1,5 +1,6 @@
 //! Test parts: a programmable OAuth2 token endpoint, an upstream API that records what reached
-//! it (plain or TLS with a generated CA), and the real `tokenproxy` binary as a process.
+//! it (plain or TLS with a generated CA), and the real `tokenproxy` binary as a process; the
+//! `rig` puts the three together for a test.
 #![allow(dead_code)]
 
 pub mod config;

@@ -1,10 +1,10 @@
 //! One test rig: the test IdP, an upstream (recording, plain or TLS, or raw bytes) and the real
 //! proxy in front of it, set up in a few lines, with helpers to send requests and read metrics.
 //!
-//! Route targets and route lines may name `{up}` (the upstream's base URL: `http://127.0.0.1:P`,
-//! or `https://localhost:P` over TLS; `{tls_up}` for a second, HTTPS one), `{ca_file}` (a
-//! `ca_file:` line naming the test CA, written into the proxy's directory) and `{ca_path}` (that
-//! file's path alone).
+//! Config lines may name `{up}` (the upstream's base URL: `http://127.0.0.1:P`, or
+//! `https://localhost:P` over TLS; `{tls_up}` for a second, HTTPS one), `{ca_file}` (a `ca_file:`
+//! line naming the test CA, written into the proxy's directory), `{ca_path}` (that file's path
+//! alone), `{token_url}` (the IdP's) and `{dir}` (the proxy's directory).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
