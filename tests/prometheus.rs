@@ -81,14 +81,7 @@ routes:
     }
 
     // promtool on the exposition as served.
-    let text = client()
-        .get(proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::metrics_text(admin).await;
     tool("promtool");
     common::assert_promtool_accepts(&text);
     for name in [
