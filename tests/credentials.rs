@@ -12,10 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use common::idp::{Idp, Mode};
-use common::proxy::Proxy;
-use common::upstream::Upstream;
-use common::{client, wait_for};
+use common::idp::Mode;
+use common::rig::{Rig, RigBuilder};
+use common::{client, get_json, wait_for};
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
@@ -43,57 +42,43 @@ fn sa_token(exp_in_s: i64, n: u32) -> String {
 
 /// Replaces the file the way the kubelet does: a new file renamed over the old one.
 fn swap(path: &Path, content: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{content}\n")).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
+    common::swap_file(path, &format!("{content}\n"));
 }
 
-async fn get_json(url: &str) -> (u16, serde_json::Value) {
-    let r = client().get(url).send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or_default())
+/// Tokens that live 2 s (the proxy asks again every ~1.6 s) from provider `idp` at the IdP's
+/// token URL as client `cid`, authenticating with `auth` instead of a secret.
+fn rig(auth: &[&str]) -> RigBuilder {
+    let mut head = vec!["token_url: \"{token_url}\"", "client_id: cid"];
+    head.extend_from_slice(auth);
+    Rig::builder()
+        .mode(Mode::Ok {
+            lifetime: Duration::from_secs(2),
+        })
+        .provider_head(&head)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_assertion_file_is_sent_as_read_and_an_expired_one_is_not() {
-    // Tokens live 2 s, so the proxy asks again every ~1.6 s.
-    let idp = Idp::start(Mode::Ok {
-        lifetime: Duration::from_secs(2),
+    let rig = rig(&[
+        "auth_method: client_assertion",
+        "client_assertion_file: {dir}/idp-token",
+    ])
+    .provider("refresh: { retry_initial: 100ms, retry_max: 300ms, expiry_skew: 0s }")
+    .route(
+        "api",
+        &["token: { provider: idp, audience: https://api.example/ }"],
+    )
+    .before_start(|idp, dir| {
+        let token_file = dir.join("idp-token");
+        swap(&token_file, &sa_token(3600, 1));
+        idp.accept_only_assertion_from(&token_file);
     })
+    .start()
     .await;
-    let up = Upstream::http(Some(idp.checker())).await;
-    let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("idp-token");
-    swap(&token_file, &sa_token(3600, 1));
-    idp.accept_only_assertion_from(&token_file);
-    let (admin, port) = (0u16, 0u16);
-    let yaml = format!(
-        r#"admin: {{ listen: 127.0.0.1:{admin} }}
-providers:
-  idp:
-    token_url: "{url}"
-    client_id: cid
-    auth_method: client_assertion
-    client_assertion_file: {file}
-    refresh: {{ retry_initial: 100ms, retry_max: 300ms, expiry_skew: 0s }}
-routes:
-  - name: api
-    listen: 127.0.0.1:{port}
-    upstream: http://{up}
-    token: {{ provider: idp, audience: https://api.example/ }}
-"#,
-        url = idp.token_url(),
-        file = token_file.display(),
-        up = up.addr,
-    );
-    let mut proxy = Proxy::start_in(dir, &yaml, admin, &[]);
-    proxy.ready().await;
-    let port = proxy.port("api");
-    let r = client()
-        .get(format!("http://127.0.0.1:{port}/orders"))
-        .send()
-        .await
-        .unwrap();
+    let token_file = rig.proxy.dir.path().join("idp-token");
+    let port = rig.port("api");
+    let (idp, up, proxy) = (&rig.idp, rig.up(), &rig.proxy);
+    let r = common::get(port, "/orders").await;
     assert_eq!(r.status(), 200);
     assert_eq!(up.seen().last().unwrap().token_valid, Some(true));
     let first = idp.requests()[0].clone();
@@ -230,36 +215,32 @@ async fn discovery_server() -> (String, Arc<Mutex<String>>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_for_another_issuer_is_discovery_failed_until_it_is_right() {
-    let idp = Idp::start(Mode::Ok {
-        lifetime: Duration::from_secs(60),
-    })
-    .await;
-    let up = Upstream::http(Some(idp.checker())).await;
     let (issuer, doc) = discovery_server().await;
-    *doc.lock().unwrap() = format!(
-        r#"{{"issuer":"{issuer}/tenant","token_endpoint":"{}"}}"#,
-        idp.token_url()
-    );
-    let (admin, port) = (0u16, 0u16);
-    let yaml = format!(
-        r#"admin: {{ listen: 127.0.0.1:{admin} }}
-providers:
-  idp:
-    issuer: {issuer}
-    client_id: cid
-    client_secret: s3cret
-    refresh: {{ retry_initial: 100ms, retry_max: 300ms }}
-routes:
-  - name: api
-    listen: 127.0.0.1:{port}
-    upstream: http://{up}
-    token: {{ provider: idp }}
-"#,
-        up = up.addr,
-    );
-    let mut proxy = Proxy::start(&yaml, admin, &[]);
-    proxy.listening().await;
-    let port = proxy.port("api");
+    let mut rig = Rig::builder()
+        .provider_head(&[
+            &format!("issuer: {issuer}"),
+            "client_id: cid",
+            "client_secret: s3cret",
+        ])
+        .provider("refresh: { retry_initial: 100ms, retry_max: 300ms }")
+        .route("api", &["token: { provider: idp }"])
+        .mode(Mode::Ok {
+            lifetime: Duration::from_secs(60),
+        })
+        .before_start({
+            let doc = doc.clone();
+            let issuer = issuer.clone();
+            move |idp, _| {
+                *doc.lock().unwrap() = format!(
+                    r#"{{"issuer":"{issuer}/tenant","token_endpoint":"{}"}}"#,
+                    idp.token_url()
+                );
+            }
+        })
+        .start_listening()
+        .await;
+    let port = rig.port("api");
+    let (idp, proxy) = (&rig.idp, &rig.proxy);
     let url = format!("http://127.0.0.1:{port}/x");
     assert!(
         wait_for(Duration::from_secs(10), || {
@@ -306,7 +287,8 @@ routes:
         r#"{{"issuer":"{issuer}","token_endpoint":"{}","token_endpoint_auth_methods_supported":["private_key_jwt"]}}"#,
         idp.token_url()
     );
-    proxy.ready().await;
+    rig.proxy.ready().await;
+    let (idp, proxy) = (&rig.idp, &rig.proxy);
     assert_eq!(client().get(&url).send().await.unwrap().status(), 200);
     let (_, t) = get_json(&proxy.admin_url("/tokens")).await;
     assert_eq!(t["tokens"][0]["token_endpoint"], idp.token_url());
@@ -360,38 +342,19 @@ fn check_names_the_key_of_a_credential_that_does_not_fit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_key_jwt_sends_a_fresh_signed_assertion_per_token_request() {
-    let idp = Idp::start(Mode::Ok {
-        lifetime: Duration::from_secs(2),
-    })
-    .await;
-    let up = Upstream::http(Some(idp.checker())).await;
-    let dir = tempfile::tempdir().unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
-    let key_file = dir.path().join("client-key.pem");
-    std::fs::write(&key_file, key.serialize_pem()).unwrap();
-    let (admin, port) = (0u16, 0u16);
-    let yaml = format!(
-        r#"admin: {{ listen: 127.0.0.1:{admin} }}
-providers:
-  idp:
-    token_url: "{url}"
-    client_id: cid
-    auth_method: private_key_jwt
-    private_key_file: {file}
-    assertion: {{ key_id: k1, lifetime: 90s }}
-routes:
-  - name: api
-    listen: 127.0.0.1:{port}
-    upstream: http://{up}
-    token: {{ provider: idp }}
-"#,
-        url = idp.token_url(),
-        file = key_file.display(),
-        up = up.addr,
-    );
-    let mut proxy = Proxy::start_in(dir, &yaml, admin, &[]);
-    proxy.ready().await;
-    let port = proxy.port("api");
+    let pem = key.serialize_pem();
+    let rig = rig(&[
+        "auth_method: private_key_jwt",
+        "private_key_file: {dir}/client-key.pem",
+        "assertion: { key_id: k1, lifetime: 90s }",
+    ])
+    .route("api", &["token: { provider: idp }"])
+    .before_start(move |_, dir| std::fs::write(dir.join("client-key.pem"), pem).unwrap())
+    .start()
+    .await;
+    let (idp, proxy) = (&rig.idp, &rig.proxy);
+    let port = rig.port("api");
     assert!(
         wait_for(Duration::from_secs(10), || async {
             idp.request_count() >= 3
@@ -429,11 +392,7 @@ routes:
             "a jti was sent twice"
         );
     }
-    let r = client()
-        .get(format!("http://127.0.0.1:{port}/x"))
-        .send()
-        .await
-        .unwrap();
+    let r = common::get(port, "/x").await;
     assert_eq!(r.status(), 200);
     let assertions: Vec<String> = idp
         .requests()

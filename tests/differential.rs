@@ -8,31 +8,23 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::config::Cfg;
-use common::idp::{Idp, Mode};
-use common::proxy::Proxy;
 use common::rawup::{with_length, Client, RawUpstream, Received, Reply, Then};
-use common::tls::TestCa;
+use common::rig::Rig;
 
 const SECRET: &str = "differential-secret";
 
 /// One proxy process and the raw upstream behind it.
 struct Side {
     name: &'static str,
-    up: RawUpstream,
+    rig: Rig,
     port: u16,
+    /// `Bearer <token>`: the one token this side's IdP issued.
     bearer: String,
-    proxy: Proxy,
-    _idp: Idp,
 }
 
-impl Drop for Side {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("{} proxy stderr:\n{}", self.name, self.proxy.stderr());
-        }
+impl Side {
+    fn up(&self) -> &RawUpstream {
+        self.rig.raw()
     }
 }
 
@@ -40,46 +32,37 @@ async fn side<F>(lean: bool, handler: F) -> Side
 where
     F: Fn(&Received) -> Reply + Send + Sync + 'static,
 {
-    side_over(lean, handler, None).await
+    side_over(lean, handler, false).await
 }
 
-/// A side whose upstream speaks TLS with `ca`'s certificate (HTTP/1.1 only, `http2: off`, so
-/// that both paths speak the same protocol to it) when `ca` is given.
-async fn side_over<F>(lean: bool, handler: F, ca: Option<&TestCa>) -> Side
+/// A side whose upstream speaks TLS with the rig's CA (HTTP/1.1 only, `http2: off`, so that
+/// both paths speak the same protocol to it) when `tls`.
+async fn side_over<F>(lean: bool, handler: F, tls: bool) -> Side
 where
     F: Fn(&Received) -> Reply + Send + Sync + 'static,
 {
-    let idp = Idp::start(Mode::Ok {
-        lifetime: Duration::from_secs(300),
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let (up, extra) = match ca {
-        None => (RawUpstream::start(handler).await, Vec::new()),
-        Some(ca) => {
-            let path = dir.path().join("ca.pem");
-            std::fs::write(&path, &ca.ca_pem).unwrap();
-            let lines = vec![format!("ca_file: {}", path.display()), "http2: off".into()];
-            (RawUpstream::start_tls(handler, ca).await, lines)
-        }
-    };
-    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
+    let name = if lean { "lean" } else { "pingora" };
+    let b = Rig::builder()
+        .secret(SECRET)
+        .label(name)
         .top(&format!("lean_path: {lean}"))
-        .route("diff", 0, &up.url(), &extra)
-        .build();
-    let mut proxy = Proxy::start_in(dir, &yaml, 0, &[("RUST_LOG", "info")]);
-    proxy.ready().await;
-    let port = proxy.port("diff");
-    let tokens = idp.issued_tokens();
+        .env("RUST_LOG", "info");
+    let rig = if tls {
+        b.raw_tls(handler)
+            .route("diff", &["{ca_file}", "http2: off"])
+    } else {
+        b.raw(handler).route("diff", &[])
+    }
+    .start()
+    .await;
+    let port = rig.port("diff");
+    let tokens = rig.idp.issued_tokens();
     assert_eq!(tokens.len(), 1, "one route, one token");
     Side {
-        name: if lean { "lean" } else { "pingora" },
-        up,
+        name,
         port,
         bearer: format!("Bearer {}", tokens[0]),
-        proxy,
-        _idp: idp,
+        rig,
     }
 }
 
@@ -124,7 +107,7 @@ fn normalised(req: &Received, bearer: &str) -> String {
 /// Sends `bytes` on a new connection and reads up to `responses` answers (fewer when the proxy
 /// closes the connection). Returns the statuses, then what reached the upstream meanwhile.
 async fn exchange(side: &Side, bytes: &[u8], responses: usize) -> (Vec<u16>, Vec<String>) {
-    let before = side.up.received().len();
+    let before = side.up().received().len();
     let mut c = Client::connect(side.port).await;
     c.send(bytes).await;
     let mut statuses = Vec::new();
@@ -135,7 +118,7 @@ async fn exchange(side: &Side, bytes: &[u8], responses: usize) -> (Vec<u16>, Vec
             Err(_) => break,
         }
     }
-    let seen = side.up.received()[before..]
+    let seen = side.up().received()[before..]
         .iter()
         .map(|r| normalised(r, &side.bearer))
         .collect();
@@ -335,12 +318,11 @@ async fn the_same_request_bytes_get_the_same_answer_and_upstream_request_on_both
 
 #[tokio::test]
 async fn the_same_request_bytes_get_the_same_answer_over_tls_on_both_paths() {
-    let ca = TestCa::new();
-    let lean = side_over(true, echo, Some(&ca)).await;
-    let pingora = side_over(false, echo, Some(&ca)).await;
+    let lean = side_over(true, echo, true).await;
+    let pingora = side_over(false, echo, true).await;
     check_request_corpus(&lean, &pingora).await;
     // The lean side served over TLS what it serves over plain TCP: no handoff for the upstream.
-    let text = common::metrics_text(lean.proxy.admin).await;
+    let text = common::metrics_text(lean.rig.proxy.admin).await;
     for reason in ["tls_upstream", "http2_unknown", "http2_upstream"] {
         assert!(!text.contains(&format!("reason=\"{reason}\"")), "{reason}");
     }
@@ -352,19 +334,19 @@ async fn the_same_request_bytes_get_the_same_answer_over_tls_on_both_paths() {
 async fn check_request_corpus(lean: &Side, pingora: &Side) {
     // Both upstreams listen on 127.0.0.1; the absolute-form case names each side's own.
     let mut failures = Vec::new();
-    let lean_cases = request_corpus(&lean.up.addr.to_string());
-    let pingora_cases = request_corpus(&pingora.up.addr.to_string());
+    let lean_cases = request_corpus(&lean.up().addr.to_string());
+    let pingora_cases = request_corpus(&pingora.up().addr.to_string());
     for ((name, bytes_l, n), (_, bytes_p, _)) in lean_cases.iter().zip(&pingora_cases) {
         let (status_l, seen_l) = exchange(lean, bytes_l, *n).await;
         let (status_p, seen_p) = exchange(pingora, bytes_p, *n).await;
         // The upstream's authority is the one part of an absolute-form target that differs.
         let seen_l: Vec<_> = seen_l
             .iter()
-            .map(|s| s.replace(&lean.up.addr.to_string(), "UP"))
+            .map(|s| s.replace(&lean.up().addr.to_string(), "UP"))
             .collect();
         let seen_p: Vec<_> = seen_p
             .iter()
-            .map(|s| s.replace(&pingora.up.addr.to_string(), "UP"))
+            .map(|s| s.replace(&pingora.up().addr.to_string(), "UP"))
             .collect();
         if let Some((_, want)) = EXPECTED.iter().find(|(n, _)| n == name) {
             assert_eq!(&status_l, want, "{name}");
@@ -458,20 +440,20 @@ fn caller_view(r: &common::rawup::Response) -> String {
 
 #[tokio::test]
 async fn the_same_upstream_responses_reach_the_caller_the_same_on_both_paths() {
-    check_response_corpus(None).await;
+    check_response_corpus(false).await;
 }
 
 #[tokio::test]
 async fn the_same_upstream_responses_reach_the_caller_the_same_over_tls_on_both_paths() {
-    check_response_corpus(Some(&TestCa::new())).await;
+    check_response_corpus(true).await;
 }
 
 /// The response corpus from an upstream (over TLS with `ca`) through both sides.
-async fn check_response_corpus(ca: Option<&TestCa>) {
+async fn check_response_corpus(tls: bool) {
     let corpus = response_corpus();
     let replies: Vec<Vec<u8>> = corpus.iter().map(|(_, b)| b.clone()).collect();
-    let lean = side_over(true, scripted(replies.clone()), ca).await;
-    let pingora = side_over(false, scripted(replies), ca).await;
+    let lean = side_over(true, scripted(replies.clone()), tls).await;
+    let pingora = side_over(false, scripted(replies), tls).await;
     let mut failures = Vec::new();
     for (i, (name, _)) in corpus.iter().enumerate() {
         let mut answers = Vec::new();
@@ -609,7 +591,7 @@ async fn a_connection_nominated_content_length_cannot_smuggle_a_request_on_eithe
             );
         }
         let seen: Vec<String> = side
-            .up
+            .up()
             .received()
             .iter()
             .map(|r| format!("{} {} body={}", r.method, r.target, r.body.len()))
@@ -625,10 +607,10 @@ async fn a_connection_nominated_content_length_cannot_smuggle_a_request_on_eithe
             "{}",
             side.name
         );
-        for r in side.up.received() {
+        for r in side.up().received() {
             assert_eq!(
                 r.head.all("host"),
-                [side.up.addr.to_string()],
+                [side.up().addr.to_string()],
                 "{}",
                 side.name
             );
@@ -644,25 +626,31 @@ async fn a_connection_nominated_content_length_cannot_smuggle_a_request_on_eithe
 
 /// A verify route (checking inbound tokens from one test issuer) on one side.
 struct VerifySide {
-    up: RawUpstream,
+    rig: Rig,
     port: u16,
-    proxy: Proxy,
+}
+
+impl VerifySide {
+    fn up(&self) -> &RawUpstream {
+        self.rig.raw()
+    }
 }
 
 async fn verify_side(lean: bool, jwks: &common::jwks::JwksServer) -> VerifySide {
-    let up = RawUpstream::start(echo).await;
     let verify = format!(
         "verify: {{ issuer: \"{}\", audiences: [api], required_scopes: [read] }}",
         jwks.issuer()
     );
-    let yaml = Cfg::new(0, "http://127.0.0.1:9/token", SECRET)
+    let rig = Rig::builder()
+        .secret(SECRET)
+        .raw(echo)
         .top(&format!("lean_path: {lean}"))
-        .route("verify", 0, &up.url(), &[&verify])
-        .build();
-    let mut proxy = Proxy::start(&yaml, 0, &[("RUST_LOG", "info")]);
-    proxy.ready().await;
-    let port = proxy.port("verify");
-    VerifySide { up, port, proxy }
+        .route("verify", &[&verify])
+        .env("RUST_LOG", "info")
+        .start()
+        .await;
+    let port = rig.port("verify");
+    VerifySide { rig, port }
 }
 
 /// What the caller of a verify route reads: status, challenge and body of each answer.
@@ -671,7 +659,7 @@ async fn verify_exchange(
     bytes: &[u8],
     responses: usize,
 ) -> (Vec<String>, Vec<String>) {
-    let before = side.up.received().len();
+    let before = side.up().received().len();
     let mut c = Client::connect(side.port).await;
     c.send(bytes).await;
     let mut answers = Vec::new();
@@ -687,9 +675,9 @@ async fn verify_exchange(
         }
     }
     // Each side has its own upstream: its authority is the one difference.
-    let seen = side.up.received()[before..]
+    let seen = side.up().received()[before..]
         .iter()
-        .map(|r| normalised(r, "").replace(&side.up.addr.to_string(), "UP"))
+        .map(|r| normalised(r, "").replace(&side.up().addr.to_string(), "UP"))
         .collect();
     (answers, seen)
 }
@@ -800,7 +788,7 @@ async fn verify_routes_decide_the_same_on_both_paths() {
         assert_eq!(seen_l.len(), allowed, "{name}");
     }
     if !failures.is_empty() {
-        eprintln!("lean stderr:\n{}", lean.proxy.stderr());
+        eprintln!("lean stderr:\n{}", lean.rig.proxy.stderr());
     }
     assert!(
         failures.is_empty(),

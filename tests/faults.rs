@@ -9,43 +9,33 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use common::config::Cfg;
-use common::idp::{Idp, Mode};
-use common::proxy::Proxy;
-use common::tls::TestCa;
-use common::upstream::{sha256_hex, Upstream};
-use common::{client, metric, wait_for};
+use common::idp::Mode;
+use common::rig::{Rig, RigBuilder};
+use common::upstream::sha256_hex;
+use common::{client, wait_for};
 
 const SECRET: &str = "fault-secret";
 
-/// Provider `idp` with a 1 s timeout and retries from 100 ms up to `retry_max`.
-fn cfg(idp: &Idp, admin: u16, retry_max: &str) -> Cfg {
-    Cfg::new(admin, &idp.token_url(), SECRET)
+/// Provider `idp` with a 1 s timeout and retries from 100 ms up to `retry_max`, logging at info.
+fn rig(retry_max: &str) -> RigBuilder {
+    Rig::builder()
+        .secret(SECRET)
         .provider("timeout: 1s")
         .provider(&format!(
             "refresh: {{ retry_initial: 100ms, retry_max: {retry_max} }}"
         ))
+        .env("RUST_LOG", "info")
 }
 
 #[tokio::test]
 async fn a_revoked_token_is_replaced_once_for_fifty_concurrent_401s() {
-    let idp = Idp::start(Mode::Ok {
-        lifetime: Duration::from_secs(300),
-    })
-    .await;
-    let up = Upstream::http(Some(idp.checker())).await;
-    let upstream = format!("http://{}", up.addr);
-    let config = cfg(&idp, 0, "400ms").route("api", 0, &upstream, &[]).route(
-        "noreplay",
-        0,
-        &upstream,
-        &["replay: false"],
-    );
-    let mut proxy = Proxy::start(&config.build(), 0, &[("RUST_LOG", "info")]);
-    proxy.ready().await;
-    let admin = proxy.admin;
-    let port = proxy.port("api");
-    let off = proxy.port("noreplay");
+    let rig = rig("400ms")
+        .route("api", &[])
+        .route("noreplay", &["replay: false"])
+        .start()
+        .await;
+    let (idp, up) = (&rig.idp, rig.up());
+    let port = rig.port("api");
     let first = idp.issued_tokens()[0].clone();
     up.revoke(&first);
 
@@ -79,11 +69,9 @@ async fn a_revoked_token_is_replaced_once_for_fifty_concurrent_401s() {
         2,
         "exactly one extra token request for 50 rejected requests"
     );
-    let replays = metric(
-        admin,
-        r#"tokenproxy_upstream_replays_total{route="api",outcome="success"}"#,
-    )
-    .await;
+    let replays = rig
+        .metric(r#"tokenproxy_upstream_replays_total{route="api",outcome="success"}"#)
+        .await;
     assert!((1.0..=50.0).contains(&replays), "{replays}");
     let seen = up.seen();
     assert!(seen.iter().all(|s| s.authorization.len() == 1));
@@ -101,18 +89,10 @@ async fn a_revoked_token_is_replaced_once_for_fifty_concurrent_401s() {
 
     // replay: false lets the 401 through; so does a second rejection of a fresh token.
     up.revoke(second.trim_start_matches("Bearer "));
-    let r = client()
-        .get(format!("http://127.0.0.1:{off}/x"))
-        .send()
-        .await
-        .unwrap();
+    let r = rig.get("noreplay", "/x").await;
     assert_eq!(r.status(), 401);
     let before = idp.request_count();
-    let r = client()
-        .get(format!("http://127.0.0.1:{port}/x"))
-        .send()
-        .await
-        .unwrap();
+    let r = rig.get("api", "/x").await;
     assert_eq!(
         r.status(),
         200,
@@ -123,40 +103,26 @@ async fn a_revoked_token_is_replaced_once_for_fifty_concurrent_401s() {
 
 #[tokio::test]
 async fn a_body_over_the_replay_buffer_gets_the_401_back() {
-    let idp = Idp::start(Mode::Ok {
-        lifetime: Duration::from_secs(300),
-    })
-    .await;
-    let up = Upstream::http(Some(idp.checker())).await;
-    let config = cfg(&idp, 0, "400ms").route(
-        "api",
-        0,
-        &format!("http://{}", up.addr),
-        &["replay_buffer: 1024"],
-    );
-    let mut proxy = Proxy::start(&config.build(), 0, &[("RUST_LOG", "info")]);
-    proxy.ready().await;
-    let admin = proxy.admin;
-    let port = proxy.port("api");
-    up.revoke(&idp.issued_tokens()[0]);
+    let rig = rig("400ms")
+        .route("api", &["replay_buffer: 1024"])
+        .start()
+        .await;
+    rig.up().revoke(&rig.idp.issued_tokens()[0]);
     let r = client()
-        .post(format!("http://127.0.0.1:{port}/big"))
+        .post(rig.url("api", "/big"))
         .body(vec![7u8; 4096])
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(
-        metric(
-            admin,
-            r#"tokenproxy_upstream_replays_total{route="api",outcome="not_replayable"}"#
-        )
-        .await,
+        rig.metric(r#"tokenproxy_upstream_replays_total{route="api",outcome="not_replayable"}"#)
+            .await,
         1.0
     );
     // A small body is replayed.
     let r = client()
-        .post(format!("http://127.0.0.1:{port}/small"))
+        .post(rig.url("api", "/small"))
         .body("tiny")
         .send()
         .await
@@ -168,16 +134,16 @@ async fn a_body_over_the_replay_buffer_gets_the_401_back() {
 /// IdP's attempts are paced by the backoff, and recovery needs no restart.
 async fn idp_fault(mode: Mode, reason: &str, min_gap: Duration, retry_max: &str) {
     let lifetime = Duration::from_secs(2);
-    let idp = Idp::start(Mode::Ok { lifetime }).await;
-    let up = Upstream::http(Some(idp.checker())).await;
-    let config = cfg(&idp, 0, retry_max).route("api", 0, &format!("http://{}", up.addr), &[]);
-    let mut proxy = Proxy::start(&config.build(), 0, &[("RUST_LOG", "info")]);
-    proxy.ready().await;
-    let port = proxy.port("api");
+    let rig = rig(retry_max)
+        .mode(Mode::Ok { lifetime })
+        .route("api", &[])
+        .start()
+        .await;
+    let (idp, up) = (&rig.idp, rig.up());
     let failing_since = Instant::now();
     idp.set_mode(mode);
     let c = client();
-    let url = format!("http://127.0.0.1:{port}/x");
+    let url = rig.url("api", "/x");
     assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
     let unavailable = wait_for(Duration::from_secs(5), || async {
         c.get(&url).send().await.unwrap().status() == 503
@@ -225,7 +191,7 @@ async fn idp_fault(mode: Mode, reason: &str, min_gap: Duration, retry_max: &str)
     );
     let mut secrets = idp.issued_tokens();
     secrets.push(SECRET.into());
-    proxy.assert_log_free_of(&secrets);
+    rig.proxy.assert_log_free_of(&secrets);
 }
 
 #[tokio::test]
@@ -279,40 +245,28 @@ async fn idp_is_slower_than_the_timeout() {
 
 #[tokio::test]
 async fn idp_quota_header_is_exported_and_shown() {
-    let idp = Idp::start(Mode::Ok {
-        lifetime: Duration::from_secs(300),
-    })
-    .await;
-    idp.set_quota_header("b=per_hour;q=100;r=98;t=3600,b=per_day;q=1000;r=996;t=86400,b=broken");
-    let up = Upstream::http(None).await;
-    let config = cfg(&idp, 0, "400ms").route("api", 0, &format!("http://{}", up.addr), &[]);
-    let mut proxy = Proxy::start(&config.build(), 0, &[]);
-    proxy.ready().await;
-    let admin = proxy.admin;
+    let rig = rig("400ms")
+        .env("RUST_LOG", "debug")
+        .before_start(|idp, _| {
+            idp.set_quota_header(
+                "b=per_hour;q=100;r=98;t=3600,b=per_day;q=1000;r=996;t=86400,b=broken",
+            )
+        })
+        .no_checker()
+        .route("api", &[])
+        .start()
+        .await;
     assert_eq!(
-        metric(
-            admin,
-            r#"tokenproxy_idp_quota_remaining{provider="idp",bucket="per_hour"}"#
-        )
-        .await,
+        rig.metric(r#"tokenproxy_idp_quota_remaining{provider="idp",bucket="per_hour"}"#)
+            .await,
         98.0
     );
     assert_eq!(
-        metric(
-            admin,
-            r#"tokenproxy_idp_quota_limit{provider="idp",bucket="per_day"}"#
-        )
-        .await,
+        rig.metric(r#"tokenproxy_idp_quota_limit{provider="idp",bucket="per_day"}"#)
+            .await,
         1000.0
     );
-    let tokens: serde_json::Value = client()
-        .get(proxy.admin_url("/tokens"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tokens: serde_json::Value = common::fetch_json(&rig.proxy.admin_url("/tokens")).await;
     let quota = &tokens["tokens"][0]["idp_quota"];
     assert_eq!(quota.as_array().unwrap().len(), 2, "{quota}");
     assert_eq!(quota[0]["remaining"], 98);
@@ -345,25 +299,15 @@ async fn resetting_upstream() -> std::net::SocketAddr {
 
 #[tokio::test]
 async fn upstream_resets_mid_response_and_the_proxy_keeps_serving() {
-    let idp = Idp::start(Mode::Ok {
-        lifetime: Duration::from_secs(300),
-    })
-    .await;
-    let up = Upstream::http(None).await;
     let reset = resetting_upstream().await;
-    let config = cfg(&idp, 0, "400ms")
-        .route("good", 0, &format!("http://{}", up.addr), &[])
-        .route("reset", 0, &format!("http://{reset}"), &[]);
-    let mut proxy = Proxy::start(&config.build(), 0, &[("RUST_LOG", "info")]);
-    proxy.ready().await;
-    let good = proxy.port("good");
-    let bad = proxy.port("reset");
+    let rig = rig("400ms")
+        .no_checker()
+        .route("good", &[])
+        .route_to("reset", &format!("http://{reset}"), &[])
+        .start()
+        .await;
     for _ in 0..5 {
-        let body = match client()
-            .get(format!("http://127.0.0.1:{bad}/x"))
-            .send()
-            .await
-        {
+        let body = match client().get(rig.url("reset", "/x")).send().await {
             Ok(r) => r.bytes().await.map(|b| b.len()).ok(),
             Err(_) => None,
         };
@@ -372,27 +316,21 @@ async fn upstream_resets_mid_response_and_the_proxy_keeps_serving() {
             Some(100_000),
             "a cut-off response must not look complete"
         );
-        assert_eq!(
-            client()
-                .get(format!("http://127.0.0.1:{good}/y"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(rig.get("good", "/y").await.status(), 200);
     }
 }
 
 #[tokio::test]
 async fn a_burst_of_2000_requests_over_200_connections_across_a_refresh() {
     let lifetime = Duration::from_secs(2);
-    let idp = Idp::start(Mode::Ok { lifetime }).await;
-    let up = Upstream::http(Some(idp.checker())).await;
-    let config = cfg(&idp, 0, "400ms").route("api", 0, &format!("http://{}", up.addr), &[]);
-    let mut proxy = Proxy::start(&config.build(), 0, &[("RUST_LOG", "warn")]);
-    proxy.ready().await;
-    let port = proxy.port("api");
+    let rig = rig("400ms")
+        .mode(Mode::Ok { lifetime })
+        .env("RUST_LOG", "warn")
+        .route("api", &[])
+        .start()
+        .await;
+    let (idp, up) = (&rig.idp, rig.up());
+    let port = rig.port("api");
     let fetches_before = idp.request_count();
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -469,15 +407,9 @@ fn status_of(response: &str) -> u16 {
 
 #[tokio::test]
 async fn hostile_client_input_gets_a_4xx_and_goes_nowhere_else() {
-    let idp = Idp::start(Mode::Ok {
-        lifetime: Duration::from_secs(300),
-    })
-    .await;
-    let up = Upstream::http(Some(idp.checker())).await;
-    let config = cfg(&idp, 0, "400ms").route("api", 0, &format!("http://{}", up.addr), &[]);
-    let mut proxy = Proxy::start(&config.build(), 0, &[("RUST_LOG", "info")]);
-    proxy.ready().await;
-    let port = proxy.port("api");
+    let rig = rig("400ms").route("api", &[]).start().await;
+    let up = rig.up();
+    let port = rig.port("api");
     let big_header = format!(
         "GET /a HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
         "a".repeat(200 * 1024)
@@ -518,24 +450,12 @@ async fn hostile_client_input_gets_a_4xx_and_goes_nowhere_else() {
     );
     assert_eq!(status_of(&raw(port, own.as_bytes()).await), 200);
     // Still serving.
-    assert_eq!(
-        client()
-            .get(format!("http://127.0.0.1:{port}/after"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(rig.get("api", "/after").await.status(), 200);
     assert!(up.seen().iter().any(|s| s.path_and_query == "/after"));
 }
 
 #[tokio::test]
 async fn websocket_upgrade_passes_through_with_the_token_on_the_handshake() {
-    let idp = Idp::start(Mode::Ok {
-        lifetime: Duration::from_secs(300),
-    })
-    .await;
     // A minimal upgrade-capable upstream: records the handshake, answers 101, then echoes.
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ws_addr = l.local_addr().unwrap();
@@ -562,10 +482,12 @@ async fn websocket_upgrade_passes_through_with_the_token_on_the_handshake() {
             s.write_all(&buf[..n]).await.unwrap();
         }
     });
-    let config = cfg(&idp, 0, "400ms").route("ws", 0, &format!("http://{ws_addr}"), &[]);
-    let mut proxy = Proxy::start(&config.build(), 0, &[("RUST_LOG", "info")]);
-    proxy.ready().await;
-    let port = proxy.port("ws");
+    let rig = rig("400ms")
+        .no_upstream()
+        .route_to("ws", &format!("http://{ws_addr}"), &[])
+        .start()
+        .await;
+    let port = rig.port("ws");
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     s.write_all(b"GET /socket HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").await.unwrap();
     let mut head = Vec::new();
@@ -592,7 +514,7 @@ async fn websocket_upgrade_passes_through_with_the_token_on_the_handshake() {
         .unwrap();
     assert_eq!(&echo, b"frames-pass-both-ways");
     let handshake = rx.recv().await.unwrap().to_ascii_lowercase();
-    let token = idp.issued_tokens()[0].to_ascii_lowercase();
+    let token = rig.idp.issued_tokens()[0].to_ascii_lowercase();
     assert!(
         handshake.contains(&format!("authorization: bearer {token}")),
         "{handshake}"
@@ -602,38 +524,22 @@ async fn websocket_upgrade_passes_through_with_the_token_on_the_handshake() {
 
 #[tokio::test]
 async fn http2_to_the_upstream_when_offered_and_not_when_off() {
-    let ca = TestCa::new();
-    let idp = Idp::start(Mode::Ok {
-        lifetime: Duration::from_secs(300),
-    })
-    .await;
-    let up = Upstream::https_h2(Some(idp.checker()), &ca).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
-    let upstream = format!("https://localhost:{}", up.addr.port());
-    let ca_line = format!("ca_file: {}", ca_file.display());
-    let config = cfg(&idp, 0, "400ms")
-        .route("auto", 0, &upstream, &[&ca_line])
-        .route("off", 0, &upstream, &[&ca_line, "http2: off"]);
-    let mut proxy = Proxy::start_in(dir, &config.build(), 0, &[("RUST_LOG", "info")]);
-    proxy.ready().await;
-    let auto = proxy.port("auto");
-    let off = proxy.port("off");
+    let rig = rig("400ms")
+        .https_h2()
+        .route("auto", &["{ca_file}"])
+        .route("off", &["{ca_file}", "http2: off"])
+        .start()
+        .await;
     let r = client()
-        .post(format!("http://127.0.0.1:{auto}/h2"))
+        .post(rig.url("auto", "/h2"))
         .body("over h2")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let r = client()
-        .get(format!("http://127.0.0.1:{off}/h1"))
-        .send()
-        .await
-        .unwrap();
+    let r = rig.get("off", "/h1").await;
     assert_eq!(r.status(), 200);
-    let seen = up.seen();
+    let seen = rig.up().seen();
     let h2 = seen.iter().find(|s| s.path_and_query == "/h2").unwrap();
     assert_eq!(h2.version, http::Version::HTTP_2);
     assert_eq!(h2.body_sha256, sha256_hex(b"over h2"));

@@ -11,35 +11,14 @@ mod common;
 use std::io;
 use std::time::Duration;
 
-use common::config::Cfg;
-use common::idp::{Idp, Mode};
-use common::proxy::Proxy;
-use common::rawup::{with_length, Client, Framing, RawUpstream, Received, Reply, Then};
+use common::rawup::{with_length, Client, Framing, Received, Reply, Then};
+use common::rig::Rig;
 use common::upstream::{pattern, sha256_hex};
 
 const SECRET: &str = "http1-secret";
 
-/// The proxy in front of a raw upstream, with the one token the IdP issued for it.
-struct Rig {
-    up: RawUpstream,
-    port: u16,
-    /// `Bearer <token>`, the only Authorization value the upstream may ever see.
-    bearer: String,
-    proxy: Proxy,
-    _idp: Idp,
-}
-
-impl Drop for Rig {
-    /// A failing test shows what the proxy logged.
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("proxy stderr:\n{}", self.proxy.stderr());
-        }
-    }
-}
-
-/// Starts a raw upstream answering with `handler`, an IdP, and the proxy with one route to the
-/// upstream; returns once the route has its token.
+/// Starts a raw upstream answering with `handler`, an IdP, and the proxy with one route (`raw`)
+/// to the upstream; returns once the route has its one token.
 async fn rig<F>(handler: F) -> Rig
 where
     F: Fn(&Received) -> Reply + Send + Sync + 'static,
@@ -52,54 +31,34 @@ async fn rig_with<F>(handler: F, route_settings: &[&str]) -> Rig
 where
     F: Fn(&Received) -> Reply + Send + Sync + 'static,
 {
-    let up = RawUpstream::start(handler).await;
-    let idp = Idp::start(Mode::Ok {
-        lifetime: Duration::from_secs(300),
-    })
-    .await;
-    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
-        .route("raw", 0, &up.url(), route_settings)
-        .build();
-    let mut proxy = Proxy::start(&yaml, 0, &[("RUST_LOG", "info")]);
-    proxy.ready().await;
-    let tokens = idp.issued_tokens();
-    assert_eq!(tokens.len(), 1, "one route, one token: {tokens:?}");
-    Rig {
-        bearer: format!("Bearer {}", tokens[0]),
-        port: proxy.port("raw"),
-        up,
-        proxy,
-        _idp: idp,
-    }
+    let rig = Rig::builder()
+        .secret(SECRET)
+        .raw(handler)
+        .route("raw", route_settings)
+        .env("RUST_LOG", "info")
+        .start()
+        .await;
+    rig.bearer();
+    rig
 }
 
-impl Rig {
-    async fn client(&self) -> Client {
-        Client::connect(self.port).await
-    }
-
-    /// `127.0.0.1:port`, the Host every forwarded request must carry.
-    fn authority(&self) -> String {
-        self.up.addr.to_string()
-    }
-
-    /// Asserts that `req` carries exactly our token and the upstream's authority as Host.
-    fn assert_forwarded(&self, req: &Received) {
-        assert_eq!(
-            req.head.all("authorization"),
-            vec![self.bearer.as_str()],
-            "{} {}",
-            req.method,
-            req.target
-        );
-        assert_eq!(
-            req.head.all("host"),
-            vec![self.authority().as_str()],
-            "{} {}",
-            req.method,
-            req.target
-        );
-    }
+/// Asserts that `req` carries exactly the route's token (`Bearer <token>`, the only
+/// Authorization value the upstream may ever see) and the upstream's authority as Host.
+fn assert_forwarded(rig: &Rig, req: &Received) {
+    assert_eq!(
+        req.head.all("authorization"),
+        vec![rig.bearer().as_str()],
+        "{} {}",
+        req.method,
+        req.target
+    );
+    assert_eq!(
+        req.head.all("host"),
+        vec![rig.raw().addr.to_string().as_str()],
+        "{} {}",
+        req.method,
+        req.target
+    );
 }
 
 /// `200` naming the request and the length of its body: `GET /x len=0`.
@@ -134,27 +93,27 @@ fn get(path: &str) -> String {
 #[tokio::test]
 async fn twenty_requests_share_one_downstream_connection_and_few_upstream_ones() {
     let rig = rig(echo).await;
-    let mut c = rig.client().await;
+    let mut c = rig.connect("raw").await;
     for i in 0..20 {
         still_usable(&mut c, &format!("/ka/{i}")).await;
     }
-    let got = rig.up.received();
+    let got = rig.raw().received();
     assert_eq!(got.len(), 20);
     for (i, req) in got.iter().enumerate() {
         assert_eq!(req.target, format!("/ka/{i}"));
-        rig.assert_forwarded(req);
+        assert_forwarded(&rig, req);
     }
     assert!(
-        rig.up.accepts() <= 2,
+        rig.raw().accepts() <= 2,
         "{} upstream connections for 20 sequential requests",
-        rig.up.accepts()
+        rig.raw().accepts()
     );
 }
 
 #[tokio::test]
 async fn callers_authorization_is_dropped_and_other_headers_kept_in_order() {
     let rig = rig(echo).await;
-    let mut c = rig.client().await;
+    let mut c = rig.connect("raw").await;
     c.send(
         b"GET /headers HTTP/1.1\r\n\
           Host: proxy.test\r\n\
@@ -168,9 +127,9 @@ async fn callers_authorization_is_dropped_and_other_headers_kept_in_order() {
     .await;
     expect_echo(&mut c, "/headers").await;
 
-    let got = rig.up.received();
+    let got = rig.raw().received();
     assert_eq!(got.len(), 1);
-    rig.assert_forwarded(&got[0]);
+    assert_forwarded(&rig, &got[0]);
     // Names compare case-insensitively (they are case-insensitive); values byte for byte.
     let ours: Vec<(String, &str)> = got[0]
         .head
@@ -192,7 +151,7 @@ async fn callers_authorization_is_dropped_and_other_headers_kept_in_order() {
 #[tokio::test]
 async fn content_length_request_bodies_arrive_byte_exact() {
     let rig = rig(echo).await;
-    let mut c = rig.client().await;
+    let mut c = rig.connect("raw").await;
 
     c.send(b"POST /small HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: 10\r\n\r\n0123456789")
         .await;
@@ -220,20 +179,20 @@ async fn content_length_request_bodies_arrive_byte_exact() {
 
     still_usable(&mut c, "/after-bodies").await;
 
-    let got = rig.up.received();
+    let got = rig.raw().received();
     assert_eq!(got.len(), 3);
     assert_eq!(got[0].body, b"0123456789");
     assert_eq!(sha256_hex(&got[1].body), sha256_hex(&big));
     assert_eq!(got[1].body.len(), big.len());
     for req in &got {
-        rig.assert_forwarded(req);
+        assert_forwarded(&rig, req);
     }
 }
 
 #[tokio::test]
 async fn chunked_request_body_arrives_decoded() {
     let rig = rig(echo).await;
-    let mut c = rig.client().await;
+    let mut c = rig.connect("raw").await;
     c.send(
         b"POST /chunked HTTP/1.1\r\n\
           Host: proxy.test\r\n\
@@ -252,10 +211,10 @@ async fn chunked_request_body_arrives_decoded() {
     );
     still_usable(&mut c, "/after-chunked").await;
 
-    let got = rig.up.received();
+    let got = rig.raw().received();
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].body, b"Wikipedia in chunks.");
-    rig.assert_forwarded(&got[0]);
+    assert_forwarded(&rig, &got[0]);
 }
 
 #[tokio::test]
@@ -265,7 +224,7 @@ async fn content_length_response_then_the_connection_is_reused() {
         _ => echo(req),
     })
     .await;
-    let mut c = rig.client().await;
+    let mut c = rig.connect("raw").await;
     let r = c.get("/length").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body, pattern(3000));
@@ -294,7 +253,7 @@ async fn chunked_response_with_extension_and_trailer_arrives_decoded() {
         _ => echo(req),
     })
     .await;
-    let mut c = rig.client().await;
+    let mut c = rig.connect("raw").await;
     let r = c.get("/chunked").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "hello, chunky world, in several parts");
@@ -315,7 +274,7 @@ async fn close_delimited_response_arrives_whole() {
         _ => echo(req),
     })
     .await;
-    let mut c = rig.client().await;
+    let mut c = rig.connect("raw").await;
     let r = c.get("/close").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body.len(), body.len(), "framing {:?}", r.framing);
@@ -341,7 +300,7 @@ async fn no_body_statuses_keep_the_connection_usable() {
         _ => echo(req),
     })
     .await;
-    let mut c = rig.client().await;
+    let mut c = rig.connect("raw").await;
     let r = c.get("/204").await;
     assert_eq!(r.status, 204);
     assert_eq!(r.head.get("x-kind"), Some("none"));
@@ -354,7 +313,7 @@ async fn no_body_statuses_keep_the_connection_usable() {
     assert_eq!(r.head.get("etag"), Some("\"v1\""));
     still_usable(&mut c, "/after-304").await;
 
-    let got = rig.up.received();
+    let got = rig.raw().received();
     assert_eq!(got[2].head.get("if-none-match"), Some("\"v1\""));
 }
 
@@ -368,7 +327,7 @@ async fn head_response_with_a_length_and_no_body_keeps_the_connection_usable() {
         _ => echo(req),
     })
     .await;
-    let mut c = rig.client().await;
+    let mut c = rig.connect("raw").await;
     c.send(b"HEAD /head HTTP/1.1\r\nHost: proxy.test\r\n\r\n")
         .await;
     let r = c.response(true).await.unwrap();
@@ -376,7 +335,7 @@ async fn head_response_with_a_length_and_no_body_keeps_the_connection_usable() {
     assert_eq!(r.head.get("content-length"), Some("1000"));
     assert_eq!(r.head.get("content-type"), Some("text/plain"));
     still_usable(&mut c, "/after-head").await;
-    assert_eq!(rig.up.received()[0].method, "HEAD");
+    assert_eq!(rig.raw().received()[0].method, "HEAD");
 }
 
 #[tokio::test]
@@ -389,25 +348,25 @@ async fn a_pooled_connection_the_upstream_closed_is_not_used() {
         )
     })
     .await;
-    let mut c = rig.client().await;
+    let mut c = rig.connect("raw").await;
     for round in 0..6 {
         // Alternately the same downstream connection and a new one.
         if round % 2 == 0 {
-            c = rig.client().await;
+            c = rig.connect("raw").await;
         }
         let path = format!("/stale/{round}");
         let r = c.get(&path).await;
         assert_eq!((r.status, r.text()), (200, path.clone()), "round {round}");
-        rig.up.wait_ended(round + 1).await;
+        rig.raw().wait_ended(round + 1).await;
     }
-    assert_eq!(rig.up.accepts(), 6);
-    assert_eq!(rig.up.received().len(), 6);
+    assert_eq!(rig.raw().accepts(), 6);
+    assert_eq!(rig.raw().received().len(), 6);
 }
 
 #[tokio::test]
 async fn connection_close_from_the_client_closes_after_the_answer() {
     let rig = rig(echo).await;
-    let mut c = rig.client().await;
+    let mut c = rig.connect("raw").await;
     c.send(b"GET /bye HTTP/1.1\r\nHost: proxy.test\r\nConnection: close\r\n\r\n")
         .await;
     expect_echo(&mut c, "/bye").await;
@@ -420,7 +379,7 @@ async fn connection_close_from_the_client_closes_after_the_answer() {
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order() {
     let rig = rig(echo).await;
-    let mut c = rig.client().await;
+    let mut c = rig.connect("raw").await;
     c.send(format!("{}{}", get("/first"), get("/second")).as_bytes())
         .await;
     expect_echo(&mut c, "/first").await;
@@ -436,7 +395,7 @@ async fn one_mebibyte_response_read_slowly_arrives_whole() {
         _ => echo(req),
     })
     .await;
-    let mut c = rig.client().await;
+    let mut c = rig.connect("raw").await;
     c.send(get("/mib").as_bytes()).await;
     let head = c.wire.head().await.unwrap().expect("a response head");
     assert!(head.start.starts_with("HTTP/1.1 200 "), "{}", head.start);
@@ -453,7 +412,7 @@ async fn one_mebibyte_response_read_slowly_arrives_whole() {
 #[tokio::test]
 async fn http_1_0_request_without_host_gets_a_whole_answer() {
     let rig = rig(echo).await;
-    let mut c = rig.client().await;
+    let mut c = rig.connect("raw").await;
     c.send(b"GET /old HTTP/1.0\r\n\r\n").await;
     let r = c.response(false).await.unwrap();
     assert_eq!(r.status, 200);
@@ -461,9 +420,9 @@ async fn http_1_0_request_without_host_gets_a_whole_answer() {
     assert_eq!(r.text(), echo_text("GET", "/old", 0));
     // HTTP/1.0 without keep-alive: the connection ends with the answer.
     assert!(c.closed().await, "framing {:?}", r.framing);
-    let got = rig.up.received();
+    let got = rig.raw().received();
     assert_eq!(got.len(), 1);
-    rig.assert_forwarded(&got[0]);
+    assert_forwarded(&rig, &got[0]);
 }
 
 #[tokio::test]
@@ -483,7 +442,7 @@ async fn interim_1xx_before_the_final_answer() {
         }
     })
     .await;
-    let mut c = rig.client().await;
+    let mut c = rig.connect("raw").await;
     for path in ["/103", "/100"] {
         let r = c.get(path).await;
         // Whether the 1xx itself is relayed is not pinned here.
@@ -503,7 +462,7 @@ async fn response_header_with_unusual_name_case_arrives() {
         _ => echo(req),
     })
     .await;
-    let mut c = rig.client().await;
+    let mut c = rig.connect("raw").await;
     let r = c.get("/case").await;
     assert_eq!((r.status, r.text().as_str()), (200, "ok"));
     assert_eq!(r.head.all("x-case-test"), vec!["v"]);
@@ -530,7 +489,7 @@ async fn upstream_dying_mid_body_never_looks_complete() {
     .await;
 
     for path in ["/cut-reset", "/cut-close"] {
-        let mut c = rig.client().await;
+        let mut c = rig.connect("raw").await;
         c.send(get(path).as_bytes()).await;
         match c.response(false).await {
             // Closed before the declared length: the caller can tell it is incomplete.
@@ -552,14 +511,14 @@ async fn upstream_dying_mid_body_never_looks_complete() {
     }
 
     // Nothing sent before the close: there is nothing to relay, so the caller gets a 502.
-    let mut c = rig.client().await;
+    let mut c = rig.connect("raw").await;
     let r = c.get("/nothing").await;
     assert_eq!(r.status, 502, "{}", r.text());
     let error: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(error["error"], "upstream_error", "{error}");
 
     // The route itself is unharmed.
-    let mut c = rig.client().await;
+    let mut c = rig.connect("raw").await;
     still_usable(&mut c, "/fine").await;
 }
 
@@ -575,7 +534,7 @@ async fn an_error_answer_keeps_the_connection_it_advertises() {
         _ => echo(req),
     })
     .await;
-    let mut c = rig.client().await;
+    let mut c = rig.connect("raw").await;
     let r = c.get("/nothing").await;
     assert_eq!(r.status, 502, "{}", r.text());
     if r.head.connection_has("close") {
@@ -609,14 +568,14 @@ async fn an_unanswered_request_times_out_after_read_timeout_on_reused_connection
         &["read_timeout: 400ms"],
     )
     .await;
-    let mut c = rig.client().await;
+    let mut c = rig.connect("raw").await;
     for path in ["/a", "/b", "/c"] {
         still_usable(&mut c, path).await;
     }
     // Idle for longer than the timeout, so that the timers armed above fire meanwhile.
     tokio::time::sleep(READ_TIMEOUT * 2).await;
     still_usable(&mut c, "/d").await;
-    assert_eq!(rig.up.accepts(), 1, "one upstream connection, reused");
+    assert_eq!(rig.raw().accepts(), 1, "one upstream connection, reused");
 
     let started = std::time::Instant::now();
     c.send(get("/hang").as_bytes()).await;
@@ -627,7 +586,7 @@ async fn an_unanswered_request_times_out_after_read_timeout_on_reused_connection
     assert!(took >= READ_TIMEOUT, "answered after {took:?}");
     assert!(took < READ_TIMEOUT * 5, "answered after {took:?}");
     let hangs = rig
-        .up
+        .raw()
         .received()
         .iter()
         .filter(|r| r.target == "/hang")

@@ -7,39 +7,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::config::Cfg;
-use common::idp::{Idp, Mode};
-use common::proxy::Proxy;
-use common::tls::TestCa;
-use common::upstream::{sha256_hex, Upstream};
-use common::{client, metric};
+use common::client;
+use common::idp::Mode;
+use common::rig::{Layout, Rig};
+use common::upstream::sha256_hex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SECRET: &str = "lean-secret";
-
-fn ok_mode() -> Mode {
-    Mode::Ok {
-        lifetime: Duration::from_secs(300),
-    }
-}
-
-async fn handoffs(admin: u16, route: &str, reason: &str) -> f64 {
-    metric(
-        admin,
-        &format!(r#"tokenproxy_pingora_handoffs_total{{route="{route}",reason="{reason}"}}"#),
-    )
-    .await
-}
-
-/// The sum of every handoff sample of `route`, whatever the reason.
-async fn all_handoffs(admin: u16, route: &str) -> f64 {
-    let text = common::metrics_text(admin).await;
-    let prefix = "tokenproxy_pingora_handoffs_total{";
-    text.lines()
-        .filter(|l| l.starts_with(prefix) && l.contains(&format!(r#"route="{route}""#)))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
-}
 
 /// One HTTP/1.0 request on its own connection; returns the whole answer.
 async fn http10(port: u16, path: &str) -> String {
@@ -59,45 +33,34 @@ async fn http10(port: u16, path: &str) -> String {
 
 #[tokio::test]
 async fn plain_requests_are_served_lean_and_the_rest_by_pingora_with_the_same_result() {
-    let ca = TestCa::new();
-    let idp = Idp::start(ok_mode()).await;
-    let up = Upstream::http(Some(idp.checker())).await;
-    let tls_up = Upstream::https(Some(idp.checker()), &ca).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
-    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
-        .route("api", 0, &format!("http://{}/base/", up.addr), &[])
-        .route(
-            "tls",
-            0,
-            &format!("https://localhost:{}", tls_up.addr.port()),
-            &[&format!("ca_file: {}", ca_file.display())],
-        )
-        .build();
-    let mut proxy = Proxy::start_in(dir, &yaml, 0, &[]);
-    proxy.ready().await;
-    let admin = proxy.admin;
-    let port = proxy.port("api");
-    let tls = proxy.port("tls");
+    // The plain upstream is the rig's; the https one has a certificate from the rig's CA.
+    let rig = Rig::builder()
+        .secret(SECRET)
+        .route_to("api", "{up}/base/", &[])
+        .route_to("tls", "{tls_up}", &["{ca_file}"])
+        .also_https()
+        .start()
+        .await;
+    let (idp, up, tls_up, proxy) = (&rig.idp, rig.up(), rig.tls_up(), &rig.proxy);
+    let port = rig.port("api");
     let c = client();
 
     // Served lean: a GET, and a POST with a small body.
     let r = c
-        .get(format!("http://127.0.0.1:{port}/x/y?q=1&r=%20"))
+        .get(rig.url("api", "/x/y?q=1&r=%20"))
         .header("authorization", "Bearer callers-own")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
     let r = c
-        .post(format!("http://127.0.0.1:{port}/orders"))
+        .post(rig.url("api", "/orders"))
         .body("hello")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(all_handoffs(admin, "api").await, 0.0);
+    assert_eq!(rig.all_handoffs("api").await, 0.0);
 
     // Left to pingora: a chunked body, and HTTP/1.0.
     let chunks = futures_util::stream::iter(vec![
@@ -105,19 +68,19 @@ async fn plain_requests_are_served_lean_and_the_rest_by_pingora_with_the_same_re
         Ok(bytes::Bytes::from_static(b"ked")),
     ]);
     let r = c
-        .post(format!("http://127.0.0.1:{port}/chunked"))
+        .post(rig.url("api", "/chunked"))
         .body(reqwest::Body::wrap_stream(chunks))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(handoffs(admin, "api", "transfer_encoding").await, 1.0);
+    assert_eq!(rig.handoffs("api", "transfer_encoding").await, 1.0);
     let answer = http10(port, "/old").await;
     assert!(
         answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
         "{answer}"
     );
-    assert_eq!(handoffs(admin, "api", "http_version").await, 1.0);
+    assert_eq!(rig.handoffs("api", "http_version").await, 1.0);
 
     // Whichever path served it, the upstream saw the same kind of request.
     let seen = up.seen();
@@ -140,11 +103,8 @@ async fn plain_requests_are_served_lean_and_the_rest_by_pingora_with_the_same_re
     assert_eq!(seen[1].body_sha256, sha256_hex(b"hello"));
     assert_eq!(seen[2].body_sha256, sha256_hex(b"chunked"));
     assert_eq!(
-        metric(
-            admin,
-            r#"tokenproxy_requests_total{route="api",code="200"}"#
-        )
-        .await,
+        rig.metric(r#"tokenproxy_requests_total{route="api",code="200"}"#)
+            .await,
         4.0
     );
 
@@ -152,7 +112,7 @@ async fn plain_requests_are_served_lean_and_the_rest_by_pingora_with_the_same_re
     let fetches = idp.request_count();
     up.revoke(&idp.issued_tokens()[0]);
     let r = c
-        .put(format!("http://127.0.0.1:{port}/again"))
+        .put(rig.url("api", "/again"))
         .body("replay me")
         .send()
         .await
@@ -163,103 +123,74 @@ async fn plain_requests_are_served_lean_and_the_rest_by_pingora_with_the_same_re
     assert_eq!(last.token_valid, Some(true));
     assert_eq!(last.body_sha256, sha256_hex(b"replay me"));
     assert_eq!(
-        metric(
-            admin,
-            r#"tokenproxy_upstream_replays_total{route="api",outcome="success"}"#
-        )
-        .await,
+        rig.metric(r#"tokenproxy_upstream_replays_total{route="api",outcome="success"}"#)
+            .await,
         1.0
     );
-    assert_eq!(
-        all_handoffs(admin, "api").await,
-        2.0,
-        "the replay stayed lean"
-    );
+    assert_eq!(rig.all_handoffs("api").await, 2.0, "the replay stayed lean");
 
     // An https upstream (`http2: auto`): pingora's path takes the first request, offering h2;
     // the upstream selects HTTP/1.1, so the lean path takes the next ones, over TLS.
     for _ in 0..3 {
-        let r = c
-            .get(format!("http://127.0.0.1:{tls}/t"))
-            .send()
-            .await
-            .unwrap();
+        let r = rig.get("tls", "/t").await;
         assert_eq!(r.status(), 200);
     }
-    assert_eq!(handoffs(admin, "tls", "http2_unknown").await, 1.0);
-    assert_eq!(handoffs(admin, "tls", "tls_upstream").await, 0.0);
-    assert_eq!(all_handoffs(admin, "tls").await, 1.0);
+    assert_eq!(rig.handoffs("tls", "http2_unknown").await, 1.0);
+    assert_eq!(rig.handoffs("tls", "tls_upstream").await, 0.0);
+    assert_eq!(rig.all_handoffs("tls").await, 1.0);
     assert!(tls_up.seen().iter().all(|s| s.token_valid == Some(true)));
     proxy.assert_log_free_of(&[SECRET.to_string()]);
 }
 
 #[tokio::test]
 async fn lean_path_false_sends_every_request_through_pingora() {
-    let idp = Idp::start(ok_mode()).await;
-    let up = Upstream::http(Some(idp.checker())).await;
-    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
+    let rig = Rig::builder()
+        .secret(SECRET)
         .top("lean_path: false")
-        .route("api", 0, &format!("http://{}", up.addr), &[])
-        .build();
-    let mut proxy = Proxy::start(&yaml, 0, &[]);
-    proxy.ready().await;
-    let admin = proxy.admin;
-    let port = proxy.port("api");
+        .route("api", &[])
+        .start()
+        .await;
     for _ in 0..3 {
-        let r = client()
-            .get(format!("http://127.0.0.1:{port}/x"))
-            .send()
-            .await
-            .unwrap();
+        let r = rig.get("api", "/x").await;
         assert_eq!(r.status(), 200);
     }
-    assert_eq!(handoffs(admin, "api", "disabled").await, 3.0);
-    assert!(up.seen().iter().all(|s| s.token_valid == Some(true)));
+    assert_eq!(rig.handoffs("api", "disabled").await, 3.0);
+    assert!(rig.up().seen().iter().all(|s| s.token_valid == Some(true)));
 }
 
 #[tokio::test]
 async fn lean_path_can_be_turned_off_and_on_by_reload() {
-    let idp = Idp::start(ok_mode()).await;
-    let up = Upstream::http(Some(idp.checker())).await;
-    let config = |lean: bool| {
-        Cfg::new(0, &idp.token_url(), SECRET)
+    let layout = |lean: bool| {
+        Layout::new()
             .top(&format!("lean_path: {lean}"))
-            .route("api", 0, &format!("http://{}", up.addr), &[])
-            .build()
+            .route("api", &[])
     };
-    let mut proxy = Proxy::start(&config(true), 0, &[]);
-    proxy.ready().await;
-    let admin = proxy.admin;
-    let port = proxy.port("api");
+    let rig = Rig::builder()
+        .secret(SECRET)
+        .layout(layout(true))
+        .start()
+        .await;
+    let up = rig.up();
     // A keep-alive client: a connection the lean path handed to pingora comes back to it, and
     // the switch applies from the next request on, on whatever connection carries it.
     let c = reqwest::Client::new();
     let get = || async {
-        let r = c
-            .get(format!("http://127.0.0.1:{port}/x"))
-            .send()
-            .await
-            .unwrap();
+        let r = c.get(rig.url("api", "/x")).send().await.unwrap();
         assert_eq!(r.status(), 200);
     };
     get().await;
-    assert_eq!(all_handoffs(admin, "api").await, 0.0);
+    assert_eq!(rig.all_handoffs("api").await, 0.0);
 
     for (lean, reloads, disabled) in [(false, 1.0, 1.0), (true, 2.0, 1.0)] {
-        std::fs::write(&proxy.config_path, config(lean)).unwrap();
-        proxy.signal(libc::SIGHUP);
-        let reloaded = common::wait_for(Duration::from_secs(10), || async {
-            metric(
-                admin,
-                r#"tokenproxy_config_reloads_total{outcome="success"}"#,
-            )
-            .await
-                >= reloads
-        })
-        .await;
-        assert!(reloaded, "reload to lean_path: {lean}");
+        rig.reload(&rig.yaml(&layout(lean))).await;
+        assert!(
+            rig.metric(r#"tokenproxy_config_reloads_total{outcome="success"}"#)
+                .await
+                >= reloads,
+            "reload to lean_path: {lean}"
+        );
         get().await;
-        assert_eq!(handoffs(admin, "api", "disabled").await, disabled);
+        assert_eq!(rig.handoffs("api", "disabled").await, disabled);
     }
     assert_eq!(up.seen().len(), 3);
     assert!(up.seen().iter().all(|s| s.token_valid == Some(true)));
@@ -267,22 +198,16 @@ async fn lean_path_can_be_turned_off_and_on_by_reload() {
 
 #[tokio::test]
 async fn without_a_token_the_request_goes_to_pingora_which_answers_503() {
-    let idp = Idp::start(Mode::Status(500, r#"{"error":"server_error"}"#.into())).await;
-    let up = Upstream::http(None).await;
-    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
+    let rig = Rig::builder()
+        .secret(SECRET)
+        .mode(Mode::Status(500, r#"{"error":"server_error"}"#.into()))
+        .no_checker()
         .provider("refresh: { retry_initial: 100ms, retry_max: 200ms }")
-        .route("api", 0, &format!("http://{}", up.addr), &[])
-        .build();
-    let mut proxy = Proxy::start(&yaml, 0, &[]);
-    proxy.listening().await;
-    let admin = proxy.admin;
-    let port = proxy.port("api");
-    let r = client()
-        .get(format!("http://127.0.0.1:{port}/x"))
-        .send()
-        .await
-        .unwrap();
+        .route("api", &[])
+        .start_listening()
+        .await;
+    let r = rig.get("api", "/x").await;
     assert_eq!(r.status(), 503);
-    assert_eq!(handoffs(admin, "api", "no_token").await, 1.0);
-    assert_eq!(up.count(), 0);
+    assert_eq!(rig.handoffs("api", "no_token").await, 1.0);
+    assert_eq!(rig.up().count(), 0);
 }

@@ -8,11 +8,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::config::Cfg;
-use common::idp::{Idp, Mode};
-use common::proxy::Proxy;
-use common::rawup::{Client, RawUpstream, Received, Reply};
-use common::{metric, wait_for};
+use common::rawup::{Client, Received, Reply};
+use common::rig::Rig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -21,77 +18,30 @@ const SECRET: &str = "limits-secret";
 const PACE: Duration = Duration::from_millis(300);
 
 /// The proxy (one route, `raw`, to a raw upstream) with some top-level settings.
-struct Rig {
-    up: RawUpstream,
-    port: u16,
-    yaml: String,
-    proxy: Proxy,
-    _idp: Idp,
-}
-
-impl Drop for Rig {
-    /// A failing test shows what the proxy logged.
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("proxy stderr:\n{}", self.proxy.stderr());
-        }
-    }
-}
-
 async fn rig<F>(top: &[&str], handler: F) -> Rig
 where
     F: Fn(&Received) -> Reply + Send + Sync + 'static,
 {
-    let up = RawUpstream::start(handler).await;
-    let idp = Idp::start(Mode::Ok {
-        lifetime: Duration::from_secs(300),
-    })
-    .await;
-    let mut cfg = Cfg::new(0, &idp.token_url(), SECRET);
+    let mut b = Rig::builder()
+        .secret(SECRET)
+        .raw(handler)
+        .route("raw", &[])
+        .env("RUST_LOG", "info");
     for line in top {
-        cfg = cfg.top(line);
+        b = b.top(line);
     }
-    let yaml = cfg.route("raw", 0, &up.url(), &[]).build();
-    let mut proxy = Proxy::start(&yaml, 0, &[("RUST_LOG", "info")]);
-    proxy.ready().await;
-    let port = proxy.port("raw");
-    Rig {
-        up,
-        port,
-        yaml,
-        proxy,
-        _idp: idp,
-    }
+    b.start().await
 }
 
 fn lean(on: bool) -> String {
     format!("lean_path: {on}")
 }
 
-impl Rig {
-    async fn metric(&self, series: &str) -> f64 {
-        metric(self.proxy.admin, series).await
-    }
-
-    async fn timeouts(&self, kind: &str) -> f64 {
-        self.metric(&format!(
-            r#"tokenproxy_client_timeouts_total{{route="raw",kind="{kind}"}}"#
-        ))
-        .await
-    }
-
-    /// Waits until `series` has `value`; panics with the value last seen after 5 s.
-    async fn wait_metric(&self, series: &str, value: f64) {
-        let ok = wait_for(Duration::from_secs(5), || async {
-            self.metric(series).await == value
-        })
-        .await;
-        assert!(
-            ok,
-            "{series} stayed at {} instead of {value}",
-            self.metric(series).await
-        );
-    }
+async fn timeouts(rig: &Rig, kind: &str) -> f64 {
+    rig.metric(&format!(
+        r#"tokenproxy_client_timeouts_total{{route="raw",kind="{kind}"}}"#
+    ))
+    .await
 }
 
 /// Sends `start` at once on `s`, then the rest of a head one byte every [`PACE`] (a header line
@@ -152,13 +102,19 @@ async fn slow_head_is_cut(lean_path: bool, padding: usize) {
     })
     .await;
     // For the first request of a connection the time counts from the accept.
-    let mut s = TcpStream::connect(("127.0.0.1", rig.port)).await.unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", rig.port("raw")))
+        .await
+        .unwrap();
     let took = trickle_head(&mut s, &unfinished_head(padding), Duration::from_secs(4)).await;
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
         "closed {took:?} after the connect, want about 1 s"
     );
-    assert!(rig.up.received().is_empty(), "{:?}", rig.up.received());
+    assert!(
+        rig.raw().received().is_empty(),
+        "{:?}",
+        rig.raw().received()
+    );
     rig.wait_metric(
         r#"tokenproxy_client_timeouts_total{route="raw",kind="header"}"#,
         1.0,
@@ -166,14 +122,14 @@ async fn slow_head_is_cut(lean_path: bool, padding: usize) {
     .await;
 
     // A head sent whole, and one in two parts well within the deadline, are served.
-    let mut c = Client::connect(rig.port).await;
+    let mut c = Client::connect(rig.port("raw")).await;
     assert_eq!(c.get("/whole").await.status, 200);
-    let mut c = Client::connect(rig.port).await;
+    let mut c = Client::connect(rig.port("raw")).await;
     c.send(b"GET /parts HTTP/1.1\r\nHost: proxy.test\r\n").await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     c.send(b"X-Late: yes\r\n\r\n").await;
     assert_eq!(c.response(false).await.unwrap().status, 200);
-    assert_eq!(rig.timeouts("header").await, 1.0);
+    assert_eq!(timeouts(&rig, "header").await, 1.0);
 }
 
 #[tokio::test]
@@ -203,7 +159,7 @@ async fn keep_alive_idle_time_is_not_cut_by_the_header_timeout_but_the_next_head
             Reply::ok("fine")
         })
         .await;
-        let mut c = Client::connect(rig.port).await;
+        let mut c = Client::connect(rig.port("raw")).await;
         assert_eq!(c.get("/first").await.status, 200);
         // The pause IS the scenario: idle past the header timeout, within keep-alive.
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -223,7 +179,7 @@ async fn keep_alive_idle_time_is_not_cut_by_the_header_timeout_but_the_next_head
             took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
             "lean_path {lean_path}: closed {took:?} after the head began, want about 1 s"
         );
-        assert_eq!(rig.timeouts("header").await, 1.0, "lean_path {lean_path}");
+        assert_eq!(timeouts(&rig, "header").await, 1.0, "lean_path {lean_path}");
     }
 }
 
@@ -242,26 +198,26 @@ async fn connection_cap(lean_path: bool) {
     let open = r#"tokenproxy_connections_open{route="raw"}"#;
     let refused = r#"tokenproxy_connections_refused_total{route="raw"}"#;
     let mut held = vec![
-        served(rig.port).await,
-        served(rig.port).await,
-        served(rig.port).await,
+        served(rig.port("raw")).await,
+        served(rig.port("raw")).await,
+        served(rig.port("raw")).await,
     ];
     rig.wait_metric(open, 3.0).await;
 
     // The fourth is closed at once, without an answer.
-    let mut fourth = Client::connect(rig.port).await;
+    let mut fourth = Client::connect(rig.port("raw")).await;
     assert!(
         fourth.closed().await,
         "the fourth connection was not closed"
     );
     rig.wait_metric(refused, 1.0).await;
     assert_eq!(rig.metric(open).await, 3.0);
-    assert_eq!(rig.up.received().len(), 3);
+    assert_eq!(rig.raw().received().len(), 3);
 
     // Once one closes, a new one is served.
     drop(held.pop());
     rig.wait_metric(open, 2.0).await;
-    let mut again = served(rig.port).await;
+    let mut again = served(rig.port("raw")).await;
     assert_eq!(again.get("/again").await.status, 200);
     assert_eq!(rig.metric(refused).await, 1.0);
     assert_eq!(rig.metric(open).await, 3.0);
@@ -282,31 +238,24 @@ async fn max_connections_closes_the_connection_over_the_cap_through_pingora() {
 #[tokio::test]
 async fn a_reloaded_max_connections_applies_to_new_connections() {
     let rig = rig(&["max_connections: 2"], |_| Reply::ok("fine")).await;
-    let held = vec![served(rig.port).await, served(rig.port).await];
-    assert!(Client::connect(rig.port).await.closed().await);
+    let held = vec![served(rig.port("raw")).await, served(rig.port("raw")).await];
+    assert!(Client::connect(rig.port("raw")).await.closed().await);
 
-    let yaml = rig.yaml.replace("max_connections: 2", "max_connections: 1");
-    std::fs::write(&rig.proxy.config_path, yaml).unwrap();
-    rig.proxy.signal(libc::SIGHUP);
-    let reloaded = wait_for(Duration::from_secs(5), || async {
-        rig.metric(r#"tokenproxy_config_reloads_total{outcome="success"}"#)
-            .await
-            >= 1.0
-    })
-    .await;
-    assert!(reloaded, "the reload did not happen");
+    let yaml = std::fs::read_to_string(&rig.proxy.config_path).unwrap();
+    rig.reload(&yaml.replace("max_connections: 2", "max_connections: 1"))
+        .await;
     // Two open, one allowed now: both stay open, and a new one is refused until none is left.
     let mut held = held;
     assert_eq!(held[1].get("/still").await.status, 200);
     drop(held.pop());
     rig.wait_metric(r#"tokenproxy_connections_open{route="raw"}"#, 1.0)
         .await;
-    assert!(Client::connect(rig.port).await.closed().await);
+    assert!(Client::connect(rig.port("raw")).await.closed().await);
     drop(held);
     rig.wait_metric(r#"tokenproxy_connections_open{route="raw"}"#, 0.0)
         .await;
-    let _one = served(rig.port).await;
-    assert!(Client::connect(rig.port).await.closed().await);
+    let _one = served(rig.port("raw")).await;
+    assert!(Client::connect(rig.port("raw")).await.closed().await);
 }
 
 /// Larger than what the socket buffers between the proxy and a caller hold, so that a caller
@@ -319,13 +268,15 @@ async fn stuck_reader(lean_path: bool) {
     })
     .await;
     // A caller that reads is not cut, however big the response.
-    let mut reader = Client::connect(rig.port).await;
+    let mut reader = Client::connect(rig.port("raw")).await;
     let resp = reader.get("/big").await;
     assert_eq!((resp.status, resp.body.len()), (200, BIG));
     drop(reader);
 
     // One that never reads: the proxy gives up on it and on the upstream connection.
-    let mut stuck = TcpStream::connect(("127.0.0.1", rig.port)).await.unwrap();
+    let mut stuck = TcpStream::connect(("127.0.0.1", rig.port("raw")))
+        .await
+        .unwrap();
     stuck
         .write_all(b"GET /big HTTP/1.1\r\nHost: proxy.test\r\n\r\n")
         .await
@@ -333,7 +284,7 @@ async fn stuck_reader(lean_path: bool) {
     let sent = Instant::now();
     // The first upstream connection may be pooled (and used again for this request): only
     // this request's connection ends.
-    rig.up.wait_ended(1).await;
+    rig.raw().wait_ended(1).await;
     let took = sent.elapsed();
     assert!(
         took < Duration::from_secs(4),

@@ -7,9 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::config::Cfg;
 use common::idp::{Idp, Mode};
 use common::proxy::Proxy;
+use common::rig::Rig;
 use common::upstream::Upstream;
 use common::{client, metric, wait_for};
 
@@ -186,23 +186,15 @@ routes:
 
 #[tokio::test]
 async fn access_log_is_off_by_default_and_text_format_is_plain() {
-    let idp = Idp::start(Mode::Ok {
-        lifetime: Duration::from_secs(300),
-    })
-    .await;
-    let up = Upstream::http(None).await;
-    let yaml = Cfg::new(0, &idp.token_url(), "x")
-        .route("api", 0, &format!("http://{}", up.addr), &[])
-        .build();
-    let mut proxy = Proxy::start(&yaml, 0, &[("RUST_LOG", "info")]);
-    proxy.ready().await;
-    let port = proxy.port("api");
-    client()
-        .get(format!("http://127.0.0.1:{port}/only-once"))
-        .send()
-        .await
-        .unwrap();
-    let log = proxy.stderr();
+    let rig = Rig::builder()
+        .secret("x")
+        .no_checker()
+        .route("api", &[])
+        .env("RUST_LOG", "info")
+        .start()
+        .await;
+    rig.get("api", "/only-once").await;
+    let log = rig.proxy.stderr();
     assert!(log.contains("token fetched"), "{log}");
     assert!(
         !log.contains("/only-once"),

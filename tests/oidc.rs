@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use common::proxy::Proxy;
 use common::upstream::Upstream;
-use common::{client, wait_for};
+use common::wait_for;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
 /// The node process; killed when dropped.
@@ -123,13 +123,6 @@ impl Pki {
     }
 }
 
-/// Writes `content` to `path` by renaming a new file over it, as Kubernetes volumes do.
-fn swap(path: &Path, content: &str) {
-    let tmp = path.with_extension("new");
-    std::fs::write(&tmp, content).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
 fn rsa_key() -> (String, String) {
     use rsa::pkcs1::EncodeRsaPrivateKey;
     use rsa::pkcs8::{EncodePublicKey, LineEnding};
@@ -227,11 +220,7 @@ impl Introspector {
 /// Sends one request through the route on `port` and returns the bearer token the upstream got.
 async fn token_through(port: u16, up: &Upstream) -> String {
     let before = up.count();
-    let r = client()
-        .get(format!("http://127.0.0.1:{port}/call"))
-        .send()
-        .await
-        .unwrap();
+    let r = common::get(port, "/call").await;
     assert_eq!(r.status(), 200);
     let seen = up.seen();
     assert_eq!(seen.len(), before + 1);
@@ -244,14 +233,7 @@ async fn token_through(port: u16, up: &Upstream) -> String {
 }
 
 async fn tokens(proxy: &Proxy) -> serde_json::Value {
-    client()
-        .get(proxy.admin_url("/tokens"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    common::fetch_json(&proxy.admin_url("/tokens")).await
 }
 
 fn entry<'a>(tokens: &'a serde_json::Value, provider: &str) -> &'a serde_json::Value {
@@ -289,22 +271,22 @@ async fn private_key_jwt_and_tls_client_auth_against_oidc_provider_with_rotation
 
     // private_key_jwt: an RSA key first (RS256 by default).
     let (jwt_key, jwt_pub) = rsa_key();
-    swap(&d.join("jwt.key"), &jwt_key);
+    common::swap_file(&d.join("jwt.key"), &jwt_key);
     std::fs::write(d.join("jwt-1.pub"), jwt_pub).unwrap();
     // tls_client_auth: a certificate for mtls-client.test.
     let (tls_key, tls_cert) = pki.issue("mtls-client.test");
-    swap(&d.join("tls.key"), &tls_key);
-    swap(&d.join("tls.crt"), &tls_cert);
+    common::swap_file(&d.join("tls.key"), &tls_key);
+    common::swap_file(&d.join("tls.crt"), &tls_cert);
     // self_signed_tls_client_auth: a self-signed certificate, registered as such.
     let self_key = KeyPair::generate().unwrap();
     let self_cert = CertificateParams::new(vec!["self-signed-client.test".to_string()])
         .unwrap()
         .self_signed(&self_key)
         .unwrap();
-    swap(&d.join("self.key"), &self_key.serialize_pem());
-    swap(&d.join("self.crt"), &self_cert.pem());
+    common::swap_file(&d.join("self.key"), &self_key.serialize_pem());
+    common::swap_file(&d.join("self.crt"), &self_cert.pem());
     let self_crt = d.join("self.crt");
-    swap(
+    common::swap_file(
         &d.join("clients.json"),
         &clients(&d.join("jwt-1.pub"), "mtls-client.test", &self_crt),
     );
@@ -422,8 +404,8 @@ routes:
     // Rotate the private key to an EC key: the new public key registered, the old one removed.
     let new_key = KeyPair::generate().unwrap();
     std::fs::write(d.join("jwt-2.pub"), new_key.public_key_pem()).unwrap();
-    swap(&d.join("jwt.key"), &new_key.serialize_pem());
-    swap(
+    common::swap_file(&d.join("jwt.key"), &new_key.serialize_pem());
+    common::swap_file(
         &d.join("clients.json"),
         &clients(&d.join("jwt-2.pub"), "mtls-client.test", &self_crt),
     );
@@ -442,9 +424,9 @@ routes:
     // Rotate the client certificate (key first, then the certificate, as two writes): the IdP
     // now accepts only the new certificate's name.
     let (new_tls_key, new_tls_cert) = pki.issue("mtls-client-2.test");
-    swap(&d.join("tls.key"), &new_tls_key);
-    swap(&d.join("tls.crt"), &new_tls_cert);
-    swap(
+    common::swap_file(&d.join("tls.key"), &new_tls_key);
+    common::swap_file(&d.join("tls.crt"), &new_tls_cert);
+    common::swap_file(
         &d.join("clients.json"),
         &clients(&d.join("jwt-2.pub"), "mtls-client-2.test", &self_crt),
     );
@@ -517,7 +499,7 @@ async fn oidc_provider_jwt_access_tokens_pass_inject_then_verify_and_survive_key
     std::fs::write(d.join("server.key"), server_key).unwrap();
     std::fs::write(d.join("server.crt"), server_cert).unwrap();
     // Only orders-caller is used here; the other clients' key files are never read.
-    swap(
+    common::swap_file(
         &d.join("clients.json"),
         &clients(&d.join("none.pub"), "unused.test", &d.join("none.crt")),
     );
@@ -645,12 +627,7 @@ routes:
         );
         assert_eq!(api.received().len(), before + 1);
     }
-    let keys: serde_json::Value = reqwest::get(verify.admin_url("/keys"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let keys: serde_json::Value = common::fetch_json(&verify.admin_url("/keys")).await;
     let kids = keys["issuers"][0]["key_ids"].to_string();
     for kid in ["rsa-1", "ec-1", "rsa-2", "ec-2"] {
         assert!(kids.contains(kid), "{keys}");

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use common::config::Cfg;
 use common::idp::{Idp, Mode};
 use common::proxy::Proxy;
+use common::rig::{Rig, RigBuilder};
 use common::upstream::Upstream;
-use common::{client, metric, wait_for};
+use common::{get_json, metric, wait_for};
 
 const SECRET: &str = "ops-secret";
 
@@ -19,42 +20,34 @@ fn lifetime(secs: u64) -> Mode {
     }
 }
 
-async fn status(url: &str) -> (u16, serde_json::Value) {
-    let r = client().get(url).send().await.unwrap();
-    let s = r.status().as_u16();
-    (s, r.json().await.unwrap_or_default())
-}
-
 #[tokio::test]
 async fn readyz_follows_the_tokens_and_tokens_shows_no_secret() {
-    let idp = Idp::start(Mode::Status(503, "{}".into())).await;
-    let up = Upstream::http(None).await;
-    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
+    let mut rig = Rig::builder()
+        .secret(SECRET)
+        .mode(Mode::Status(503, "{}".into()))
+        .no_checker()
         .provider("refresh: { retry_initial: 100ms, retry_max: 300ms }")
         .route(
             "orders",
-            0,
-            &format!("http://{}", up.addr),
             &[r#"token: { provider: idp, audience: "https://orders/", scope: "read" }"#],
         )
-        .build();
-    let mut proxy = Proxy::start(&yaml, 0, &[]);
-    proxy.listening().await;
-    let admin = proxy.admin;
+        .start_listening()
+        .await;
+    let (idp, proxy) = (&rig.idp, &mut rig.proxy);
 
     // Before the first token: 503, naming the route and the last error.
-    let (s, body) = status(&proxy.admin_url("/readyz")).await;
+    let (s, body) = get_json(&proxy.admin_url("/readyz")).await;
     assert_eq!(s, 503);
     assert_eq!(body["routes_without_token"][0]["route"], "orders");
     assert_eq!(
-        status(&proxy.admin_url("/healthz")).await.0,
+        get_json(&proxy.admin_url("/healthz")).await.0,
         200,
         "liveness does not depend on tokens"
     );
 
     idp.set_mode(lifetime(3));
     proxy.ready().await;
-    let (s, tokens) = status(&proxy.admin_url("/tokens")).await;
+    let (s, tokens) = get_json(&proxy.admin_url("/tokens")).await;
     assert_eq!(s, 200);
     let t = &tokens["tokens"][0];
     assert_eq!(t["provider"], "idp");
@@ -80,25 +73,22 @@ async fn readyz_follows_the_tokens_and_tokens_shows_no_secret() {
 
     // The IdP goes down: ready while the token lasts, 503 after its expiry.
     idp.stop();
-    let (s, _) = status(&proxy.admin_url("/readyz")).await;
+    let (s, _) = get_json(&proxy.admin_url("/readyz")).await;
     assert_eq!(s, 200);
     let went_unready = wait_for(Duration::from_secs(6), || async {
-        status(&proxy.admin_url("/readyz")).await.0 == 503
+        get_json(&proxy.admin_url("/readyz")).await.0 == 503
     })
     .await;
     assert!(went_unready);
-    let (_, body) = status(&proxy.admin_url("/readyz")).await;
+    let (_, body) = get_json(&proxy.admin_url("/readyz")).await;
     assert_eq!(
         body["routes_without_token"][0]["last_error"]["class"],
         "idp_unreachable"
     );
-    assert_eq!(status(&proxy.admin_url("/nope")).await.0, 404);
+    assert_eq!(get_json(&proxy.admin_url("/nope")).await.0, 404);
     assert!(
-        metric(
-            admin,
-            r#"tokenproxy_token_unavailable_total{route="orders"}"#
-        )
-        .await
+        rig.metric(r#"tokenproxy_token_unavailable_total{route="orders"}"#)
+            .await
             == 0.0
     );
 }
@@ -209,40 +199,29 @@ async fn reload_on_sighup_rejects_bad_configs_and_follows_file_edits() {
 
 #[tokio::test]
 async fn a_rotated_secret_file_is_used_without_a_restart() {
-    let idp = Idp::start(lifetime(2)).await;
-    idp.accept_only_secret("old-secret");
-    let up = Upstream::http(Some(idp.checker())).await;
-    let dir = tempfile::tempdir().unwrap();
-    // The layout of a Kubernetes Secret volume: the file is a symlink into a versioned directory
-    // that is swapped atomically.
-    let v1 = dir.path().join("..v1");
-    std::fs::create_dir(&v1).unwrap();
-    std::fs::write(v1.join("client_secret"), "old-secret\n").unwrap();
-    std::os::unix::fs::symlink("..v1", dir.path().join("..data")).unwrap();
-    std::os::unix::fs::symlink("..data/client_secret", dir.path().join("client_secret")).unwrap();
-    let (admin, port) = (0u16, 0u16);
-    let yaml = format!(
-        r#"
-admin: {{ listen: 127.0.0.1:{admin} }}
-providers:
-  idp:
-    token_url: "{url}"
-    client_id: cid
-    client_secret_file: {file}
-    refresh: {{ retry_initial: 100ms, retry_max: 500ms }}
-routes:
-  - name: api
-    listen: 127.0.0.1:{port}
-    upstream: http://{up}
-    token: {{ provider: idp }}
-"#,
-        url = idp.token_url(),
-        file = dir.path().join("client_secret").display(),
-        up = up.addr
-    );
-    let mut proxy = Proxy::start_in(dir, &yaml, admin, &[]);
-    proxy.ready().await;
-    let (admin, port) = (proxy.admin, proxy.port("api"));
+    let rig = Rig::builder()
+        .mode(lifetime(2))
+        .provider_head(&[
+            "token_url: \"{token_url}\"",
+            "client_id: cid",
+            "client_secret_file: {dir}/client_secret",
+        ])
+        .provider("refresh: { retry_initial: 100ms, retry_max: 500ms }")
+        .route("api", &["token: { provider: idp }"])
+        .before_start(|idp, dir| {
+            idp.accept_only_secret("old-secret");
+            // The layout of a Kubernetes Secret volume: the file is a symlink into a versioned
+            // directory that is swapped atomically.
+            let v1 = dir.join("..v1");
+            std::fs::create_dir(&v1).unwrap();
+            std::fs::write(v1.join("client_secret"), "old-secret\n").unwrap();
+            std::os::unix::fs::symlink("..v1", dir.join("..data")).unwrap();
+            std::os::unix::fs::symlink("..data/client_secret", dir.join("client_secret")).unwrap();
+        })
+        .start()
+        .await;
+    let (idp, up, proxy) = (&rig.idp, rig.up(), &rig.proxy);
+    let (admin, port) = (rig.admin(), rig.port("api"));
 
     // The IdP now takes only the new secret; fetches with the old one fail with invalid_client.
     idp.accept_only_secret("new-secret");
@@ -275,11 +254,7 @@ routes:
     })
     .await;
     assert!(recovered, "stderr:\n{}", proxy.stderr());
-    let r = client()
-        .get(format!("http://127.0.0.1:{port}/x"))
-        .send()
-        .await
-        .unwrap();
+    let r = common::get(port, "/x").await;
     assert_eq!(r.status(), 200);
     assert_eq!(up.seen().last().unwrap().token_valid, Some(true));
     let log = proxy.stderr();
@@ -287,32 +262,26 @@ routes:
     proxy.assert_log_free_of(&["old-secret".into(), "new-secret".into()]);
 }
 
-fn shutdown_config(idp: &Idp, up: &Upstream, admin: u16, port: u16, grace: &str) -> String {
-    Cfg::new(admin, &idp.token_url(), SECRET)
+/// The rig with one route, `api`, and `shutdown_grace: grace`.
+fn shutdown_rig(grace: &str) -> RigBuilder {
+    Rig::builder()
+        .secret(SECRET)
         .top(&format!("shutdown_grace: {grace}"))
-        .route("api", port, &format!("http://{}", up.addr), &[])
-        .build()
+        .route("api", &[])
 }
 
 #[tokio::test]
 async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
-    let idp = Idp::start(lifetime(300)).await;
-    let up = Upstream::http(Some(idp.checker())).await;
-    let (admin, port) = (0u16, 0u16);
-    let mut proxy = Proxy::start(&shutdown_config(&idp, &up, admin, port, "10s"), admin, &[]);
-    proxy.ready().await;
-    let port = proxy.port("api");
+    let mut rig = shutdown_rig("10s").start().await;
+    let port = rig.port("api");
     let slow = tokio::spawn(async move {
-        let r = client()
-            .get(format!("http://127.0.0.1:{port}/slow?sleep_ms=1500"))
-            .send()
-            .await
-            .unwrap();
+        let r = common::get(port, "/slow?sleep_ms=1500").await;
         let s = r.status().as_u16();
         let body = r.text().await.unwrap();
         (s, body, Instant::now())
     });
-    assert!(wait_for(Duration::from_secs(5), || async { up.count() == 1 }).await);
+    assert!(wait_for(Duration::from_secs(5), || async { rig.up().count() == 1 }).await);
+    let proxy = &mut rig.proxy;
     let sent = Instant::now();
     proxy.signal(libc::SIGTERM);
     let status = proxy
@@ -340,25 +309,17 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
 #[tokio::test]
 async fn idle_sigterm_and_sigint_exit_at_once_not_after_the_grace_period() {
     for sig in [libc::SIGTERM, libc::SIGINT] {
-        let idp = Idp::start(lifetime(300)).await;
-        let up = Upstream::http(None).await;
-        let (admin, port) = (0u16, 0u16);
-        let mut proxy = Proxy::start(&shutdown_config(&idp, &up, admin, port, "30s"), admin, &[]);
-        proxy.ready().await;
-        let port = proxy.port("api");
+        let mut rig = shutdown_rig("30s").no_checker().start().await;
         // A kept-alive idle connection must not hold the exit up.
         let c = reqwest::Client::new();
         assert_eq!(
-            c.get(format!("http://127.0.0.1:{port}/x"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
+            c.get(rig.url("api", "/x")).send().await.unwrap().status(),
             200
         );
         let t = Instant::now();
-        proxy.signal(sig);
-        let status = proxy
+        rig.proxy.signal(sig);
+        let status = rig
+            .proxy
             .wait_exit(Duration::from_secs(10))
             .await
             .expect("did not exit");

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -78,46 +77,13 @@ routes:
     proxy.ready().await;
     let (admin, port) = (proxy.admin, proxy.port("orders"));
     for _ in 0..3 {
-        assert_eq!(
-            client()
-                .get(format!("http://127.0.0.1:{port}/a/b?c=d"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(common::get(port, "/a/b?c=d").await.status(), 200);
     }
 
     // promtool on the exposition as served.
-    let text = client()
-        .get(proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let mut promtool = Command::new(tool("promtool"))
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = common::metrics_text(admin).await;
+    tool("promtool");
+    common::assert_promtool_accepts(&text);
     for name in [
         "tokenproxy_requests_total",
         "tokenproxy_request_duration_seconds_bucket",

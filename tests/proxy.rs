@@ -7,59 +7,41 @@ mod common;
 use std::time::Duration;
 
 use common::client;
-use common::config::Cfg;
 use common::idp::{Idp, Mode};
 use common::proxy::Proxy;
-use common::tls::TestCa;
+use common::rig::Rig;
 use common::upstream::{pattern, sha256_hex, Upstream};
 
 const SECRET: &str = "s3cret-value-&:+";
 
-fn ok_mode() -> Mode {
-    Mode::Ok {
-        lifetime: Duration::from_secs(300),
-    }
-}
-
 #[tokio::test]
 async fn injects_exactly_one_bearer_and_never_the_callers_own() {
-    let idp = Idp::start(ok_mode()).await;
-    let up = Upstream::http(Some(idp.checker())).await;
-    let upstream = format!("http://{}", up.addr);
     let token = "token: { provider: idp, audience: https://api.example/ }";
-    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
-        .route("replace", 0, &upstream, &[token])
-        .route("keep", 0, &upstream, &["existing: keep", token])
-        .build();
-    let mut proxy = Proxy::start(&yaml, 0, &[]);
-    proxy.ready().await;
-    let replace = proxy.port("replace");
-    let keep = proxy.port("keep");
+    let rig = Rig::builder()
+        .secret(SECRET)
+        .route("replace", &[token])
+        .route("keep", &["existing: keep", token])
+        .start()
+        .await;
+    let (idp, up, proxy) = (&rig.idp, rig.up(), &rig.proxy);
     let c = client();
 
     let r = c
-        .get(format!("http://127.0.0.1:{replace}/x"))
+        .get(rig.url("replace", "/x"))
         .header("authorization", "Bearer callers-own")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let r = c
-        .get(format!("http://127.0.0.1:{replace}/y"))
-        .send()
-        .await
-        .unwrap();
+    let r = rig.get("replace", "/y").await;
     assert_eq!(r.status(), 200);
     // `keep`: the caller's header goes through untouched; without one, the token is injected.
-    c.get(format!("http://127.0.0.1:{keep}/z"))
+    c.get(rig.url("keep", "/z"))
         .header("authorization", "Basic callers-own")
         .send()
         .await
         .unwrap();
-    c.get(format!("http://127.0.0.1:{keep}/w"))
-        .send()
-        .await
-        .unwrap();
+    rig.get("keep", "/w").await;
 
     let seen = up.seen();
     assert_eq!(seen.len(), 4);
@@ -76,7 +58,10 @@ async fn injects_exactly_one_bearer_and_never_the_callers_own() {
 
 #[tokio::test]
 async fn token_requests_in_both_encodings_and_both_auth_methods() {
-    let idp = Idp::start(ok_mode()).await;
+    let idp = Idp::start(Mode::Ok {
+        lifetime: Duration::from_secs(300),
+    })
+    .await;
     let up = Upstream::http(None).await;
     let combos = [
         ("post_form", "client_secret_post", "form"),
@@ -143,36 +128,17 @@ async fn token_requests_in_both_encodings_and_both_auth_methods() {
 
 #[tokio::test]
 async fn https_upstream_with_generated_ca_gets_sni_host_and_base_path() {
-    let ca = TestCa::new();
-    let idp = Idp::start(ok_mode()).await;
-    let up = Upstream::https(Some(idp.checker()), &ca).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
-    let upstream = format!("https://localhost:{}/api/v1/", up.addr.port());
-    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
-        .route(
-            "tls",
-            0,
-            &upstream,
-            &[&format!("ca_file: {}", ca_file.display())],
-        )
-        .route("untrusted", 0, &upstream, &[])
-        .build();
-    let mut proxy = Proxy::start_in(dir, &yaml, 0, &[]);
-    proxy.ready().await;
-    let port = proxy.port("tls");
-    let untrusted = proxy.port("untrusted");
-    let c = client();
-    let r = c
-        .post(format!(
-            "http://127.0.0.1:{port}/orders/42?expand=items&x=%20y"
-        ))
-        .header("host", "caller.invalid")
-        .body("hello")
-        .send()
-        .await
-        .unwrap();
+    let rig = Rig::builder()
+        .secret(SECRET)
+        .https()
+        .route_to("tls", "{up}/api/v1/", &["{ca_file}"])
+        .route_to("untrusted", "{up}/api/v1/", &[])
+        .start()
+        .await;
+    let (up, proxy) = (rig.up(), &rig.proxy);
+    let r = rig
+        .post_hello("tls", "/orders/42?expand=items&x=%20y")
+        .await;
     assert_eq!(r.status(), 200, "stderr:\n{}", proxy.stderr());
     let seen = up.seen();
     assert_eq!(seen.len(), 1);
@@ -186,11 +152,7 @@ async fn https_upstream_with_generated_ca_gets_sni_host_and_base_path() {
     assert_eq!(seen[0].token_valid, Some(true));
 
     // Without the CA the certificate is not trusted: a 502 naming the route, nothing forwarded.
-    let r = c
-        .get(format!("http://127.0.0.1:{untrusted}/x"))
-        .send()
-        .await
-        .unwrap();
+    let r = rig.get("untrusted", "/x").await;
     assert_eq!(r.status(), 502);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(
@@ -202,74 +164,34 @@ async fn https_upstream_with_generated_ca_gets_sni_host_and_base_path() {
 
 #[tokio::test]
 async fn ten_mib_bodies_stream_through_intact_both_ways() {
-    let idp = Idp::start(ok_mode()).await;
-    let up = Upstream::http(Some(idp.checker())).await;
-    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
-        .route("big", 0, &format!("http://{}", up.addr), &[])
-        .build();
-    let mut proxy = Proxy::start(&yaml, 0, &[("RUST_LOG", "info")]);
-    proxy.ready().await;
-    let port = proxy.port("big");
-    let c = client();
+    let rig = Rig::builder()
+        .secret(SECRET)
+        .route("big", &[])
+        .env("RUST_LOG", "info")
+        .start()
+        .await;
     const N: usize = 10 * 1024 * 1024;
     let upload = pattern(N);
-    // A streamed (chunked) upload, not one buffer with a Content-Length.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        upload.chunks(100_003).map(|c| Ok(c.to_vec())).collect();
-    let r = c
-        .put(format!("http://127.0.0.1:{port}/upload"))
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-            chunks,
-        )))
-        .send()
-        .await
-        .unwrap();
+    let r = rig.put_streamed("big", "/upload", &upload).await;
     assert_eq!(r.status(), 200);
     let echo: serde_json::Value = r.json().await.unwrap();
     assert_eq!(echo["body_len"], N);
     assert_eq!(echo["body_sha256"], sha256_hex(&upload));
 
-    let r = c
-        .get(format!("http://127.0.0.1:{port}/big?bytes={N}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let body = r.bytes().await.unwrap();
-    assert_eq!(body.len(), N);
-    assert_eq!(sha256_hex(&body), sha256_hex(&pattern(N)));
+    rig.assert_big_download("big", N).await;
 }
 
 #[tokio::test]
 async fn upstream_refused_is_502_and_timeout_is_504_with_json_naming_the_route() {
-    let idp = Idp::start(ok_mode()).await;
-    let up = Upstream::http(Some(idp.checker())).await;
     let closed = common::ClosedPort::new();
-    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
-        .route(
-            "refused",
-            0,
-            &format!("http://127.0.0.1:{}", closed.port),
-            &[],
-        )
-        .route(
-            "slow",
-            0,
-            &format!("http://{}", up.addr),
-            &["read_timeout: 300ms"],
-        )
-        .build();
-    let mut proxy = Proxy::start(&yaml, 0, &[]);
-    proxy.ready().await;
-    let refused = proxy.port("refused");
-    let slow = proxy.port("slow");
-    let c = client();
+    let rig = Rig::builder()
+        .secret(SECRET)
+        .route_to("refused", &format!("http://127.0.0.1:{}", closed.port), &[])
+        .route("slow", &["read_timeout: 300ms"])
+        .start()
+        .await;
 
-    let r = c
-        .get(format!("http://127.0.0.1:{refused}/a"))
-        .send()
-        .await
-        .unwrap();
+    let r = rig.get("refused", "/a").await;
     assert_eq!(r.status(), 502);
     assert!(r.headers()["content-type"]
         .to_str()
@@ -282,11 +204,7 @@ async fn upstream_refused_is_502_and_timeout_is_504_with_json_naming_the_route()
     );
 
     let started = std::time::Instant::now();
-    let r = c
-        .get(format!("http://127.0.0.1:{slow}/hang"))
-        .send()
-        .await
-        .unwrap();
+    let r = rig.get("slow", "/hang").await;
     assert_eq!(r.status(), 504);
     assert!(started.elapsed() < Duration::from_secs(10));
     let body: serde_json::Value = r.json().await.unwrap();
@@ -294,33 +212,30 @@ async fn upstream_refused_is_502_and_timeout_is_504_with_json_naming_the_route()
         body,
         serde_json::json!({ "error": "upstream_timeout", "route": "slow" })
     );
-    proxy.assert_log_free_of(&[SECRET.to_string(), idp.issued_tokens()[0].clone()]);
+    rig.proxy
+        .assert_log_free_of(&[SECRET.to_string(), rig.idp.issued_tokens()[0].clone()]);
 }
 
 #[tokio::test]
 async fn without_a_token_nothing_is_forwarded_and_the_caller_gets_503() {
-    let idp = Idp::start(Mode::Status(
-        500,
-        r#"{"error":"server_error","error_description":"try later"}"#.into(),
-    ))
-    .await;
-    let up = Upstream::http(None).await;
-    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
+    let rig = Rig::builder()
+        .secret(SECRET)
+        .mode(Mode::Status(
+            500,
+            r#"{"error":"server_error","error_description":"try later"}"#.into(),
+        ))
+        .no_checker()
         .provider("refresh: { retry_initial: 100ms, retry_max: 200ms }")
-        .route("orders", 0, &format!("http://{}", up.addr), &[])
-        .build();
-    let mut proxy = Proxy::start(&yaml, 0, &[]);
-    proxy.listening().await;
-    let admin = proxy.admin;
-    let port = proxy.port("orders");
+        .route("orders", &[])
+        .start_listening()
+        .await;
+    let (idp, up, proxy) = (&rig.idp, rig.up(), &rig.proxy);
+    let port = rig.port("orders");
     let c = client();
     // Until the first answer from the IdP the reason is that the token is still pending.
     let failed = common::wait_for(Duration::from_secs(10), || async {
-        common::metric(
-            admin,
-            r#"tokenproxy_token_fetches_total{provider="idp",audience="",outcome="error"}"#,
-        )
-        .await
+        rig.metric(r#"tokenproxy_token_fetches_total{provider="idp",audience="",outcome="error"}"#)
+            .await
             >= 1.0
     })
     .await;

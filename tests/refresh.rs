@@ -6,25 +6,23 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::config::Cfg;
-use common::idp::{Idp, Mode};
-use common::proxy::Proxy;
-use common::upstream::Upstream;
+use common::idp::Mode;
+use common::rig::{Rig, RigBuilder};
 use common::wait_for;
 
 const SECRET: &str = "refresh-secret";
 
-fn config(idp: &Idp, up: &Upstream, admin: u16, port: u16) -> String {
-    Cfg::new(admin, &idp.token_url(), SECRET)
+/// An IdP in `mode`, a 1 s token timeout, retries from 100 ms to 400 ms, and route `api`.
+fn rig(mode: Mode) -> RigBuilder {
+    Rig::builder()
+        .secret(SECRET)
+        .mode(mode)
         .provider("timeout: 1s")
         .provider("refresh: { retry_initial: 100ms, retry_max: 400ms }")
         .route(
             "api",
-            port,
-            &format!("http://{}", up.addr),
             &["token: { provider: idp, audience: https://api.example/ }"],
         )
-        .build()
 }
 
 /// Sends requests from `workers` keep-alive loops for `duration`; returns (ok, other) counts.
@@ -65,16 +63,9 @@ async fn steady_traffic(port: u16, workers: usize, duration: Duration) -> (usize
 }
 
 async fn steady_traffic_never_carries_an_expired_token(mode: Mode, lifetime: Duration) {
-    let idp = Idp::start(mode).await;
-    let up = Upstream::http(Some(idp.checker())).await;
-    let (admin, port) = (0u16, 0u16);
-    let mut proxy = Proxy::start(
-        &config(&idp, &up, admin, port),
-        admin,
-        &[("RUST_LOG", "info")],
-    );
-    proxy.ready().await;
-    let port = proxy.port("api");
+    let rig = rig(mode).env("RUST_LOG", "info").start().await;
+    let (idp, up, proxy) = (&rig.idp, rig.up(), &rig.proxy);
+    let port = rig.port("api");
     let run = lifetime * 3 + lifetime / 2;
     let (ok, bad) = steady_traffic(port, 4, run).await;
     assert!(bad.is_empty(), "non-200 answers: {bad:?}");
@@ -127,19 +118,15 @@ enum Failure {
 /// stops at its expiry with 503, and recovers once the IdP is back.
 async fn serves_until_expiry_then_503_then_recovers(failure: Failure) {
     let lifetime = Duration::from_secs(3);
-    let idp = Idp::start(Mode::Ok { lifetime }).await;
-    let up = Upstream::http(Some(idp.checker())).await;
-    let (admin, port) = (0u16, 0u16);
-    let mut proxy = Proxy::start(&config(&idp, &up, admin, port), admin, &[]);
-    proxy.ready().await;
-    let port = proxy.port("api");
+    let rig = rig(Mode::Ok { lifetime }).start().await;
+    let (idp, up, proxy) = (&rig.idp, rig.up(), &rig.proxy);
+    let url = rig.url("api", "/x");
     let ready_at = Instant::now();
     match &failure {
         Failure::Down => idp.stop(),
         Failure::Mode(m) => idp.set_mode(m.clone()),
     }
     let client = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}/x");
     // (time since ready, status, IdP requests so far)
     let mut log = Vec::new();
     loop {

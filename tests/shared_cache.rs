@@ -50,49 +50,79 @@ impl Replica {
     }
 }
 
-fn start_replica(idp: &Idp, up: &Upstream, redis: &RedisServer, o: &Opts) -> Replica {
-    let mut redis_lines = String::new();
-    if let Some(p) = &o.password_file {
-        redis_lines += &format!("    password_file: {}\n", p.display());
-    }
-    if let Some(u) = o.username {
-        redis_lines += &format!("    username: {u}\n");
-    }
-    if let Some(ca) = &o.ca_file {
-        redis_lines += &format!("    ca_file: {}\n", ca.display());
-    }
-    let yaml = Cfg::new(0, &idp.token_url(), SECRET)
-        .top(&format!(
-            "shared_cache:\n  redis:\n    url: {}\n{redis_lines}  encryption_key_file: {}\n  timeout: {}\n  lock_ttl: 5s",
-            redis.url(),
-            o.key.display(),
-            o.timeout
-        ))
-        .provider("timeout: 2s")
-        .provider("refresh: { retry_initial: 100ms, retry_max: 400ms }")
-        .route(
-            "api",
-            0,
-            &format!("http://{}", up.addr),
-            &["token: { provider: idp, audience: https://api.example/ }"],
-        )
-        .build();
-    let proxy = Proxy::start(&yaml, 0, &[("RUST_LOG", "info,tokenproxy=debug")]);
-    Replica { proxy }
+/// What a fleet shares: the IdP, the API (checking tokens), Redis, and a directory for key and
+/// password files.
+struct Bench {
+    idp: Idp,
+    up: Upstream,
+    redis: RedisServer,
+    dir: tempfile::TempDir,
 }
 
-async fn start_fleet(
-    n: usize,
-    idp: &Idp,
-    up: &Upstream,
-    redis: &RedisServer,
-    o: &Opts,
-) -> Vec<Replica> {
-    let mut fleet: Vec<Replica> = (0..n).map(|_| start_replica(idp, up, redis, o)).collect();
-    for r in &mut fleet {
-        r.proxy.ready().await;
+impl Bench {
+    /// An IdP issuing tokens for `lifetime`, an API, and `redis`.
+    async fn start(lifetime: Duration, redis: RedisServer) -> Bench {
+        let idp = Idp::start(Mode::Ok { lifetime }).await;
+        let up = Upstream::http(Some(idp.checker())).await;
+        let dir = tempfile::tempdir().unwrap();
+        Bench {
+            idp,
+            up,
+            redis,
+            dir,
+        }
     }
-    fleet
+
+    /// Encryption key 1 (in the bench's directory), no password, and `timeout`.
+    fn opts(&self, timeout: &'static str) -> Opts {
+        Opts {
+            key: key_file(self.dir.path(), 1),
+            timeout,
+            ..Opts::default()
+        }
+    }
+
+    /// Starts one replica with options `o` (not waiting for it).
+    fn replica(&self, o: &Opts) -> Replica {
+        let (idp, up, redis) = (&self.idp, &self.up, &self.redis);
+        let mut redis_lines = String::new();
+        if let Some(p) = &o.password_file {
+            redis_lines += &format!("    password_file: {}\n", p.display());
+        }
+        if let Some(u) = o.username {
+            redis_lines += &format!("    username: {u}\n");
+        }
+        if let Some(ca) = &o.ca_file {
+            redis_lines += &format!("    ca_file: {}\n", ca.display());
+        }
+        let yaml = Cfg::new(0, &idp.token_url(), SECRET)
+            .top(&format!(
+                "shared_cache:\n  redis:\n    url: {}\n{redis_lines}  encryption_key_file: {}\n  timeout: {}\n  lock_ttl: 5s",
+                redis.url(),
+                o.key.display(),
+                o.timeout
+            ))
+            .provider("timeout: 2s")
+            .provider("refresh: { retry_initial: 100ms, retry_max: 400ms }")
+            .route(
+                "api",
+                0,
+                &format!("http://{}", up.addr),
+                &["token: { provider: idp, audience: https://api.example/ }"],
+            )
+            .build();
+        let proxy = Proxy::start(&yaml, 0, &[("RUST_LOG", "info,tokenproxy=debug")]);
+        Replica { proxy }
+    }
+
+    /// Starts `n` replicas with options `o` and waits until each is ready.
+    async fn fleet(&self, n: usize, o: &Opts) -> Vec<Replica> {
+        let mut fleet: Vec<Replica> = (0..n).map(|_| self.replica(o)).collect();
+        for r in &mut fleet {
+            r.proxy.ready().await;
+        }
+        fleet
+    }
 }
 
 #[derive(Default, Debug)]
@@ -166,12 +196,7 @@ async fn idp_fetches(r: &Replica) -> f64 {
 }
 
 async fn token_source(r: &Replica) -> String {
-    let v: serde_json::Value = reqwest::get(r.proxy.admin_url("/tokens"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: serde_json::Value = common::fetch_json(&r.proxy.admin_url("/tokens")).await;
     v["tokens"][0]["source"].as_str().unwrap_or("").to_string()
 }
 
@@ -192,17 +217,10 @@ fn assert_all_valid(up: &Upstream, t: &Traffic) {
 #[tokio::test]
 async fn the_fleet_asks_the_idp_about_once_per_refresh_period() {
     let lifetime = Duration::from_secs(3);
-    let idp = Idp::start(Mode::Ok { lifetime }).await;
-    let up = Upstream::http(Some(idp.checker())).await;
-    let redis = RedisServer::start(None).await;
-    let dir = tempfile::tempdir().unwrap();
-    let o = Opts {
-        key: key_file(dir.path(), 1),
-        password_file: None,
-        timeout: SLACK_TIMEOUT,
-        ..Opts::default()
-    };
-    let fleet = start_fleet(3, &idp, &up, &redis, &o).await;
+    let b = Bench::start(lifetime, RedisServer::start(None).await).await;
+    let (idp, up) = (&b.idp, &b.up);
+    let o = b.opts(SLACK_TIMEOUT);
+    let fleet = b.fleet(3, &o).await;
     assert_eq!(
         idp.request_count(),
         1,
@@ -211,7 +229,7 @@ async fn the_fleet_asks_the_idp_about_once_per_refresh_period() {
     let run = lifetime * 4;
     let ports: Vec<u16> = fleet.iter().map(Replica::port).collect();
     let t = traffic(&ports, run).await;
-    assert_all_valid(&up, &t);
+    assert_all_valid(up, &t);
     // Refresh at 75-80% of the lifetime: about one request per 0.8 lifetimes for the whole fleet.
     // Without the cache each replica asks on its own: three times as many.
     let per_fleet = run.as_secs_f64() / (lifetime.as_secs_f64() * 0.8) + 1.0;
@@ -255,24 +273,14 @@ async fn the_fleet_asks_the_idp_about_once_per_refresh_period() {
 
 #[tokio::test]
 async fn a_new_replica_starts_from_a_warm_cache_without_a_token_request() {
-    let idp = Idp::start(Mode::Ok {
-        lifetime: Duration::from_secs(60),
-    })
-    .await;
-    let up = Upstream::http(Some(idp.checker())).await;
-    let redis = RedisServer::start(None).await;
-    let dir = tempfile::tempdir().unwrap();
-    let o = Opts {
-        key: key_file(dir.path(), 1),
-        password_file: None,
-        timeout: SLACK_TIMEOUT,
-        ..Opts::default()
-    };
-    let first = start_fleet(1, &idp, &up, &redis, &o).await;
+    let b = Bench::start(Duration::from_secs(60), RedisServer::start(None).await).await;
+    let (idp, up) = (&b.idp, &b.up);
+    let o = b.opts(SLACK_TIMEOUT);
+    let first = b.fleet(1, &o).await;
     assert_eq!(idp.request_count(), 1);
     assert_eq!(token_source(&first[0]).await, "idp");
     let started = Instant::now();
-    let second = start_fleet(1, &idp, &up, &redis, &o).await;
+    let second = b.fleet(1, &o).await;
     let took = started.elapsed();
     assert_eq!(idp.request_count(), 1, "the new replica asked the IdP");
     assert_eq!(token_source(&second[0]).await, "shared_cache");
@@ -294,39 +302,15 @@ async fn a_new_replica_starts_from_a_warm_cache_without_a_token_request() {
     ] {
         assert!(text.contains(name), "{name} missing:\n{text}");
     }
-    let mut promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (scripts/setup.sh installs Debian's prometheus package)");
-    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), text.as_bytes()).unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_promtool_accepts(&text);
 }
 
 #[tokio::test]
 async fn redis_holds_only_sealed_bytes_under_a_hashed_key() {
-    let idp = Idp::start(Mode::Ok {
-        lifetime: Duration::from_secs(60),
-    })
-    .await;
-    let up = Upstream::http(Some(idp.checker())).await;
-    let redis = RedisServer::start(None).await;
-    let dir = tempfile::tempdir().unwrap();
-    let o = Opts {
-        key: key_file(dir.path(), 1),
-        password_file: None,
-        timeout: SLACK_TIMEOUT,
-        ..Opts::default()
-    };
-    let _fleet = start_fleet(1, &idp, &up, &redis, &o).await;
+    let b = Bench::start(Duration::from_secs(60), RedisServer::start(None).await).await;
+    let (idp, redis) = (&b.idp, &b.redis);
+    let o = b.opts(SLACK_TIMEOUT);
+    let _fleet = b.fleet(1, &o).await;
     let token = idp.issued_tokens().pop().unwrap();
     let keys = redis.keys("*");
     assert_eq!(keys.len(), 1, "one value, no lock left: {keys:?}");
@@ -357,24 +341,17 @@ async fn redis_holds_only_sealed_bytes_under_a_hashed_key() {
 #[tokio::test]
 async fn redis_killed_then_restarted_replicas_fall_back_and_come_back() {
     let lifetime = Duration::from_secs(2);
-    let idp = Idp::start(Mode::Ok { lifetime }).await;
-    let up = Upstream::http(Some(idp.checker())).await;
-    let mut redis = RedisServer::start(None).await;
-    let dir = tempfile::tempdir().unwrap();
-    let o = Opts {
-        key: key_file(dir.path(), 1),
-        password_file: None,
-        timeout: "250ms",
-        ..Opts::default()
-    };
-    let fleet = start_fleet(3, &idp, &up, &redis, &o).await;
+    let mut b = Bench::start(lifetime, RedisServer::start(None).await).await;
+    let o = b.opts("250ms");
+    let fleet = b.fleet(3, &o).await;
+    let (idp, up, redis) = (&b.idp, &b.up, &mut b.redis);
     let ports: Vec<u16> = fleet.iter().map(Replica::port).collect();
     let fetched_before: Vec<f64> =
         futures_util::future::join_all(fleet.iter().map(idp_fetches)).await;
 
     redis.kill();
     let t = traffic(&ports, lifetime * 2).await;
-    assert_all_valid(&up, &t);
+    assert_all_valid(up, &t);
     // Every replica refreshed from the IdP directly while Redis was gone.
     for (i, r) in fleet.iter().enumerate() {
         let now = idp_fetches(r).await;
@@ -392,7 +369,7 @@ async fn redis_killed_then_restarted_replicas_fall_back_and_come_back() {
     redis.restart().await;
     // Give every replica one refresh period to find Redis again.
     let t = traffic(&ports, lifetime).await;
-    assert_all_valid(&up, &t);
+    assert_all_valid(up, &t);
     let mut before = Vec::new();
     for r in &fleet {
         before.push((
@@ -404,7 +381,7 @@ async fn redis_killed_then_restarted_replicas_fall_back_and_come_back() {
     let idp_before = idp.request_count();
     let window = lifetime * 3;
     let t = traffic(&ports, window).await;
-    assert_all_valid(&up, &t);
+    assert_all_valid(up, &t);
     let requests = (idp.request_count() - idp_before) as f64;
     let per_fleet = window.as_secs_f64() / (lifetime.as_secs_f64() * 0.8) + 1.0;
     assert!(
@@ -437,24 +414,17 @@ async fn redis_killed_then_restarted_replicas_fall_back_and_come_back() {
 #[tokio::test]
 async fn redis_paused_longer_than_the_timeout_blocks_no_request() {
     let lifetime = Duration::from_secs(2);
-    let idp = Idp::start(Mode::Ok { lifetime }).await;
-    let up = Upstream::http(Some(idp.checker())).await;
-    let redis = RedisServer::start(None).await;
-    let dir = tempfile::tempdir().unwrap();
-    let o = Opts {
-        key: key_file(dir.path(), 1),
-        password_file: None,
-        timeout: "250ms",
-        ..Opts::default()
-    };
-    let fleet = start_fleet(2, &idp, &up, &redis, &o).await;
+    let b = Bench::start(lifetime, RedisServer::start(None).await).await;
+    let (idp, up, redis) = (&b.idp, &b.up, &b.redis);
+    let o = b.opts("250ms");
+    let fleet = b.fleet(2, &o).await;
     let ports: Vec<u16> = fleet.iter().map(Replica::port).collect();
     let before = idp.request_count();
     redis.signal(libc::SIGSTOP);
     let t = traffic(&ports, lifetime * 2).await;
     // A replica started while Redis is paused is ready about one timeout later.
     let started = Instant::now();
-    let late = start_fleet(1, &idp, &up, &redis, &o).await;
+    let late = b.fleet(1, &o).await;
     let took = started.elapsed();
     redis.signal(libc::SIGCONT);
     assert!(
@@ -462,7 +432,7 @@ async fn redis_paused_longer_than_the_timeout_blocks_no_request() {
         "ready after {took:?} with Redis paused"
     );
     assert_eq!(token_source(&late[0]).await, "idp");
-    assert_all_valid(&up, &t);
+    assert_all_valid(up, &t);
     assert!(
         t.slowest < Duration::from_millis(750),
         "a request took {:?} with Redis paused (timeout 250ms)",
@@ -490,33 +460,27 @@ async fn redis_paused_longer_than_the_timeout_blocks_no_request() {
 #[tokio::test]
 async fn a_wrong_password_and_another_key_count_as_misses_logged_once() {
     let lifetime = Duration::from_secs(2);
-    let idp = Idp::start(Mode::Ok { lifetime }).await;
-    let up = Upstream::http(Some(idp.checker())).await;
-    let redis = RedisServer::start(Some("right-password")).await;
-    let dir = tempfile::tempdir().unwrap();
+    let b = Bench::start(lifetime, RedisServer::start(Some("right-password")).await).await;
+    let up = &b.up;
+    let dir = &b.dir;
     let right = dir.path().join("right");
     let wrong = dir.path().join("wrong");
     std::fs::write(&right, "right-password\n").unwrap();
     std::fs::write(&wrong, "wrong-password\n").unwrap();
-    let mut fleet = start_fleet(
-        1,
-        &idp,
-        &up,
-        &redis,
-        &Opts {
-            key: key_file(dir.path(), 1),
-            password_file: Some(right),
-            timeout: "250ms",
-            ..Opts::default()
-        },
-    )
-    .await;
-    fleet.extend(
-        start_fleet(
+    let mut fleet = b
+        .fleet(
             1,
-            &idp,
-            &up,
-            &redis,
+            &Opts {
+                key: key_file(dir.path(), 1),
+                password_file: Some(right),
+                timeout: "250ms",
+                ..Opts::default()
+            },
+        )
+        .await;
+    fleet.extend(
+        b.fleet(
+            1,
             &Opts {
                 key: key_file(dir.path(), 2),
                 password_file: Some(dir.path().join("right")),
@@ -527,11 +491,8 @@ async fn a_wrong_password_and_another_key_count_as_misses_logged_once() {
         .await,
     );
     fleet.extend(
-        start_fleet(
+        b.fleet(
             1,
-            &idp,
-            &up,
-            &redis,
             &Opts {
                 key: key_file(dir.path(), 1),
                 password_file: Some(wrong),
@@ -543,7 +504,7 @@ async fn a_wrong_password_and_another_key_count_as_misses_logged_once() {
     );
     let ports: Vec<u16> = fleet.iter().map(Replica::port).collect();
     let t = traffic(&ports, lifetime * 3).await;
-    assert_all_valid(&up, &t);
+    assert_all_valid(up, &t);
     let [same_key, other_key, wrong_pw] = [&fleet[0], &fleet[1], &fleet[2]];
     // The replica with another encryption key cannot read the first one's token: a miss, and it
     // fetched its own.
@@ -580,20 +541,10 @@ async fn a_wrong_password_and_another_key_count_as_misses_logged_once() {
 
 #[tokio::test]
 async fn a_rejected_token_costs_the_fleet_one_new_token() {
-    let idp = Idp::start(Mode::Ok {
-        lifetime: Duration::from_secs(60),
-    })
-    .await;
-    let up = Upstream::http(Some(idp.checker())).await;
-    let redis = RedisServer::start(None).await;
-    let dir = tempfile::tempdir().unwrap();
-    let o = Opts {
-        key: key_file(dir.path(), 1),
-        password_file: None,
-        timeout: SLACK_TIMEOUT,
-        ..Opts::default()
-    };
-    let fleet = start_fleet(3, &idp, &up, &redis, &o).await;
+    let b = Bench::start(Duration::from_secs(60), RedisServer::start(None).await).await;
+    let (idp, up) = (&b.idp, &b.up);
+    let o = b.opts(SLACK_TIMEOUT);
+    let fleet = b.fleet(3, &o).await;
     assert_eq!(idp.request_count(), 1);
     let first = idp.issued_tokens().pop().unwrap();
     up.revoke(&first);
@@ -638,12 +589,9 @@ async fn a_rejected_token_costs_the_fleet_one_new_token() {
 async fn tls_and_an_acl_user_carry_the_shared_token() {
     let ca = common::tls::TestCa::new();
     let redis = RedisServer::start_tls_acl(&ca, "tokenproxy", "acl-password").await;
-    let idp = Idp::start(Mode::Ok {
-        lifetime: Duration::from_secs(60),
-    })
-    .await;
-    let up = Upstream::http(Some(idp.checker())).await;
-    let dir = tempfile::tempdir().unwrap();
+    let b = Bench::start(Duration::from_secs(60), redis).await;
+    let idp = &b.idp;
+    let dir = &b.dir;
     let ca_file = dir.path().join("redis-ca.pem");
     std::fs::write(&ca_file, &ca.ca_pem).unwrap();
     let password = dir.path().join("redis-password");
@@ -655,14 +603,14 @@ async fn tls_and_an_acl_user_carry_the_shared_token() {
         username: Some("tokenproxy"),
         ca_file: Some(ca_file),
     };
-    let first = start_fleet(1, &idp, &up, &redis, &o).await;
+    let first = b.fleet(1, &o).await;
     assert_eq!(
         cache_ops(&first[0], "set", "ok").await,
         1.0,
         "{}",
         first[0].proxy.stderr()
     );
-    let second = start_fleet(1, &idp, &up, &redis, &o).await;
+    let second = b.fleet(1, &o).await;
     assert_eq!(idp.request_count(), 1, "{}", second[0].proxy.stderr());
     assert_eq!(token_source(&second[0]).await, "shared_cache");
     assert_eq!(cache_ops(&second[0], "get", "hit").await, 1.0);
@@ -670,28 +618,19 @@ async fn tls_and_an_acl_user_carry_the_shared_token() {
 
 #[tokio::test]
 async fn a_lock_left_by_a_dead_replica_delays_the_fetch_only_until_it_expires() {
-    let idp = Idp::start(Mode::Ok {
-        lifetime: Duration::from_secs(60),
-    })
-    .await;
-    let up = Upstream::http(Some(idp.checker())).await;
-    let redis = RedisServer::start(None).await;
-    let dir = tempfile::tempdir().unwrap();
-    let o = Opts {
-        key: key_file(dir.path(), 1),
-        timeout: SLACK_TIMEOUT,
-        ..Opts::default()
-    };
+    let b = Bench::start(Duration::from_secs(60), RedisServer::start(None).await).await;
+    let (idp, redis) = (&b.idp, &b.redis);
+    let o = b.opts(SLACK_TIMEOUT);
     // A first replica leaves the token's key name behind; then it "dies" holding the lock, and
     // its token is gone.
-    let first = start_fleet(1, &idp, &up, &redis, &o).await;
+    let first = b.fleet(1, &o).await;
     drop(first);
     let value = redis.keys("tokenproxy:token:*").pop().unwrap();
     let lock = value.replace("tokenproxy:token:", "tokenproxy:lock:");
     redis.cli(&["DEL", &value]);
     redis.cli(&["SET", &lock, "dead-replica", "PX", "3000"]);
     let started = Instant::now();
-    let second = start_fleet(1, &idp, &up, &redis, &o).await;
+    let second = b.fleet(1, &o).await;
     let took = started.elapsed();
     assert_eq!(idp.request_count(), 2, "{}", second[0].proxy.stderr());
     assert!(
@@ -709,10 +648,9 @@ async fn a_lock_left_by_a_dead_replica_delays_the_fetch_only_until_it_expires() 
 #[tokio::test]
 async fn a_rotated_redis_password_file_is_used_without_a_restart() {
     let lifetime = Duration::from_secs(2);
-    let idp = Idp::start(Mode::Ok { lifetime }).await;
-    let up = Upstream::http(Some(idp.checker())).await;
-    let redis = RedisServer::start(Some("new-password")).await;
-    let dir = tempfile::tempdir().unwrap();
+    let b = Bench::start(lifetime, RedisServer::start(Some("new-password")).await).await;
+    let redis = &b.redis;
+    let dir = &b.dir;
     let password = dir.path().join("password");
     std::fs::write(&password, "old-password\n").unwrap();
     let o = Opts {
@@ -721,7 +659,7 @@ async fn a_rotated_redis_password_file_is_used_without_a_restart() {
         timeout: SLACK_TIMEOUT,
         ..Opts::default()
     };
-    let fleet = start_fleet(1, &idp, &up, &redis, &o).await;
+    let fleet = b.fleet(1, &o).await;
     assert_eq!(cache_ops(&fleet[0], "set", "ok").await, 0.0);
     std::fs::write(&password, "new-password\n").unwrap();
     let ok = wait_for(lifetime * 3, || async {
@@ -739,23 +677,17 @@ async fn a_rotated_redis_password_file_is_used_without_a_restart() {
 #[tokio::test]
 async fn a_replica_whose_fleet_never_refreshes_fetches_its_own_before_expiry() {
     let lifetime = Duration::from_secs(2);
-    let idp = Idp::start(Mode::Ok { lifetime }).await;
-    let up = Upstream::http(Some(idp.checker())).await;
-    let redis = RedisServer::start(None).await;
-    let dir = tempfile::tempdir().unwrap();
-    let o = Opts {
-        key: key_file(dir.path(), 1),
-        timeout: SLACK_TIMEOUT,
-        ..Opts::default()
-    };
-    let fleet = start_fleet(1, &idp, &up, &redis, &o).await;
+    let b = Bench::start(lifetime, RedisServer::start(None).await).await;
+    let (idp, up, redis) = (&b.idp, &b.up, &b.redis);
+    let o = b.opts(SLACK_TIMEOUT);
+    let fleet = b.fleet(1, &o).await;
     // Another replica holds the lock and never writes a token (stuck, or its IdP calls hang).
     let value = redis.keys("tokenproxy:token:*").pop().unwrap();
     let lock = value.replace("tokenproxy:token:", "tokenproxy:lock:");
     redis.cli(&["SET", &lock, "stuck-replica", "PX", "60000"]);
     let before = idp.request_count();
     let t = traffic(&[fleet[0].port()], lifetime * 3).await;
-    assert_all_valid(&up, &t);
+    assert_all_valid(up, &t);
     assert!(cache_ops(&fleet[0], "lock", "contended").await >= 2.0);
     assert!(
         idp.request_count() >= before + 2,

@@ -16,6 +16,7 @@ use common::config::Cfg;
 use common::jwks::{JwksServer, TestKey};
 use common::proxy::Proxy;
 use common::rawup::{Client, RawUpstream, Received, Reply, Response};
+use common::rig::Rig;
 use common::{metric, ClosedPort};
 use serde_json::{json, Value};
 
@@ -126,6 +127,15 @@ async fn refused(fx: &Fixture, token: Option<&str>, status: u16, challenge: &str
     bodies.remove(0)
 }
 
+/// `tokenproxy_inbound_requests_total` of route `orders` with `outcome`.
+async fn inbound(proxy: &Proxy, outcome: &str) -> f64 {
+    metric(
+        proxy.admin,
+        &format!(r#"tokenproxy_inbound_requests_total{{route="orders",outcome="{outcome}"}}"#),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn rs256_and_es256_tokens_pass_with_the_verified_identity() {
     let fx = fixture("").await;
@@ -150,12 +160,7 @@ async fn rs256_and_es256_tokens_pass_with_the_verified_identity() {
             let (resp, _) = call(&fx, *port, "GET", "/orders/2", Some(&token), "").await;
             assert_eq!(resp.status, 200);
         }
-        let allowed = metric(
-            proxy.admin,
-            "tokenproxy_inbound_requests_total{route=\"orders\",outcome=\"allowed\"}",
-        )
-        .await;
-        assert_eq!(allowed, 5.0);
+        assert_eq!(inbound(proxy, "allowed").await, 5.0);
     }
 }
 
@@ -182,12 +187,7 @@ async fn a_missing_token_gets_a_challenge_without_an_error_code() {
         assert!(got.is_none());
     }
     let (_, proxy, _) = &fx.sides[0];
-    let missing = metric(
-        proxy.admin,
-        "tokenproxy_inbound_requests_total{route=\"orders\",outcome=\"missing\"}",
-    )
-    .await;
-    assert_eq!(missing, 3.0);
+    assert_eq!(inbound(proxy, "missing").await, 3.0);
 }
 
 #[tokio::test]
@@ -388,12 +388,7 @@ async fn strip_authorization_keeps_the_token_from_the_api() {
         assert_eq!(got.head.all("x-caller"), ["svc-checkout"]);
         assert_eq!(got.head.all("x-client"), ["checkout"]);
     }
-    let keys: Value = reqwest::get(fx.sides[0].1.admin_url("/keys"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let keys: Value = common::fetch_json(&fx.sides[0].1.admin_url("/keys")).await;
     assert_eq!(keys["issuers"][0]["jwks_url"], fx.jwks.jwks_url());
     assert_eq!(fx.jwks.discovery_hits(), 0);
 }
@@ -409,12 +404,7 @@ async fn a_key_rotated_in_at_the_issuer_is_used_without_a_restart() {
         let (resp, got) = call(&fx, *port, "GET", "/", Some(&token), "").await;
         assert_eq!(resp.status, 200, "{name}: {}", resp.text());
         assert!(got.is_some());
-        let keys: Value = reqwest::get(proxy.admin_url("/keys"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let keys: Value = common::fetch_json(&proxy.admin_url("/keys")).await;
         let issuer = &keys["issuers"][0];
         assert_eq!(issuer["issuer"], fx.jwks.issuer());
         assert_eq!(
@@ -523,12 +513,7 @@ async fn a_failed_key_fetch_keeps_the_last_good_set() {
         let (resp, got) = call(&fx, *port, "GET", "/", Some(&good), "").await;
         assert_eq!(resp.status, 200, "{name}: the old keys were dropped");
         assert!(got.is_some());
-        let keys: Value = reqwest::get(proxy.admin_url("/keys"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let keys: Value = common::fetch_json(&proxy.admin_url("/keys")).await;
         let issuer = &keys["issuers"][0];
         assert_eq!(issuer["key_ids"], json!(["rsa-1", "ec-1"]), "{keys}");
         assert!(
@@ -552,8 +537,6 @@ async fn a_failed_key_fetch_keeps_the_last_good_set() {
 
 #[tokio::test]
 async fn the_verify_metrics_pass_promtool_with_their_labels() {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
     let fx = fixture("").await;
     let (_, proxy, port) = &fx.sides[0];
     let mut expired = claims(&fx.jwks.issuer());
@@ -596,41 +579,23 @@ async fn the_verify_metrics_pass_promtool_with_their_labels() {
             "{series}\n{text}"
         );
     }
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is not installed: run scripts/setup.sh");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_promtool_accepts(&text);
 }
 
 #[tokio::test]
 async fn readyz_waits_for_the_keys() {
     // An issuer that does not answer yet: the proxy listens but is not ready.
     let closed = ClosedPort::new();
-    let up = RawUpstream::start(|_| Reply::ok("x")).await;
     let issuer = format!("http://127.0.0.1:{}/", closed.port);
     let verify = format!("verify: {{ issuer: \"{issuer}\", audiences: [a] }}");
-    let yaml = Cfg::new(0, "http://127.0.0.1:9/token", "unused")
-        .route("orders", 0, &up.url(), &[&verify])
-        .build();
-    let mut proxy = Proxy::start(&yaml, 0, &[("RUST_LOG", "info")]);
-    proxy.listening().await;
-    let listen = proxy.port("orders");
+    let rig = Rig::builder()
+        .raw(|_| Reply::ok("x"))
+        .route("orders", &[&verify])
+        .env("RUST_LOG", "info")
+        .start_listening()
+        .await;
+    let (up, proxy) = (rig.raw(), &rig.proxy);
+    let listen = rig.port("orders");
     let r = reqwest::get(proxy.admin_url("/readyz")).await.unwrap();
     assert_eq!(r.status(), 503);
     let v: Value = r.json().await.unwrap();

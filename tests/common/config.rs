@@ -22,6 +22,21 @@ impl Cfg {
         }
     }
 
+    /// Admin on `127.0.0.1:admin`; provider `idp` opens with `head` (where to get tokens and how
+    /// the client authenticates) instead of a token URL, `cid` and a secret.
+    pub fn with_head(admin: u16, head: &[&str]) -> Self {
+        let mut provider = String::new();
+        for line in head {
+            let _ = writeln!(provider, "    {line}");
+        }
+        Cfg {
+            admin,
+            top: String::new(),
+            provider,
+            routes: String::new(),
+        }
+    }
+
     /// A top-level line, e.g. `shutdown_grace: 10s`.
     pub fn top(mut self, line: &str) -> Self {
         let _ = writeln!(self.top, "{line}");

@@ -1,5 +1,6 @@
 //! Test parts: a programmable OAuth2 token endpoint, an upstream API that records what reached
-//! it (plain or TLS with a generated CA), and the real `tokenproxy` binary as a process.
+//! it (plain or TLS with a generated CA), and the real `tokenproxy` binary as a process; the
+//! `rig` puts the three together for a test.
 #![allow(dead_code)]
 
 pub mod config;
@@ -8,6 +9,8 @@ pub mod jwks;
 pub mod proxy;
 pub mod rawup;
 pub mod redis;
+pub mod rig;
+pub mod rig_calls;
 pub mod tls;
 pub mod upstream;
 
@@ -128,4 +131,60 @@ pub fn send_signal(pid: u32, sig: i32) {
     let sig = Signal::try_from(sig).expect("a known signal");
     let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a process id"));
     kill(pid, sig).expect("the signal was sent");
+}
+
+/// `GET http://127.0.0.1:port<path>` on a new connection.
+pub async fn get(port: u16, path: &str) -> reqwest::Response {
+    client()
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `GET url`: the status and the body as JSON (`null` when it is not JSON).
+pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
+    let r = client().get(url).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
+}
+
+/// Replaces `path` with `content` by renaming a new file over it, as Kubernetes volumes (and the
+/// kubelet's projected tokens) do.
+pub fn swap_file(path: &std::path::Path, content: &str) {
+    let tmp = path.with_extension("swap-new");
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Asserts that `promtool check metrics` accepts the exposition `text`.
+pub fn assert_promtool_accepts(text: &str) {
+    use std::process::{Command, Stdio};
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is not installed: run scripts/setup.sh (Debian package prometheus)");
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `GET url` on a new connection; the body as JSON (panics when it is not JSON).
+pub async fn fetch_json(url: &str) -> serde_json::Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
