@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::idp::{Idp, Mode};
 use common::proxy::Proxy;
 use common::upstream::Upstream;
-use common::{client, port_for_external_server, wait_for};
+use common::{client, wait_for};
 
 struct Prometheus(Child);
 
@@ -32,6 +32,20 @@ fn tool(name: &str) -> String {
         "{name} is not installed: run scripts/setup.sh (Debian package prometheus)"
     );
     name.to_string()
+}
+
+/// The port of Prometheus's `msg="Listening on" address=127.0.0.1:PORT` log line, once logged.
+fn listening_port(log: &str) -> Option<u16> {
+    log.lines()
+        .filter(|l| l.contains("msg=\"Listening on\""))
+        .find_map(|l| {
+            l.split("address=127.0.0.1:")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
 }
 
 async fn query(port: u16, q: &str) -> Vec<serde_json::Value> {
@@ -100,7 +114,6 @@ routes:
 
     // A real Prometheus scraping every second.
     let dir = tempfile::tempdir().unwrap();
-    let prom_port = port_for_external_server();
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
         &config,
@@ -116,11 +129,25 @@ routes:
                 "--storage.tsdb.path={}",
                 dir.path().join("data").display()
             ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            // Any port: Prometheus logs the one it got.
+            .arg("--web.listen-address=127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
             .spawn()
             .unwrap(),
+    );
+    let log = dir.path().join("prometheus.log");
+    let mut prom_port = 0;
+    let listening = wait_for(Duration::from_secs(30), || {
+        let port = listening_port(&std::fs::read_to_string(&log).unwrap_or_default());
+        prom_port = port.unwrap_or(0);
+        async move { port.is_some() }
+    })
+    .await;
+    assert!(
+        listening,
+        "Prometheus did not say where it listens; its log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
     );
     let q = r#"tokenproxy_requests_total{route="orders",code="200"}"#;
     let scraped = wait_for(Duration::from_secs(30), || async {

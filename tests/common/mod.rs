@@ -16,18 +16,6 @@ pub mod upstream;
 
 use std::time::Duration;
 
-/// A loopback port that was free a moment ago, only for third-party servers that cannot bind
-/// port 0 and say what they got (redis-server, which the tests also restart on the same port,
-/// and Prometheus). tokenproxy itself always starts on port 0 and reports its ports
-/// ([`proxy::Proxy::port`]).
-pub fn port_for_external_server() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
 #[must_use = "a wait that timed out must fail the test"]
 pub async fn wait_for<F, Fut>(timeout: Duration, mut cond: F) -> bool
