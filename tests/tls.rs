@@ -326,6 +326,56 @@ async fn h2_upstreams_stay_on_pingoras_path_and_http2_off_never_offers_h2() {
     assert_eq!(rig.handshakes("auto", "full").await, 0.0);
 }
 
+/// Many callers at once through an `http2: auto` route to an upstream that selects h2, with the
+/// upstream closing its idle connections halfway: every request reaches it over HTTP/2 (none falls
+/// back to HTTP/1.1), whichever path took it.
+#[tokio::test]
+async fn concurrent_callers_to_an_h2_upstream_all_arrive_over_http2() {
+    const CALLERS: usize = 16;
+    const EACH: usize = 25;
+    let rig = Rig::builder()
+        .secret(SECRET)
+        .https_h2()
+        .route("auto", &["{ca_file}"])
+        .start()
+        .await;
+    let port = rig.port("auto");
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|c| {
+            tokio::spawn(async move {
+                // One keep-alive connection per caller, as a legacy client pool would hold.
+                let client = reqwest::Client::new();
+                for i in 0..EACH {
+                    let r = client
+                        .get(format!("http://127.0.0.1:{port}/c/{c}/{i}"))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 200);
+                }
+            })
+        })
+        .collect();
+    let up = rig.up();
+    let half = wait_for(Duration::from_secs(30), || async {
+        up.count() >= CALLERS * EACH / 2
+    })
+    .await;
+    assert!(half, "half of the requests arrived");
+    up.close_idle();
+    for c in callers {
+        c.await.unwrap();
+    }
+    let seen = up.seen();
+    assert_eq!(seen.len(), CALLERS * EACH);
+    let http11 = seen
+        .iter()
+        .filter(|s| s.version != http::Version::HTTP_2)
+        .count();
+    assert_eq!(http11, 0, "requests that fell back to HTTP/1.1");
+    assert!(seen.iter().all(|s| s.token_valid == Some(true)));
+}
+
 #[tokio::test]
 async fn an_upstream_that_never_answers_the_handshake_gets_the_same_504_on_both_paths() {
     // Accepts connections and says nothing: the TLS handshake never completes.
