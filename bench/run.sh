@@ -390,6 +390,11 @@ for row in nginx tokenproxy bare-pingora tokenproxy-pingora nginx-https tokenpro
   seen=$(curl -fsS --max-time 2 "${URL[$row]}/bench/authorization" || true)
   [[ $seen == "Bearer ey"* ]] || die "$row forwarded Authorization \"${seen:0:40}\", not a bearer JWT"
 done
+# The https rows compare like with like only if each speaks the same TLS version to the upstream.
+for row in nginx-https tokenproxy-https tokenproxy-h2; do
+  seen=$(curl -fsS --max-time 2 "${URL[$row]}/bench/tls" || true)
+  [[ $seen == TLSv1.3 ]] || die "$row spoke \"$seen\" to the upstream, not TLSv1.3"
+done
 
 sleep 2
 TP_IDLE_KIB=$(vm_kib "$TP_PID" VmRSS)
