@@ -69,8 +69,8 @@ impl Conn {
         }
     }
 
-    /// Hands the connection to pingora's proxy for the request in `conn.buf`; returns it if
-    /// pingora keeps it open.
+    /// Hands the connection to pingora's proxy for the request at the front of `buf`; returns
+    /// it if pingora keeps it open.
     pub(super) async fn hand_to_pingora(
         self,
         proxy: &Arc<HttpProxy<TokenProxy>>,
