@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::rig::Rig;
 use common::upstream::{pattern, sha256_hex};
-use common::{client, wait_for};
+use common::{client, keepalive_callers, wait_for};
 
 const SECRET: &str = "tls-lean-secret";
 
@@ -156,21 +156,7 @@ async fn pooled_tls_connections_are_reused_and_resumed_after_the_upstream_closes
 
     // Concurrent callers: each pooled connection costs one handshake, no more.
     let before = up.handshakes();
-    let tasks: Vec<_> = (0..4)
-        .map(|t| {
-            let c = reqwest::Client::new();
-            tokio::spawn(async move {
-                for i in 0..10 {
-                    let r = c
-                        .get(format!("http://127.0.0.1:{port}/par/{t}/{i}"))
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(r.status(), 200);
-                }
-            })
-        })
-        .collect();
+    let tasks = keepalive_callers(port, "par", 4, 10);
     for t in tasks {
         t.await.unwrap();
     }
@@ -340,22 +326,8 @@ async fn concurrent_callers_to_an_h2_upstream_all_arrive_over_http2() {
         .start()
         .await;
     let port = rig.port("auto");
-    let callers: Vec<_> = (0..CALLERS)
-        .map(|c| {
-            tokio::spawn(async move {
-                // One keep-alive connection per caller, as a legacy client pool would hold.
-                let client = reqwest::Client::new();
-                for i in 0..EACH {
-                    let r = client
-                        .get(format!("http://127.0.0.1:{port}/c/{c}/{i}"))
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(r.status(), 200);
-                }
-            })
-        })
-        .collect();
+    // One keep-alive connection per caller, as a legacy client pool would hold.
+    let callers = keepalive_callers(port, "c", CALLERS, EACH);
     let up = rig.up();
     let half = wait_for(Duration::from_secs(30), || async {
         up.count() >= CALLERS * EACH / 2

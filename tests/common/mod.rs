@@ -176,3 +176,25 @@ pub async fn fetch_json(url: &str) -> serde_json::Value {
         .await
         .unwrap()
 }
+
+/// `callers` tasks, each with one keep-alive connection (as a legacy client's pool holds), each
+/// sending `each` GETs to `http://127.0.0.1:{port}/{prefix}/{caller}/{i}` and asserting a 200.
+pub fn keepalive_callers(
+    port: u16,
+    prefix: &str,
+    callers: usize,
+    each: usize,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..callers)
+        .map(|c| {
+            let base = format!("http://127.0.0.1:{port}/{prefix}/{c}");
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                for i in 0..each {
+                    let r = client.get(format!("{base}/{i}")).send().await.unwrap();
+                    assert_eq!(r.status(), 200);
+                }
+            })
+        })
+        .collect()
+}
