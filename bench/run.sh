@@ -34,8 +34,8 @@
 #              (release; debug builds faster and is only good for checking the script, as CI
 #              does with --quick), CARGO_TARGET_DIR.
 #
-# Installs nginx and wrk with apt when they are missing (needs root on Debian/Ubuntu). All
-# traffic stays on 127.0.0.1.
+# Installs nginx, wrk and cyclictest (rt-tests) with apt when they are missing (needs root on
+# Debian/Ubuntu). All traffic stays on 127.0.0.1.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -50,17 +50,17 @@ for arg in "$@"; do
     --quick) MODE=quick ;;
     --update-readme) UPDATE_README=1 ;;
     --keep) KEEP=1 ;;
-    -h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,38p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) printf 'run.sh: unknown argument %s (try --help)\n' "$arg" >&2; exit 2 ;;
   esac
 done
 
 # The 64-connection set decides most targets and this machine class is noisy: more rounds.
 if [[ $MODE == full ]]; then
-  DURATION=10 WARMUP=2 ROUNDS=2 MAIN_ROUNDS=5 REFRESH_ROUNDS=8 REFRESH_SECS=5
+  DURATION=10 WARMUP=2 ROUNDS=2 MAIN_ROUNDS=5 REFRESH_ROUNDS=8 REFRESH_SECS=5 WAKE_SAMPLES=3000
   STEAL_RETRIES=${BENCH_STEAL_RETRIES:-2}
 else
-  DURATION=1 WARMUP=1 ROUNDS=1 MAIN_ROUNDS=1 REFRESH_ROUNDS=1 REFRESH_SECS=3
+  DURATION=1 WARMUP=1 ROUNDS=1 MAIN_ROUNDS=1 REFRESH_ROUNDS=1 REFRESH_SECS=3 WAKE_SAMPLES=300
   STEAL_RETRIES=${BENCH_STEAL_RETRIES:-0}
 fi
 MAX_STEAL=${BENCH_MAX_STEAL:-5}
@@ -116,6 +116,7 @@ install_missing() {
   command -v curl >/dev/null || missing+=(curl)
   command -v taskset >/dev/null || missing+=(util-linux)
   command -v openssl >/dev/null || missing+=(openssl)
+  command -v cyclictest >/dev/null || missing+=(rt-tests)
   ((${#missing[@]} == 0)) && return
   local sudo=()
   if [[ $(id -u) != 0 ]]; then
@@ -413,6 +414,12 @@ proc_ticks() {
   "$REPORT_BIN" proc-ticks "${files[@]}"
 }
 CLK_TCK=$(getconf CLK_TCK)
+# How many times a process (all threads) and its children went to sleep with nothing to do.
+proc_sleeps() {
+  local pid=$1 files=()
+  for pid in "$pid" $(cat "/proc/$pid/task/"*/children 2>/dev/null); do files+=("/proc/$pid/task/"*/status); done
+  "$REPORT_BIN" sleeps "${files[@]}"
+}
 
 busy() { "$REPORT_BIN" busy "$@"; } # TOTAL0 IDLE0 TOTAL1 IDLE1: % of the time not idle
 
@@ -425,9 +432,10 @@ DISCARDED=$WORK/discarded.tsv
 # line) and MEASURED_STEAL (the larger steal share of the two cores).
 measure() {
   local set=$1 row=$2 conns=$3 secs=$4 path=$5 round=$6 attempt=$7
-  local out=$WORK/wrk-$set-$row-r$round-a$attempt.txt pid=${ROW_PID[$row]} rss c0 c1 wpid t0 t1
+  local out=$WORK/wrk-$set-$row-r$round-a$attempt.txt pid=${ROW_PID[$row]} rss c0 c1 wpid t0 t1 s0 s1
   c0=$(cpu_ticks)
   t0=$(proc_ticks "$pid")
+  s0=$(proc_sleeps "$pid")
   taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s --latency \
     -s "$BENCH/report.lua" "${URL[$row]}$path" >"$out" 2>&1 &
   wpid=$!
@@ -436,7 +444,8 @@ measure() {
   wait "$wpid" || die "wrk failed against $row (see $out)"
   c1=$(cpu_ticks)
   t1=$(proc_ticks "$pid")
-  MEASURED=$("$REPORT_BIN" run-line "$set" "$row" "$conns" "$round" "$out" "$CLK_TCK" "$rss" "$t0" "$t1" "$c0" "$c1") ||
+  s1=$(proc_sleeps "$pid")
+  MEASURED=$("$REPORT_BIN" run-line "$set" "$row" "$conns" "$round" "$out" "$CLK_TCK" "$rss" "$t0" "$t1" "$c0" "$c1" "$s0" "$s1") ||
     die "wrk printed no summary for $row (see $out)"
   MEASURED_STEAL=$("$REPORT_BIN" steal "$MEASURED")
   "$REPORT_BIN" progress "$MEASURED" "$PROXY_CPU" "$LOAD_CPU" >&2
@@ -490,6 +499,18 @@ BG_P=$(busy "${b0[0]}" "${b0[1]}" "${b1[0]}" "${b1[1]}")
 BG_L=$(busy "${b0[2]}" "${b0[3]}" "${b1[2]}" "${b1[3]}")
 if ((BG_P > 10 || BG_L > 10)); then
   log "warning: before any load, cpu$PROXY_CPU was $BG_P% and cpu$LOAD_CPU $BG_L% busy: something else is running"
+fi
+# How long an idle core takes to wake up. A process that sleeps between requests pays it on the
+# request that wakes it, and on a virtual machine whose idle cores halt it is the hypervisor's
+# to decide; it sets the p99 of whichever row leaves its core idle (bench/README.md, "Limits").
+# One timer thread per core, at real-time priority so that it measures the core and not the
+# scheduler; --laptop keeps cyclictest from holding the cores out of their idle states.
+wake_cpus=$PROXY_CPU,$LOAD_CPU wake_threads=2
+[[ $PROXY_CPU == "$LOAD_CPU" ]] && wake_cpus=$PROXY_CPU wake_threads=1
+if ! cyclictest --laptop -q -m -p 90 -t "$wake_threads" -a "$wake_cpus" -i 1000 -l "$WAKE_SAMPLES" -h 5000 \
+  >"$WORK/wakeup.txt" 2>"$WORK/cyclictest.log"; then
+  log "wake-up latency not measured (cyclictest failed, needs root: $WORK/cyclictest.log)"
+  rm -f "$WORK/wakeup.txt"
 fi
 
 read -r -a LOAD0 <<<"$(cpu_ticks)"

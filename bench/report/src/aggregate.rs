@@ -37,6 +37,9 @@ pub struct Row {
     /// Mean steal shares, %.
     pub steal_proxy: String,
     pub steal_load: String,
+    /// Times per second the process under test went to sleep with nothing to do (and had to be
+    /// woken for the next request); `None` when a round lacks the count.
+    pub sleeps: Option<String>,
 }
 
 /// The rows in the order their first run appears.
@@ -91,6 +94,11 @@ fn one(set: &str, row: &str, rs: &[&Run]) -> Row {
         proc_pct: fixed(100.0 * pus / dur, 0),
         steal_proxy: fixed(sum(Run::steal_proxy) / n, 1),
         steal_load: fixed(sum(Run::steal_load) / n, 1),
+        sleeps: rs
+            .iter()
+            .map(|r| r.sleeps)
+            .sum::<Option<f64>>()
+            .map(|s| fixed(s * 1e6 / dur, 0)),
     }
 }
 

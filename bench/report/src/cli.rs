@@ -13,9 +13,10 @@ const USAGE: &str = "usage: bench-report SUBCOMMAND ...
   report WORK_DIR           the report, from WORK_DIR's facts.txt, runs.tsv, discarded.tsv, refresh.tsv
   cpu-ticks PROXY LOAD      (/proc/stat on stdin) total, idle ticks of both cores, then their steal ticks
   proc-ticks STAT_FILE...   user + system ticks of the processes (unreadable files count 0)
+  sleeps STATUS_FILE...     voluntary context switches of the threads (unreadable files count 0)
   metric-sum NAME [L=V]     (Prometheus text on stdin) the sum of NAME's samples [with label L=\"V\"]
   busy T0 I0 T1 I1          % of the ticks between two samples that were not idle
-  run-line SET ROW CONNS ROUND WRK_OUTPUT CLK_TCK RSS_KIB PROC0 PROC1 TICKS0 TICKS1
+  run-line SET ROW CONNS ROUND WRK_OUTPUT CLK_TCK RSS_KIB PROC0 PROC1 TICKS0 TICKS1 SLEEPS0 SLEEPS1
                             the runs.tsv line of one wrk run
   progress LINE PROXY_CPU LOAD_CPU   the progress line of a runs.tsv line
   steal LINE                the larger steal share of a runs.tsv line
@@ -87,6 +88,17 @@ fn dispatch(a: &[&str]) -> Result<Answer, String> {
                 live::proc_ticks(texts.iter().map(String::as_str))
             ))
         }
+        ["sleeps", files @ ..] => {
+            // Threads come and go between listing and reading: a vanished one counts 0.
+            let texts: Vec<String> = files
+                .iter()
+                .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+                .collect();
+            print(format!(
+                "{}\n",
+                live::sleeps(texts.iter().map(String::as_str))
+            ))
+        }
         ["metric-sum", name] => print(live::metric_sum(&stdin()?, name, None)),
         ["metric-sum", name, label] => print(live::metric_sum(&stdin()?, name, Some(label))),
         ["busy", t0, i0, t1, i1] => print(busy(
@@ -95,7 +107,8 @@ fn dispatch(a: &[&str]) -> Result<Answer, String> {
             number("T1", t1)?,
             number("I1", i1)?,
         )),
-        ["run-line", set, row, conns, round, wrk, clk_tck, rss, proc0, proc1, ticks0, ticks1] => {
+        ["run-line", set, row, conns, round, wrk, clk_tck, rss, proc0, proc1, ticks0, ticks1, sleeps0, sleeps1] =>
+        {
             let wrk_output = std::fs::read_to_string(wrk).map_err(|e| format!("{wrk}: {e}"))?;
             let s = live::Sample {
                 set,
@@ -107,6 +120,7 @@ fn dispatch(a: &[&str]) -> Result<Answer, String> {
                 rss_kib: rss,
                 proc_ticks: (whole("PROC0", proc0)?, whole("PROC1", proc1)?),
                 ticks: (ticks("TICKS0", ticks0)?, ticks("TICKS1", ticks1)?),
+                sleeps: (whole("SLEEPS0", sleeps0)?, whole("SLEEPS1", sleeps1)?),
             };
             let line = live::run_line(&s).map_err(|e| format!("{wrk}: {e}"))?;
             // Checked like every line the report reads.

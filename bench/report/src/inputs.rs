@@ -39,8 +39,9 @@ pub fn read(dir: &Path, name: &str) -> Result<String, InputError> {
     std::fs::read_to_string(dir.join(name)).map_err(|e| err(name, 0, e.to_string()))
 }
 
-/// The columns of `runs.tsv`, in order.
-pub const RUN_COLUMNS: [&str; 17] = [
+/// The columns of `runs.tsv`, in order. The last, `sleeps`, came later: a line without it (the
+/// fixtures, work directories of older runs) is read with `Run::sleeps` unknown.
+pub const RUN_COLUMNS: [&str; 18] = [
     "set",
     "row",
     "conns",
@@ -58,6 +59,7 @@ pub const RUN_COLUMNS: [&str; 17] = [
     "proc_us",
     "steal_proxy_pct",
     "steal_load_pct",
+    "sleeps",
 ];
 
 /// One wrk run: a line of `runs.tsv` or `discarded.tsv`.
@@ -81,6 +83,10 @@ pub struct Run {
     /// As recorded ("%.1f"): the steal check prints the larger of the two as it is.
     pub steal_proxy: String,
     pub steal_load: String,
+    /// How many times the process under test went to sleep during the run (voluntary context
+    /// switches of all its threads and children's): each time it had nothing to do, and had to
+    /// be woken again. `None` when the line predates the column.
+    pub sleeps: Option<f64>,
 }
 
 impl Run {
@@ -96,12 +102,12 @@ impl Run {
 /// Parses one tab-separated run line; `file` and `line` only name it in errors.
 pub fn parse_run(text: &str, file: &str, line: usize) -> Result<Run, InputError> {
     let f: Vec<&str> = text.split('\t').collect();
-    if f.len() != RUN_COLUMNS.len() {
+    if f.len() != RUN_COLUMNS.len() && f.len() != RUN_COLUMNS.len() - 1 {
         return Err(err(
             file,
             line,
             format!(
-                "{} tab-separated fields, expected {} ({})",
+                "{} tab-separated fields, expected {} ({}; the last may be missing)",
                 f.len(),
                 RUN_COLUMNS.len(),
                 RUN_COLUMNS.join(" ")
@@ -147,6 +153,7 @@ pub fn parse_run(text: &str, file: &str, line: usize) -> Result<Run, InputError>
         proc_us: num(14)?,
         steal_proxy: f[15].to_string(),
         steal_load: f[16].to_string(),
+        sleeps: if f.len() > 17 { Some(num(17)?) } else { None },
     })
 }
 
@@ -295,6 +302,15 @@ mod tests {
         assert_eq!(r.p99_us, 54995.0);
         assert_eq!(r.proc_us, 700_000.0);
         assert_eq!(r.steal_proxy, "0.0");
+        // A line of an older run, without the sleeps column.
+        assert_eq!(r.sleeps, None);
+        let with = parse_run(&format!("{LINE}\t1234"), "runs.tsv", 1).expect("valid line");
+        assert_eq!(with.sleeps, Some(1234.0));
+        let bad = parse_run(&format!("{LINE}\tsome"), "runs.tsv", 3).unwrap_err();
+        assert_eq!(
+            bad.to_string(),
+            "runs.tsv line 3: sleeps is not a number: 'some'"
+        );
     }
 
     #[test]
@@ -303,7 +319,7 @@ mod tests {
         assert_eq!(e.line, 7);
         assert!(
             e.to_string()
-                .starts_with("runs.tsv line 7: 3 tab-separated fields, expected 17"),
+                .starts_with("runs.tsv line 7: 3 tab-separated fields, expected 18"),
             "{e}"
         );
     }

@@ -10,6 +10,7 @@
 //! - `targets`: the PASS/FAIL rules of bench/README.md.
 //! - `notes`: the notes on rows that measured more than the proxy.
 //! - `https`: the https section and its targets (rows to an `https://` upstream, TLS counters).
+//! - `wakeup`: how long an idle core takes to wake up (`cyclictest`'s histogram).
 //! - `report`: the report, rendered from the inputs.
 //! - `live`: what the script needs while it runs (counters, a run's line, its steal).
 //! - `cli`: the subcommands `bench/run.sh` calls.
@@ -25,3 +26,4 @@ pub mod num;
 pub mod report;
 pub mod stats;
 pub mod targets;
+pub mod wakeup;

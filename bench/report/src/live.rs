@@ -52,6 +52,20 @@ pub fn proc_ticks<'a>(stats: impl IntoIterator<Item = &'a str>) -> u64 {
         .sum()
 }
 
+/// Voluntary context switches, summed, from the texts of `/proc/PID/task/TID/status` files:
+/// how many times those threads went to sleep waiting for something (for a proxy at load,
+/// for the next readable socket).
+pub fn sleeps<'a>(statuses: impl IntoIterator<Item = &'a str>) -> u64 {
+    statuses
+        .into_iter()
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
 /// The sum of a metric's samples over all label sets in Prometheus text, or of those with
 /// `label="value"` when `label` is given as `label=value`. Whole, as counters are.
 pub fn metric_sum(text: &str, name: &str, label: Option<&str>) -> String {
@@ -87,6 +101,8 @@ pub struct Sample<'a> {
     pub proc_ticks: (u64, u64),
     /// `cpu-ticks` before and after.
     pub ticks: (Ticks, Ticks),
+    /// `sleeps` of the process under test before and after.
+    pub sleeps: (u64, u64),
 }
 
 /// The `runs.tsv` line of one wrk run.
@@ -137,6 +153,7 @@ pub fn run_line(s: &Sample<'_>) -> Result<String, String> {
             c1.proxy_steal,
         ),
         stolen(c0.load_total, c0.load_steal, c1.load_total, c1.load_steal),
+        s.sleeps.1.saturating_sub(s.sleeps.0).to_string(),
     ];
     Ok(fields.join("\t"))
 }
@@ -212,6 +229,17 @@ mod tests {
     }
 
     #[test]
+    fn sleeps_add_the_voluntary_switches_of_each_thread() {
+        let a =
+            "Name:\ttokenproxy\nvoluntary_ctxt_switches:\t1200\nnonvoluntary_ctxt_switches:\t7\n";
+        let b =
+            "Name:\tTimer thread\nvoluntary_ctxt_switches:\t34\nnonvoluntary_ctxt_switches:\t900\n";
+        assert_eq!(sleeps([a, b]), 1234);
+        // A thread that ended between listing and reading: its empty text adds nothing.
+        assert_eq!(sleeps([a, ""]), 1200);
+    }
+
+    #[test]
     fn metric_sum_adds_every_label_set_or_the_chosen_one() {
         let m = "# HELP tokenproxy_token_fetches_total x\n\
             tokenproxy_token_fetches_total{provider=\"demo\",outcome=\"success\"} 4\n\
@@ -251,10 +279,11 @@ mod tests {
                 ticks("1000 500 1000 500 10 10"),
                 ticks("1200 512 1200 516 13 10"),
             ),
+            sleeps: (5000, 7345),
         };
         assert_eq!(
             run_line(&s).as_deref(),
-            Ok("small-64\tnginx\t64\t1\t63452\t1099007\t11294456\t770\t54995\t67261\t6\t94\t92\t6868\t700000\t1.5\t0.0")
+            Ok("small-64\tnginx\t64\t1\t63452\t1099007\t11294456\t770\t54995\t67261\t6\t94\t92\t6868\t700000\t1.5\t0.0\t2345")
         );
         let none = Sample {
             wrk_output: "unable to connect\n",

@@ -83,6 +83,7 @@ mod tests {
             proc_pct: s(proc_pct),
             steal_proxy: s(st.0),
             steal_load: s(st.1),
+            sleeps: None,
         }
     }
 

@@ -20,17 +20,28 @@ pub struct Inputs {
     pub refresh: Vec<RefreshRound>,
     /// `tls.txt`, the TLS counters around the https set; empty when the run had none.
     pub tls: String,
+    /// `wakeup.txt`, how long each core took to wake up from idle (proxy's core, then the
+    /// load core); `None` when the run did not measure it.
+    pub wakeup: Option<Vec<crate::wakeup::Core>>,
 }
 
 impl Inputs {
-    /// Reads `facts.txt`, `runs.tsv`, `discarded.tsv` and `refresh.tsv` from a work directory.
+    /// Reads `facts.txt`, `runs.tsv`, `discarded.tsv` and `refresh.tsv` from a work directory,
+    /// and `tls.txt` and `wakeup.txt` when it has them.
     pub fn load(dir: &Path) -> Result<Inputs, InputError> {
+        let wakeup = match std::fs::read_to_string(dir.join("wakeup.txt")) {
+            Ok(text) => Some(
+                crate::wakeup::parse(&text).map_err(|what| inputs::err("wakeup.txt", 0, what))?,
+            ),
+            Err(_) => None,
+        };
         Ok(Inputs {
             facts: parse_facts(&inputs::read(dir, "facts.txt")?, "facts.txt")?,
             runs: inputs::parse_runs(&inputs::read(dir, "runs.tsv")?, "runs.tsv")?,
             discarded: inputs::parse_runs(&inputs::read(dir, "discarded.tsv")?, "discarded.tsv")?,
             refresh: inputs::parse_refresh(&inputs::read(dir, "refresh.tsv")?, "refresh.tsv")?,
             tls: inputs::read(dir, "tls.txt").unwrap_or_default(),
+            wakeup,
         })
     }
 }
@@ -97,6 +108,17 @@ pub fn render(inp: &Inputs) -> String {
         o,
         "idle:      cpu{pc} {bg_p}%, cpu{lc} {bg_l}% busy in the 2 s before the load (all started, nothing loaded)"
     );
+    if let Some(cores) = &inp.wakeup {
+        let samples = cores.first().map_or(0, |c| c.samples);
+        // cyclictest numbers its threads by the cores of its set in increasing order.
+        let mut cpus = [pc, lc];
+        cpus.sort_by_key(|c| c.parse::<u32>().unwrap_or(u32::MAX));
+        let _ = writeln!(
+            o,
+            "wake-up:   {} (an idle core woken by its timer: cyclictest, {samples} sleeps of 1 ms per core)",
+            crate::wakeup::line(cores, &cpus)
+        );
+    }
     let _ = writeln!(
         o,
         "load:      wrk -t1 --latency, {} s per run after a {} s warm-up per row, rows alternating,",
@@ -518,6 +540,20 @@ pub(crate) fn table(o: &mut String, t: &Table<'_>, pc: &str, lc: &str, set: &str
                 &steal_cell(t, set, row),
                 &g(|r| &r.each),
             ],
+        );
+    }
+    let sleeps: Vec<String> = rows
+        .iter()
+        .filter_map(|row| {
+            let s = t.row(set, row)?.sleeps.as_ref()?;
+            Some(format!("{row} {s}"))
+        })
+        .collect();
+    if !sleeps.is_empty() {
+        let _ = writeln!(
+            o,
+            "sleeps/s (times a second the process under test had nothing to do and slept until woken): {}",
+            sleeps.join("  ")
         );
     }
 }

@@ -65,7 +65,65 @@ fn a_malformed_input_is_an_error_that_names_the_file_and_line() {
     assert!(out.stdout.is_empty());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("runs.tsv line 1: 3 tab-separated fields, expected 17"),
+        err.contains("runs.tsv line 1: 3 tab-separated fields, expected 18"),
         "{err}"
+    );
+}
+
+/// A work directory of a newer run: runs with their sleep counts, and the wake-up histogram.
+#[test]
+fn sleeps_and_wake_up_latency_are_reported_when_measured() {
+    let tmp = std::env::temp_dir().join(format!("bench-report-wakeup-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).expect("temp dir");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/quick");
+    for f in ["facts.txt", "discarded.tsv", "refresh.tsv"] {
+        std::fs::copy(src.join(f), tmp.join(f)).expect("copy fixture");
+    }
+    // Every run slept once per µs of its duration (field 6): 1,000,000 sleeps/s, except nginx's,
+    // three times as often.
+    let runs = std::fs::read_to_string(src.join("runs.tsv")).expect("runs");
+    let with_sleeps: String = runs
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            let us: u64 = f[5].parse().expect("duration_us");
+            let times = if f[1] == "nginx" { 3 } else { 1 };
+            format!("{l}\t{}\n", us * times)
+        })
+        .collect();
+    std::fs::write(tmp.join("runs.tsv"), with_sleeps).expect("write runs");
+    let mut hist = String::from("# Histogram\n");
+    for (bucket, a, b) in [(20, 60, 10), (30, 39, 89), (400, 1, 1)] {
+        hist.push_str(&format!("{bucket:06} {a:06}\t{b:06}\n"));
+    }
+    hist.push_str("# Total: 000000100 000000100\n# Min Latencies: 00020 00020\n");
+    hist.push_str("# Avg Latencies: 00025 00029\n# Max Latencies: 00400 00401\n");
+    hist.push_str("# Histogram Overflows: 00000 00000\n");
+    std::fs::write(tmp.join("wakeup.txt"), hist).expect("write wakeup");
+    let out = Command::new(env!("CARGO_BIN_EXE_bench-report"))
+        .arg("report")
+        .arg(&tmp)
+        .output()
+        .expect("run bench-report");
+    let _ = std::fs::remove_dir_all(&tmp);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains(
+            "wake-up:   cpu0 p50 20 p99 30 max 400 µs; cpu1 p50 30 p99 30 max 401 µs (an idle core woken by its timer: cyclictest, 100 sleeps of 1 ms per core)"
+        ),
+        "{report}"
+    );
+    let line = report
+        .lines()
+        .find(|l| l.starts_with("sleeps/s"))
+        .expect("a sleeps/s line");
+    assert!(
+        line.contains("  nginx 3000000  tokenproxy 1000000  "),
+        "{line}"
     );
 }
