@@ -67,6 +67,15 @@ fn ticks(what: &str, s: &str) -> Result<Ticks, String> {
     Ticks::parse(s).ok_or_else(|| format!("{what} is not six whole numbers (cpu-ticks): '{s}'"))
 }
 
+/// The texts of `/proc` files; processes and threads come and go between listing and reading,
+/// so a file that is gone reads as empty (and counts 0).
+fn read_all(files: &[&str]) -> Vec<String> {
+    files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+        .collect()
+}
+
 fn dispatch(a: &[&str]) -> Result<Answer, String> {
     let print = |s: String| Ok(Answer::Print(s));
     match a {
@@ -78,22 +87,14 @@ fn dispatch(a: &[&str]) -> Result<Answer, String> {
             print(format!("{}\n", live::cpu_ticks(&stdin()?, proxy, load)?))
         }
         ["proc-ticks", files @ ..] => {
-            // A process may exit between listing and reading: it counts 0, as before.
-            let texts: Vec<String> = files
-                .iter()
-                .map(|f| std::fs::read_to_string(f).unwrap_or_default())
-                .collect();
+            let texts = read_all(files);
             print(format!(
                 "{}\n",
                 live::proc_ticks(texts.iter().map(String::as_str))
             ))
         }
         ["sleeps", files @ ..] => {
-            // Threads come and go between listing and reading: a vanished one counts 0.
-            let texts: Vec<String> = files
-                .iter()
-                .map(|f| std::fs::read_to_string(f).unwrap_or_default())
-                .collect();
+            let texts = read_all(files);
             print(format!(
                 "{}\n",
                 live::sleeps(texts.iter().map(String::as_str))

@@ -1,8 +1,8 @@
 //! Each fixture's raw inputs, through the real binary, must give the report the old script
 //! printed for them, byte for byte (tests/fixtures/README.md says where each came from).
 
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 fn check(name: &str) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -46,21 +46,34 @@ fn several_rounds_report_is_byte_for_byte_the_scripts() {
     check("rounds");
 }
 
-#[test]
-fn a_malformed_input_is_an_error_that_names_the_file_and_line() {
-    let tmp = std::env::temp_dir().join(format!("bench-report-bad-{}", std::process::id()));
+/// A temporary work directory with the quick fixture's inputs but its `runs.tsv`, for the test
+/// to write; returns it and the fixture's directory.
+fn quick_without_runs(name: &str) -> (PathBuf, PathBuf) {
+    let tmp = std::env::temp_dir().join(format!("bench-report-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).expect("temp dir");
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/quick");
     for f in ["facts.txt", "discarded.tsv", "refresh.tsv"] {
         std::fs::copy(src.join(f), tmp.join(f)).expect("copy fixture");
     }
-    std::fs::write(tmp.join("runs.tsv"), "small-64\tdirect\t64\n").expect("write runs");
+    (tmp, src)
+}
+
+/// The binary's report of a temporary work directory, which it then removes.
+fn report_of(tmp: &Path) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_bench-report"))
         .arg("report")
-        .arg(&tmp)
+        .arg(tmp)
         .output()
         .expect("run bench-report");
-    let _ = std::fs::remove_dir_all(&tmp);
+    let _ = std::fs::remove_dir_all(tmp);
+    out
+}
+
+#[test]
+fn a_malformed_input_is_an_error_that_names_the_file_and_line() {
+    let (tmp, _) = quick_without_runs("bad");
+    std::fs::write(tmp.join("runs.tsv"), "small-64\tdirect\t64\n").expect("write runs");
+    let out = report_of(&tmp);
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -73,12 +86,7 @@ fn a_malformed_input_is_an_error_that_names_the_file_and_line() {
 /// A work directory of a newer run: runs with their sleep counts, and the wake-up histogram.
 #[test]
 fn sleeps_and_wake_up_latency_are_reported_when_measured() {
-    let tmp = std::env::temp_dir().join(format!("bench-report-wakeup-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).expect("temp dir");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/quick");
-    for f in ["facts.txt", "discarded.tsv", "refresh.tsv"] {
-        std::fs::copy(src.join(f), tmp.join(f)).expect("copy fixture");
-    }
+    let (tmp, src) = quick_without_runs("wakeup");
     // Every run slept once per µs of its duration (field 6): 1,000,000 sleeps/s, except nginx's,
     // three times as often.
     let runs = std::fs::read_to_string(src.join("runs.tsv")).expect("runs");
@@ -100,12 +108,7 @@ fn sleeps_and_wake_up_latency_are_reported_when_measured() {
     hist.push_str("# Avg Latencies: 00025 00029\n# Max Latencies: 00400 00401\n");
     hist.push_str("# Histogram Overflows: 00000 00000\n");
     std::fs::write(tmp.join("wakeup.txt"), hist).expect("write wakeup");
-    let out = Command::new(env!("CARGO_BIN_EXE_bench-report"))
-        .arg("report")
-        .arg(&tmp)
-        .output()
-        .expect("run bench-report");
-    let _ = std::fs::remove_dir_all(&tmp);
+    let out = report_of(&tmp);
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
