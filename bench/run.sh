@@ -407,17 +407,19 @@ BARE_IDLE_KIB=$(vm_kib "$BARE_PID" VmRSS)
 # The proxy's and the load's core from /proc/stat: "total idle" for each, then the steal of
 # each (time the hypervisor ran something else while the core had work). Steal counts as busy.
 cpu_ticks() { "$REPORT_BIN" cpu-ticks "$PROXY_CPU" "$LOAD_CPU" </proc/stat; }
-# CPU time of a process (all threads) and its children (nginx's worker), in clock ticks.
+# The process under test: a process and its children (nginx's worker).
+with_children() { printf '%s\n' "$1" $(cat "/proc/$1/task/"*/children 2>/dev/null); }
+# CPU time of a process (all threads) and its children, in clock ticks.
 proc_ticks() {
-  local pid=$1 files=()
-  for pid in "$pid" $(cat "/proc/$pid/task/"*/children 2>/dev/null); do files+=("/proc/$pid/stat"); done
+  local pid files=()
+  for pid in $(with_children "$1"); do files+=("/proc/$pid/stat"); done
   "$REPORT_BIN" proc-ticks "${files[@]}"
 }
 CLK_TCK=$(getconf CLK_TCK)
 # How many times a process (all threads) and its children went to sleep with nothing to do.
 proc_sleeps() {
-  local pid=$1 files=()
-  for pid in "$pid" $(cat "/proc/$pid/task/"*/children 2>/dev/null); do files+=("/proc/$pid/task/"*/status); done
+  local pid files=()
+  for pid in $(with_children "$1"); do files+=("/proc/$pid/task/"*/status); done
   "$REPORT_BIN" sleeps "${files[@]}"
 }
 
