@@ -32,7 +32,9 @@
 #              BENCH_MAX_STEAL (5: a run that lost more than 5% of a core to the hypervisor is
 #              measured again), BENCH_STEAL_RETRIES (2; 0 with --quick), BENCH_PROFILE
 #              (release; debug builds faster and is only good for checking the script, as CI
-#              does with --quick), CARGO_TARGET_DIR.
+#              does with --quick), CARGO_TARGET_DIR, BENCH_HALT_POLL_NS (unset: the
+#              machine's; N: on a guest with cpuidle haltpoll, let idle cores poll up to N ns
+#              before they halt, for this run only, to see what slow wake-ups cost each row).
 #
 # Installs nginx, wrk and cyclictest (rt-tests) with apt when they are missing (needs root on
 # Debian/Ubuntu). All traffic stays on 127.0.0.1.
@@ -50,7 +52,7 @@ for arg in "$@"; do
     --quick) MODE=quick ;;
     --update-readme) UPDATE_README=1 ;;
     --keep) KEEP=1 ;;
-    -h|--help) sed -n '2,38p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,40p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) printf 'run.sh: unknown argument %s (try --help)\n' "$arg" >&2; exit 2 ;;
   esac
 done
@@ -62,6 +64,14 @@ if [[ $MODE == full ]]; then
 else
   DURATION=1 WARMUP=1 ROUNDS=1 MAIN_ROUNDS=1 REFRESH_ROUNDS=1 REFRESH_SECS=3 WAKE_SAMPLES=300
   STEAL_RETRIES=${BENCH_STEAL_RETRIES:-0}
+fi
+HALT_POLL=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+HALT_POLL_NS=${BENCH_HALT_POLL_NS:-}
+[[ -z $HALT_POLL_NS || $HALT_POLL_NS =~ ^[0-9]+$ ]] ||
+  { echo "run.sh: BENCH_HALT_POLL_NS must be a whole number of nanoseconds, not '$HALT_POLL_NS'" >&2; exit 2; }
+if [[ -n $HALT_POLL_NS && ! -w $HALT_POLL ]]; then
+  echo "run.sh: BENCH_HALT_POLL_NS needs guest halt polling ($HALT_POLL: no such file, or not writable without root)" >&2
+  exit 2
 fi
 MAX_STEAL=${BENCH_MAX_STEAL:-5}
 [[ $MAX_STEAL =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "run.sh: BENCH_MAX_STEAL must be a percentage, not '$MAX_STEAL'" >&2; exit 2; }
@@ -173,10 +183,12 @@ PIDS=()
 
 CGROUPS=()
 
+HALT_POLL_WAS=
 cleanup() {
   local pid cg
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  [[ -z $HALT_POLL_WAS ]] || echo "$HALT_POLL_WAS" >"$HALT_POLL" || log "could not restore $HALT_POLL to $HALT_POLL_WAS"
   # A cgroup can go once its processes have exited.
   for cg in "${CGROUPS[@]}"; do rmdir "$cg" 2>/dev/null || true; done
   if ((KEEP)); then log "work directory kept: $WORK"; else rm -rf "$WORK"; fi
@@ -493,6 +505,24 @@ row_set() {
 ROWS=(direct nginx tokenproxy bare-pingora tokenproxy-pingora)
 HTTPS_ROWS=(direct-https nginx-https tokenproxy-https tokenproxy-h2)
 
+# How the cores idle decides how long a wake-up takes. BENCH_HALT_POLL_NS changes it for this
+# run (cleanup puts the machine's value back).
+if [[ -n $HALT_POLL_NS ]]; then
+  HALT_POLL_WAS=$(<"$HALT_POLL")
+  echo "$HALT_POLL_NS" >"$HALT_POLL"
+  log "guest halt polling: up to $HALT_POLL_NS ns for this run (the machine's value, $HALT_POLL_WAS, comes back at exit)"
+fi
+sysfs_word() { # FILE...: the first word of the first readable one, or '-'
+  local f
+  for f in "$@"; do
+    if [[ -r $f ]] && awk 'NR == 1 && NF { print $1; found = 1 } END { exit !found }' "$f"; then return; fi
+  done
+  echo -
+}
+CPUIDLE="$(sysfs_word /sys/devices/system/cpu/cpuidle/current_driver) \
+$(sysfs_word /sys/devices/system/cpu/cpuidle/current_governor /sys/devices/system/cpu/cpuidle/current_governor_ro) \
+$(sysfs_word "$HALT_POLL")"
+
 # Anything else running on the machine shows up in every figure: measure it before starting.
 read -r -a b0 <<<"$(cpu_ticks)"
 sleep 2
@@ -640,6 +670,7 @@ RUSTC_VERSION=$(rustc --version 2>/dev/null | awk '{ print $1, $2 }' || true)
     "${b0[*]}" "${b1[*]}" "${LOAD0[*]}" "${LOAD1[*]}"
   printf 'issuer_long_before=%s\nissuer_long_after=%s\n' "$ISSUER_LONG0" "$ISSUER_LONG1"
   printf 'tp_handoffs=%s\ntpp_handoffs=%s\n' "$TP_HANDOFFS" "$TPP_HANDOFFS"
+  printf 'cpuidle=%s\n' "$CPUIDLE"
   printf 'tp_idle_kib=%s\ntp_load_hwm_kib=%s\ntp_body_hwm_kib=%s\ntp_after_kib=%s\nbare_idle_kib=%s\nbare_load_hwm_kib=%s\n' \
     "$TP_IDLE_KIB" "$TP_LOAD_HWM_KIB" "$TP_BODY_HWM_KIB" "$TP_AFTER_KIB" "$BARE_IDLE_KIB" "$BARE_LOAD_HWM_KIB"
 } >"$WORK/facts.txt"

@@ -1,6 +1,6 @@
 //! `facts.txt`, the report's inputs besides the run files (`key=value`, one a line): the
 //! machine, the settings, the CPU tick samples, issuer counts, handoffs and memory. Every key
-//! must be there once; an unknown one is an error.
+//! must be there once, except the optional ones that newer runs add; an unknown one is an error.
 
 use std::collections::HashMap;
 
@@ -51,7 +51,42 @@ pub struct Facts {
     pub tp_after_kib: i64,
     pub bare_idle_kib: i64,
     pub bare_load_hwm_kib: i64,
+    /// How the machine idles its cores (optional: older runs did not record it).
+    pub cpuidle: Option<CpuIdle>,
 }
+
+/// The kernel's idle settings, which decide how long an idle core takes to wake up:
+/// `cpuidle=DRIVER GOVERNOR HALT_POLL_NS`, the last `-` where the kernel has no guest halt polling
+/// (`/sys/module/haltpoll/parameters/guest_halt_poll_ns`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuIdle {
+    pub driver: String,
+    pub governor: String,
+    /// How long an idle core of a guest polls for work before it halts, ns.
+    pub halt_poll_ns: Option<u64>,
+}
+
+impl CpuIdle {
+    fn parse(v: &str) -> Option<CpuIdle> {
+        let mut f = v.split(' ');
+        let (driver, governor, poll) = (f.next()?, f.next()?, f.next()?);
+        if f.next().is_some() || driver.is_empty() || governor.is_empty() {
+            return None;
+        }
+        let halt_poll_ns = match poll {
+            "-" => None,
+            n => Some(n.parse().ok()?),
+        };
+        Some(CpuIdle {
+            driver: driver.to_string(),
+            governor: governor.to_string(),
+            halt_poll_ns,
+        })
+    }
+}
+
+/// Keys a run may leave out.
+const OPTIONAL_KEYS: [&str; 1] = ["cpuidle"];
 
 const FACT_KEYS: [&str; 42] = [
     "mode",
@@ -104,7 +139,7 @@ pub fn parse_facts(text: &str, file: &str) -> Result<Facts, InputError> {
         let Some((k, v)) = l.split_once('=') else {
             return Err(err(file, i + 1, format!("'{l}' is not key=value")));
         };
-        if !FACT_KEYS.contains(&k) {
+        if !FACT_KEYS.contains(&k) && !OPTIONAL_KEYS.contains(&k) {
             return Err(err(file, i + 1, format!("unknown key '{k}'")));
         }
         if map.insert(k, (i + 1, v)).is_some() {
@@ -188,6 +223,16 @@ pub fn parse_facts(text: &str, file: &str) -> Result<Facts, InputError> {
         tp_after_kib: int("tp_after_kib")?,
         bare_idle_kib: int("bare_idle_kib")?,
         bare_load_hwm_kib: int("bare_load_hwm_kib")?,
+        cpuidle: match map.get("cpuidle") {
+            None => None,
+            Some(&(line, v)) => Some(CpuIdle::parse(v).ok_or_else(|| {
+                err(
+                    file,
+                    line,
+                    format!("cpuidle is 'DRIVER GOVERNOR HALT_POLL_NS|-', not '{v}'"),
+                )
+            })?),
+        },
     })
 }
 
@@ -201,5 +246,22 @@ mod tests {
         assert_eq!(e.to_string(), "facts.txt line 1: unknown key 'colour'");
         let e = parse_facts("mode=quick\n", "facts.txt").unwrap_err();
         assert_eq!(e.to_string(), "facts.txt: missing key 'date'");
+    }
+
+    #[test]
+    fn cpuidle_names_driver_governor_and_halt_polling() {
+        assert_eq!(
+            CpuIdle::parse("haltpoll haltpoll 200000"),
+            Some(CpuIdle {
+                driver: "haltpoll".into(),
+                governor: "haltpoll".into(),
+                halt_poll_ns: Some(200_000)
+            })
+        );
+        let none = CpuIdle::parse("acpi_idle menu -").expect("no halt polling");
+        assert_eq!(none.halt_poll_ns, None);
+        for bad in ["haltpoll haltpoll", "a b c d", "a b x", " b 0"] {
+            assert_eq!(CpuIdle::parse(bad), None, "{bad}");
+        }
     }
 }

@@ -108,6 +108,20 @@ pub fn render(inp: &Inputs) -> String {
         o,
         "idle:      cpu{pc} {bg_p}%, cpu{lc} {bg_l}% busy in the 2 s before the load (all started, nothing loaded)"
     );
+    if let Some(idle) = &f.cpuidle {
+        let polling = match idle.halt_poll_ns {
+            None => String::new(),
+            Some(0) => "; guest halt polling off: an idle core halts at once".to_string(),
+            Some(ns) => format!(
+                "; guest halt polling up to {ns} ns: an idle core polls for work that long before it halts"
+            ),
+        };
+        let _ = writeln!(
+            o,
+            "cpuidle:   {} driver, {} governor{polling}",
+            idle.driver, idle.governor
+        );
+    }
     if let Some(cores) = &inp.wakeup {
         let samples = cores.first().map_or(0, |c| c.samples);
         // cyclictest numbers its threads by the cores of its set in increasing order.

@@ -83,7 +83,8 @@ fn a_malformed_input_is_an_error_that_names_the_file_and_line() {
     );
 }
 
-/// A work directory of a newer run: runs with their sleep counts, and the wake-up histogram.
+/// A work directory of a newer run: runs with their sleep counts, the wake-up histogram and the
+/// kernel's idle settings.
 #[test]
 fn sleeps_and_wake_up_latency_are_reported_when_measured() {
     let (tmp, src) = quick_without_runs("wakeup");
@@ -108,6 +109,9 @@ fn sleeps_and_wake_up_latency_are_reported_when_measured() {
     hist.push_str("# Avg Latencies: 00025 00029\n# Max Latencies: 00400 00401\n");
     hist.push_str("# Histogram Overflows: 00000 00000\n");
     std::fs::write(tmp.join("wakeup.txt"), hist).expect("write wakeup");
+    let mut facts = std::fs::read_to_string(src.join("facts.txt")).expect("facts");
+    facts.push_str("cpuidle=haltpoll haltpoll 0\n");
+    std::fs::write(tmp.join("facts.txt"), facts).expect("write facts");
     let out = report_of(&tmp);
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -118,6 +122,12 @@ fn sleeps_and_wake_up_latency_are_reported_when_measured() {
     assert!(
         report.contains(
             "wake-up:   cpu0 p50 20 p99 30 max 400 µs; cpu1 p50 30 p99 30 max 401 µs (an idle core woken by its timer: cyclictest, 100 sleeps of 1 ms per core)"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "cpuidle:   haltpoll driver, haltpoll governor; guest halt polling off: an idle core halts at once\n"
         ),
         "{report}"
     );
