@@ -223,16 +223,15 @@ pub fn parse_facts(text: &str, file: &str) -> Result<Facts, InputError> {
         tp_after_kib: int("tp_after_kib")?,
         bare_idle_kib: int("bare_idle_kib")?,
         bare_load_hwm_kib: int("bare_load_hwm_kib")?,
-        cpuidle: match map.get("cpuidle") {
-            None => None,
-            Some(&(line, v)) => Some(CpuIdle::parse(v).ok_or_else(|| {
-                err(
-                    file,
-                    line,
-                    format!("cpuidle is 'DRIVER GOVERNOR HALT_POLL_NS|-', not '{v}'"),
-                )
-            })?),
-        },
+        cpuidle: map
+            .get("cpuidle")
+            .map(|&(line, v)| {
+                CpuIdle::parse(v).ok_or_else(|| {
+                    let what = format!("cpuidle is 'DRIVER GOVERNOR HALT_POLL_NS|-', not '{v}'");
+                    err(file, line, what)
+                })
+            })
+            .transpose()?,
     })
 }
 
