@@ -115,6 +115,12 @@ pub fn run(
         // pingora sleeps the whole grace period; the drain watch in `shutdown` exits earlier.
         grace_period_seconds: Some(grace.as_secs() + u64::from(grace.subsec_nanos() > 0)),
         graceful_shutdown_timeout_seconds: Some(1),
+        // pingora's fast timeouts share a clock thread that wakes every 10 ms for the life of the
+        // process, once any of them is armed; pingora arms one for every accepted connection.
+        // Timeouts of a second or more on tokio's timer keep an idle sidecar's core asleep, and a
+        // busy one's worker from being preempted 100 times a second. pingora's h2 client still
+        // starts the clock thread, on the first request to an upstream that selects h2.
+        fast_timeout_to_tokio_threshold_seconds: Some(0),
         ..ServerConf::default()
     };
     conf.daemon = false;

@@ -331,3 +331,48 @@ async fn idle_sigterm_and_sigint_exit_at_once_not_after_the_grace_period() {
         );
     }
 }
+
+/// Times any thread of `pid` has gone to sleep so far (`voluntary_ctxt_switches`, all threads):
+/// each one is a wake-up later.
+fn sleeps(pid: i32) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        total += status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .map_or(0, |n| n.trim().parse::<u64>().unwrap());
+    }
+    total
+}
+
+#[tokio::test]
+async fn an_idle_proxy_lets_its_core_sleep() {
+    for lean in [true, false] {
+        let rig = Rig::builder()
+            .top(&format!("lean_path: {lean}"))
+            .route("api", &[])
+            .route_to("tls", "{tls_up}", &["{ca_file}"])
+            .also_https()
+            .start()
+            .await;
+        // Serve some connections first, plain and TLS: pingora arms a timeout for every
+        // connection it accepts, and the clock thread of its fast timeouts, once started, wakes
+        // every 10 ms for good.
+        for route in ["api", "tls", "api", "tls"] {
+            let c = reqwest::Client::new();
+            let status = c.get(rig.url(route, "/x")).send().await.unwrap().status();
+            assert_eq!(status, 200, "lean_path: {lean}, route {route}");
+        }
+        // A window of idleness is what is measured here, so it is waited out, not polled.
+        let pid = rig.proxy.pid();
+        let before = sleeps(pid);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let woke = sleeps(pid) - before;
+        // What is left: the config file poll (1/s) and the control runtime's own timers.
+        assert!(
+            woke < 20,
+            "lean_path: {lean}: {woke} wake-ups in 2 s of idleness (a 10 ms ticker makes about 200)"
+        );
+    }
+}
