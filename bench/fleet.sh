@@ -16,7 +16,8 @@
 #   --lifetimes K  measured window in token lifetimes (default 4)
 # Environment: BENCH_PROFILE (release; debug builds faster), CARGO_TARGET_DIR,
 #              BENCH_FLEET_PORT_BASE (19000: ports 19000-19099 and 19100-19199 on 127.0.0.1).
-# Needs redis-server (scripts/setup.sh installs it), curl and python3. Traffic stays on 127.0.0.1.
+# Needs redis-server and cmake (scripts/setup.sh installs both), curl and python3. Traffic stays
+# on 127.0.0.1.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -38,8 +39,8 @@ done
 
 log() { printf 'fleet: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
-for tool in redis-server curl python3; do
-  command -v "$tool" >/dev/null || die "$tool is missing (bash scripts/setup.sh installs redis-server)"
+for tool in redis-server cmake curl python3; do
+  command -v "$tool" >/dev/null || die "$tool is missing (bash scripts/setup.sh installs redis-server and cmake, which the build needs)"
 done
 
 PROFILE=${BENCH_PROFILE:-release}

@@ -36,8 +36,8 @@
 #              machine's; N: on a guest with cpuidle haltpoll, let idle cores poll up to N ns
 #              before they halt, for this run only, to see what slow wake-ups cost each row).
 #
-# Installs nginx, wrk and cyclictest (rt-tests) with apt when they are missing (needs root on
-# Debian/Ubuntu). All traffic stays on 127.0.0.1.
+# Installs nginx, wrk, cyclictest (rt-tests) and the build's cmake and C compiler with apt when
+# they are missing (needs root on Debian/Ubuntu). All traffic stays on 127.0.0.1.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -127,6 +127,9 @@ install_missing() {
   command -v taskset >/dev/null || missing+=(util-linux)
   command -v openssl >/dev/null || missing+=(openssl)
   command -v cyclictest >/dev/null || missing+=(rt-tests)
+  # The build: pingora builds zlib-ng with cmake and a C compiler.
+  command -v cmake >/dev/null || missing+=(cmake)
+  command -v cc >/dev/null || missing+=(gcc)
   ((${#missing[@]} == 0)) && return
   local sudo=()
   if [[ $(id -u) != 0 ]]; then
