@@ -40,6 +40,9 @@ pub struct Row {
     /// Times per second the process under test went to sleep with nothing to do (and had to be
     /// woken for the next request); `None` when a round lacks the count.
     pub sleeps: Option<String>,
+    /// Median of the rounds' p90 and p99.9, µs; `None` when a round lacks them.
+    pub p90: Option<String>,
+    pub p999: Option<String>,
 }
 
 /// The rows in the order their first run appears.
@@ -99,7 +102,15 @@ fn one(set: &str, row: &str, rs: &[&Run]) -> Row {
             .map(|r| r.sleeps)
             .sum::<Option<f64>>()
             .map(|s| fixed(s * 1e6 / dur, 0)),
+        p90: median_of(rs, |r| r.p90_us),
+        p999: median_of(rs, |r| r.p999_us),
     }
+}
+
+/// The median over the rounds of a figure not every line has; `None` unless every round has it.
+fn median_of(rs: &[&Run], f: fn(&Run) -> Option<f64>) -> Option<String> {
+    let v: Option<Vec<f64>> = rs.iter().map(|r| f(r)).collect();
+    Some(fixed(median(&v?)?, 0))
 }
 
 /// Looks rows up by set and row; a missing row reads as "0" in every column, as before.
@@ -191,6 +202,28 @@ mod tests {
         assert_eq!(
             (tp.steal_proxy.as_str(), tp.steal_load.as_str()),
             ("1.5", "2.0")
+        );
+    }
+
+    #[test]
+    fn later_percentiles_are_medians_only_when_every_round_has_them() {
+        let rows = aggregate(&runs(&[A1, A2]));
+        assert_eq!(
+            (rows[0].p90.as_deref(), rows[0].p999.as_deref()),
+            (None, None)
+        );
+        let a1 = format!("{A1}\t10\t400\t2000");
+        let a2 = format!("{A2}\t20\t600\t3001");
+        let a3 = A2.replace("\t2\t3000\t", "\t3\t3000\t") + "\t20\t500\t9000";
+        let rows = aggregate(&runs(&[&a1, &a2, &a3]));
+        assert_eq!(
+            (rows[0].p90.as_deref(), rows[0].p999.as_deref()),
+            (Some("500"), Some("3001"))
+        );
+        let rows = aggregate(&runs(&[&a1, A2]));
+        assert_eq!(
+            (rows[0].p90.as_deref(), rows[0].p999.as_deref()),
+            (None, None)
         );
     }
 

@@ -39,9 +39,10 @@ pub fn read(dir: &Path, name: &str) -> Result<String, InputError> {
     std::fs::read_to_string(dir.join(name)).map_err(|e| err(name, 0, e.to_string()))
 }
 
-/// The columns of `runs.tsv`, in order. The last, `sleeps`, came later: a line without it (the
-/// fixtures, work directories of older runs) is read with `Run::sleeps` unknown.
-pub const RUN_COLUMNS: [&str; 18] = [
+/// The columns of `runs.tsv`, in order. The last three came later, `sleeps` first and then the
+/// two percentiles: a line without them (the fixtures, work directories of older runs) is read
+/// with those figures unknown.
+pub const RUN_COLUMNS: [&str; 20] = [
     "set",
     "row",
     "conns",
@@ -60,7 +61,13 @@ pub const RUN_COLUMNS: [&str; 18] = [
     "steal_proxy_pct",
     "steal_load_pct",
     "sleeps",
+    "p90_us",
+    "p999_us",
 ];
+
+/// How many fields a `runs.tsv` line may have: without the later columns, with `sleeps`, or
+/// with all.
+const RUN_WIDTHS: [usize; 3] = [17, 18, 20];
 
 /// One wrk run: a line of `runs.tsv` or `discarded.tsv`.
 #[derive(Clone, Debug, PartialEq)]
@@ -87,6 +94,9 @@ pub struct Run {
     /// switches of all its threads and children's): each time it had nothing to do, and had to
     /// be woken again. `None` when the line predates the column.
     pub sleeps: Option<f64>,
+    /// The run's p90 and p99.9 latency, µs; `None` when the line predates the columns.
+    pub p90_us: Option<f64>,
+    pub p999_us: Option<f64>,
 }
 
 impl Run {
@@ -102,12 +112,12 @@ impl Run {
 /// Parses one tab-separated run line; `file` and `line` only name it in errors.
 pub fn parse_run(text: &str, file: &str, line: usize) -> Result<Run, InputError> {
     let f: Vec<&str> = text.split('\t').collect();
-    if f.len() != RUN_COLUMNS.len() && f.len() != RUN_COLUMNS.len() - 1 {
+    if !RUN_WIDTHS.contains(&f.len()) {
         return Err(err(
             file,
             line,
             format!(
-                "{} tab-separated fields, expected {} ({}; the last may be missing)",
+                "{} tab-separated fields, expected {} ({}; older runs end after steal_load_pct or after sleeps)",
                 f.len(),
                 RUN_COLUMNS.len(),
                 RUN_COLUMNS.join(" ")
@@ -154,6 +164,8 @@ pub fn parse_run(text: &str, file: &str, line: usize) -> Result<Run, InputError>
         steal_proxy: f[15].to_string(),
         steal_load: f[16].to_string(),
         sleeps: if f.len() > 17 { Some(num(17)?) } else { None },
+        p90_us: if f.len() > 18 { Some(num(18)?) } else { None },
+        p999_us: if f.len() > 19 { Some(num(19)?) } else { None },
     })
 }
 
@@ -306,10 +318,21 @@ mod tests {
         assert_eq!(r.sleeps, None);
         let with = parse_run(&format!("{LINE}\t1234"), "runs.tsv", 1).expect("valid line");
         assert_eq!(with.sleeps, Some(1234.0));
+        assert_eq!((with.p90_us, with.p999_us), (None, None));
         let bad = parse_run(&format!("{LINE}\tsome"), "runs.tsv", 3).unwrap_err();
         assert_eq!(
             bad.to_string(),
             "runs.tsv line 3: sleeps is not a number: 'some'"
+        );
+        // A line of today's script: the sleeps, then p90 and p99.9.
+        let all = parse_run(&format!("{LINE}\t1234\t1700\t9800"), "runs.tsv", 1).expect("valid");
+        assert_eq!((all.p90_us, all.p999_us), (Some(1700.0), Some(9800.0)));
+        // Never one of the two percentiles alone.
+        let e = parse_run(&format!("{LINE}\t1234\t1700"), "runs.tsv", 4).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("runs.tsv line 4: 19 tab-separated fields"),
+            "{e}"
         );
     }
 
@@ -319,7 +342,7 @@ mod tests {
         assert_eq!(e.line, 7);
         assert!(
             e.to_string()
-                .starts_with("runs.tsv line 7: 3 tab-separated fields, expected 18"),
+                .starts_with("runs.tsv line 7: 3 tab-separated fields, expected 20"),
             "{e}"
         );
     }

@@ -154,6 +154,8 @@ pub fn run_line(s: &Sample<'_>) -> Result<String, String> {
         ),
         stolen(c0.load_total, c0.load_steal, c1.load_total, c1.load_steal),
         s.sleeps.1.saturating_sub(s.sleeps.0).to_string(),
+        get("p90_us")?.to_string(),
+        get("p999_us")?.to_string(),
     ];
     Ok(fields.join("\t"))
 }
@@ -265,7 +267,8 @@ mod tests {
     #[test]
     fn a_wrk_run_becomes_its_runs_tsv_line() {
         let wrk = "Running 1s test\n  Latency ...\nBENCH requests=63452 duration_us=1099007 bytes=11294456 \
-            p50_us=770 p99_us=54995 max_us=67261 err_status=1 err_connect=2 err_read=0 err_write=0 err_timeout=3\n";
+            p50_us=770 p90_us=1700 p99_us=54995 p999_us=60001 max_us=67261 err_status=1 err_connect=2 err_read=0 \
+            err_write=0 err_timeout=3\n";
         let s = Sample {
             set: "small-64",
             row: "nginx",
@@ -283,7 +286,7 @@ mod tests {
         };
         assert_eq!(
             run_line(&s).as_deref(),
-            Ok("small-64\tnginx\t64\t1\t63452\t1099007\t11294456\t770\t54995\t67261\t6\t94\t92\t6868\t700000\t1.5\t0.0\t2345")
+            Ok("small-64\tnginx\t64\t1\t63452\t1099007\t11294456\t770\t54995\t67261\t6\t94\t92\t6868\t700000\t1.5\t0.0\t2345\t1700\t60001")
         );
         let none = Sample {
             wrk_output: "unable to connect\n",

@@ -84,6 +84,8 @@ mod tests {
             steal_proxy: s(st.0),
             steal_load: s(st.1),
             sleeps: None,
+            p90: None,
+            p999: None,
         }
     }
 

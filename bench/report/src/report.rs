@@ -570,4 +570,86 @@ pub(crate) fn table(o: &mut String, t: &Table<'_>, pc: &str, lc: &str, set: &str
             sleeps.join("  ")
         );
     }
+    if TAIL_SETS.contains(&set) {
+        tail_line(o, t, set, rows);
+    }
+}
+
+/// The sets whose p99 a target judges: their report shows more of each row's latency
+/// distribution than p50 and p99, since two rows' p99s can sit where their distributions cross.
+const TAIL_SETS: [&str; 3] = ["small-64", "https-64", "refresh"];
+
+/// p50, p90, p99, p99.9 (medians of the rounds) and the max of each row that has them all.
+fn tail_line(o: &mut String, t: &Table<'_>, set: &str, rows: &[&str]) {
+    let cells: Vec<String> = rows
+        .iter()
+        .filter_map(|row| {
+            let r = t.row(set, row)?;
+            Some(format!(
+                "{row} {} / {} / {} / {}, {}",
+                r.p50,
+                r.p90.as_ref()?,
+                r.p99,
+                r.p999.as_ref()?,
+                r.max
+            ))
+        })
+        .collect();
+    if !cells.is_empty() {
+        let _ = writeln!(
+            o,
+            "latency in µs, p50 / p90 / p99 / p99.9 (medians of the rounds), max: {}",
+            cells.join("  ")
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::aggregate;
+    use crate::inputs::parse_runs;
+
+    // set row conns round requests duration bytes p50 p99 max errors cpu_p cpu_l rss proc_us
+    // st_p st_l, then sleeps, p90 and p99.9
+    const NX: &str = "small-64\tnginx\t64\t1\t2000\t1000000\t0\t1185\t2583\t26831\t0\t99\t99\t50\t30000\t0.0\t0.0\t300\t1724\t10498";
+    const TP: &str = "small-64\ttokenproxy\t64\t1\t2000\t1000000\t0\t1193\t2834\t6166\t0\t90\t99\t50\t20000\t0.0\t0.0\t900\t1682\t4377";
+
+    #[test]
+    fn the_tail_line_gives_each_rows_percentiles_where_a_p99_is_judged() {
+        let runs = parse_runs(&[NX, TP].join("\n"), "test").expect("valid runs");
+        let rows = aggregate(&runs);
+        let t = Table(&rows);
+        let mut o = String::new();
+        tail_line(&mut o, &t, "small-64", &["nginx", "tokenproxy", "absent"]);
+        assert_eq!(
+            o,
+            "latency in µs, p50 / p90 / p99 / p99.9 (medians of the rounds), max: \
+             nginx 1185 / 1724 / 2583 / 10498, 26831  tokenproxy 1193 / 1682 / 2834 / 4377, 6166\n"
+        );
+        // Older runs without the columns: no line rather than a line of zeros.
+        let old: Vec<String> = [NX, TP]
+            .iter()
+            .map(|l| l.rsplitn(3, '\t').nth(2).expect("columns").to_string())
+            .collect();
+        let runs = parse_runs(&old.join("\n"), "test").expect("valid runs");
+        let rows = aggregate(&runs);
+        let mut o = String::new();
+        tail_line(&mut o, &Table(&rows), "small-64", &["nginx", "tokenproxy"]);
+        assert_eq!(o, "");
+        // Only the sets with a p99 target get it from the table.
+        let runs =
+            parse_runs(&[NX, TP].join("\n").replace("small-64", "4k"), "test").expect("valid");
+        let rows = aggregate(&runs);
+        let mut o = String::new();
+        table(
+            &mut o,
+            &Table(&rows),
+            "0",
+            "1",
+            "4k",
+            &["nginx", "tokenproxy"],
+        );
+        assert!(!o.contains("p99.9"), "{o}");
+    }
 }

@@ -78,7 +78,7 @@ fn a_malformed_input_is_an_error_that_names_the_file_and_line() {
     assert!(out.stdout.is_empty());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("runs.tsv line 1: 3 tab-separated fields, expected 18"),
+        err.contains("runs.tsv line 1: 3 tab-separated fields, expected 20"),
         "{err}"
     );
 }
