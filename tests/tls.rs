@@ -1,7 +1,8 @@
 //! The lean path to HTTPS upstreams against the real binary and real TLS (a CA generated here):
 //! trust roots (the route's `ca_file`, or the system's), SNI and Host, a certificate for another
-//! name, pooled connections and their handshakes, resumption after the upstream closed one,
-//! large bodies, and what stays on pingora's path (h2 upstreams).
+//! name, pooled connections and their handshakes, resumption after the upstream closed one (or
+//! all of them: a burst of new connections), large bodies, and what stays on pingora's path (h2
+//! upstreams).
 
 mod common;
 
@@ -390,4 +391,73 @@ async fn an_upstream_that_never_answers_the_handshake_gets_the_same_504_on_both_
     assert_eq!(rig.all_handoffs("lean").await, 0.0);
     assert_eq!(rig.handshakes("lean", "failed").await, 1.0);
     held.abort();
+}
+
+/// After its connections are gone, a route's pool opens many at once (a burst of callers): each
+/// resumes a session, not only as many as rustls' own cache keeps per server (8).
+#[tokio::test]
+async fn a_burst_of_new_connections_resumes_every_one() {
+    const BURST: usize = 16;
+    let rig = Rig::builder()
+        .secret(SECRET)
+        .https()
+        .route("burst", &["{ca_file}", "http2: off"])
+        .start()
+        .await;
+    let up = rig.up();
+    let port = rig.port("burst");
+    // BURST callers at once, each held by the upstream long enough that all are in flight
+    // together: the pool has no idle connection to lend, so it opens BURST of them.
+    let burst = |name: &'static str| async move {
+        let c = client();
+        let calls = (0..BURST).map(|i| {
+            let c = c.clone();
+            async move {
+                c.get(format!("http://127.0.0.1:{port}/{name}/{i}?sleep_ms=500"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            }
+        });
+        for status in futures_util::future::join_all(calls).await {
+            assert_eq!(status, 200);
+        }
+    };
+    let close_all = || async {
+        up.close_idle();
+        assert!(
+            wait_for(Duration::from_secs(10), || async {
+                up.open_connections() == 0
+            })
+            .await,
+            "the upstream did not close its connections"
+        );
+    };
+
+    burst("first").await;
+    assert_eq!(
+        up.handshakes(),
+        BURST,
+        "one connection per caller in flight"
+    );
+    close_all().await;
+
+    let resumed_before = up.resumed();
+    burst("second").await;
+    assert_eq!(up.handshakes(), 2 * BURST);
+    assert_eq!(
+        up.resumed() - resumed_before,
+        BURST,
+        "every connection of the second burst resumed a session"
+    );
+    // What the proxy counts is what the upstream saw.
+    assert_eq!(
+        rig.handshakes("burst", "resumed").await as usize,
+        up.resumed()
+    );
+    assert_eq!(
+        rig.handshakes("burst", "full").await as usize,
+        2 * BURST - up.resumed()
+    );
 }

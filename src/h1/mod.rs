@@ -14,6 +14,7 @@ mod exchange;
 pub mod limits;
 pub mod pool;
 mod relay;
+mod tickets;
 mod timer;
 pub mod tls;
 pub mod wire;

@@ -1,6 +1,7 @@
 //! TLS to the upstream on the lean path: one client configuration per route (the system roots
-//! plus the route's `ca_file`, ALPN `http/1.1` only, a session cache of its own), the handshake,
-//! and the stream the lean path and its pool hold, plain TCP or TLS over it.
+//! plus the route's `ca_file`, ALPN `http/1.1` only, a session store of its own, see
+//! [`super::tickets`]), the handshake, and the stream the lean path and its pool hold, plain TCP
+//! or TLS over it.
 //!
 //! A configuration, and so a session cache, belongs to one route's target: a session or a
 //! connection verified under one set of trust roots never serves another route.
@@ -19,12 +20,8 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tracing::warn;
 
+use super::tickets::{RouteSessions, TICKETS};
 use crate::config::CaFile;
-
-/// Server names whose sessions the cache keeps: a configuration serves one upstream host. For it
-/// rustls keeps the TLS 1.2 session and up to 8 TLS 1.3 tickets (each used once), so up to 8
-/// connections opened at once resume, and the others make a full handshake.
-const SESSIONS: usize = 1;
 
 /// How the lean path speaks TLS to one route's upstream.
 pub struct LeanTls {
@@ -58,7 +55,8 @@ impl LeanTls {
             .with_no_client_auth();
         // The lean path speaks HTTP/1.1 only; h2 upstreams are pingora's (see `crate::upstream`).
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        config.resumption = Resumption::in_memory_sessions(SESSIONS);
+        config.resumption =
+            Resumption::store(Arc::new(RouteSessions::new(server_name.clone(), TICKETS)));
         Some(LeanTls {
             connector: TlsConnector::from(Arc::new(config)),
             server_name,
