@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::rig::Rig;
-use common::upstream::{pattern, sha256_hex};
+use common::upstream::{pattern, sha256_hex, Upstream};
 use common::{client, keepalive_callers, wait_for};
 
 const SECRET: &str = "tls-lean-secret";
@@ -172,14 +172,7 @@ async fn pooled_tls_connections_are_reused_and_resumed_after_the_upstream_closes
 
     // The upstream closes its idle connections: the next request still succeeds, on a new
     // connection that resumes the TLS session.
-    up.close_idle();
-    assert!(
-        wait_for(Duration::from_secs(10), || async {
-            up.open_connections() == 0
-        })
-        .await,
-        "the upstream did not close its connections"
-    );
+    close_all(up).await;
     let handshakes_before = up.handshakes();
     let resumed_before = up.resumed();
     for method in ["GET", "POST"] {
@@ -190,13 +183,7 @@ async fn pooled_tls_connections_are_reused_and_resumed_after_the_upstream_closes
         };
         let r = req.send().await.unwrap();
         assert_eq!(r.status(), 200, "{method}; stderr:\n{}", proxy.stderr());
-        up.close_idle();
-        assert!(
-            wait_for(Duration::from_secs(10), || async {
-                up.open_connections() == 0
-            })
-            .await
-        );
+        close_all(up).await;
     }
     assert_eq!(up.handshakes(), handshakes_before + 2);
     assert_eq!(
@@ -204,15 +191,7 @@ async fn pooled_tls_connections_are_reused_and_resumed_after_the_upstream_closes
         resumed_before + 2,
         "both new connections resumed a session"
     );
-    // What the proxy counts is what the upstream saw.
-    assert_eq!(
-        rig.handshakes("pool", "resumed").await as usize,
-        up.resumed()
-    );
-    assert_eq!(
-        rig.handshakes("pool", "full").await as usize,
-        up.handshakes() - up.resumed()
-    );
+    counts_match_the_upstream(&rig, "pool").await;
     assert_eq!(
         rig.metric(r#"tokenproxy_upstream_errors_total{route="pool",kind="other"}"#)
             .await,
@@ -424,16 +403,6 @@ async fn a_burst_of_new_connections_resumes_every_one() {
             assert_eq!(status, 200);
         }
     };
-    let close_all = || async {
-        up.close_idle();
-        assert!(
-            wait_for(Duration::from_secs(10), || async {
-                up.open_connections() == 0
-            })
-            .await,
-            "the upstream did not close its connections"
-        );
-    };
 
     burst("first").await;
     assert_eq!(
@@ -441,7 +410,7 @@ async fn a_burst_of_new_connections_resumes_every_one() {
         BURST,
         "one connection per caller in flight"
     );
-    close_all().await;
+    close_all(up).await;
 
     let resumed_before = up.resumed();
     burst("second").await;
@@ -451,13 +420,32 @@ async fn a_burst_of_new_connections_resumes_every_one() {
         BURST,
         "every connection of the second burst resumed a session"
     );
-    // What the proxy counts is what the upstream saw.
+    counts_match_the_upstream(&rig, "burst").await;
+}
+
+/// Has the upstream close its idle connections, and waits until they are gone.
+async fn close_all(up: &Upstream) {
+    up.close_idle();
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            up.open_connections() == 0
+        })
+        .await,
+        "the upstream did not close its connections"
+    );
+}
+
+/// What the proxy counts of `route`'s handshakes is what the (only) upstream saw.
+async fn counts_match_the_upstream(rig: &Rig, route: &str) {
+    let up = rig.up();
     assert_eq!(
-        rig.handshakes("burst", "resumed").await as usize,
-        up.resumed()
+        rig.handshakes(route, "resumed").await as usize,
+        up.resumed(),
+        "{route}"
     );
     assert_eq!(
-        rig.handshakes("burst", "full").await as usize,
-        2 * BURST - up.resumed()
+        rig.handshakes(route, "full").await as usize,
+        up.handshakes() - up.resumed(),
+        "{route}"
     );
 }
