@@ -16,7 +16,7 @@ use rustls::NamedGroup;
 /// TLS 1.3 tickets kept per route: up to this many connections opened at once resume. A ticket
 /// holds the session's secret, the server's ticket and its certificate chain (shared by the
 /// tickets of one connection): a few KiB per connection for a busy route, nothing for an idle one.
-pub const TICKETS: usize = 64;
+const TICKETS: usize = 64;
 
 /// A bounded stack: the newest value is taken first (the one furthest from expiring), each at
 /// most once; when full, the oldest goes.
@@ -67,13 +67,13 @@ pub struct RouteSessions {
 }
 
 impl RouteSessions {
-    pub fn new(name: ServerName<'static>, tickets: usize) -> Self {
+    pub fn new(name: ServerName<'static>) -> Self {
         RouteSessions {
             name,
             inner: Mutex::new(Sessions {
                 kx_hint: None,
                 tls12: None,
-                tls13: Newest::new(tickets),
+                tls13: Newest::new(TICKETS),
             }),
         }
     }
@@ -176,7 +176,7 @@ mod tests {
     #[test]
     fn another_name_gets_nothing_and_debug_shows_counts_only() {
         let name = ServerName::try_from("api.example").unwrap();
-        let store = RouteSessions::new(name.clone(), TICKETS);
+        let store = RouteSessions::new(name.clone());
         store.set_kx_hint(name.clone(), NamedGroup::X25519);
         assert_eq!(store.kx_hint(&name), Some(NamedGroup::X25519));
         let other = ServerName::try_from("other.example").unwrap();

@@ -20,7 +20,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tracing::warn;
 
-use super::tickets::{RouteSessions, TICKETS};
+use super::tickets::RouteSessions;
 use crate::config::CaFile;
 
 /// How the lean path speaks TLS to one route's upstream.
@@ -55,8 +55,7 @@ impl LeanTls {
             .with_no_client_auth();
         // The lean path speaks HTTP/1.1 only; h2 upstreams are pingora's (see `crate::upstream`).
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        config.resumption =
-            Resumption::store(Arc::new(RouteSessions::new(server_name.clone(), TICKETS)));
+        config.resumption = Resumption::store(Arc::new(RouteSessions::new(server_name.clone())));
         Some(LeanTls {
             connector: TlsConnector::from(Arc::new(config)),
             server_name,
