@@ -51,7 +51,7 @@ pub fn check(data: &[u8], keep_callers: bool) {
         verify: None,
         claim_headers: &[],
     };
-    let mut headers = [httparse::EMPTY_HEADER; forward::MAX_HEADERS];
+    let mut headers = forward::header_slots();
     let Ok(Some((_, req))) = forward::parse_head(data, &mut headers) else {
         return;
     };

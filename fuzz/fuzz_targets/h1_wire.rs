@@ -85,7 +85,7 @@ fuzz_target!(|data: &[u8]| {
         verify: None,
         claim_headers: &[],
     };
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = forward::header_slots();
     let Ok(Some((head_len, req))) = forward::parse_head(data, &mut headers) else {
         return;
     };

@@ -11,6 +11,7 @@
 mod answer;
 pub mod response;
 
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 
 use http::HeaderName;
@@ -21,6 +22,15 @@ pub use answer::Answer;
 pub const MAX_HEAD: usize = 32 * 1024;
 /// More header fields than this are refused with 431.
 pub const MAX_HEADERS: usize = 128;
+/// Room for the fields of one head, [`MAX_HEADERS`] of them. Left uninitialised: the parser
+/// writes the fields it finds, so a request does not first fill 4 KiB of empty slots.
+pub type HeaderSlots<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS];
+
+/// Fresh [`HeaderSlots`].
+pub const fn header_slots<'b>() -> HeaderSlots<'b> {
+    [const { MaybeUninit::uninit() }; MAX_HEADERS]
+}
+
 /// `Connection` may list at most this many options.
 const MAX_CONNECTION_OPTIONS: usize = 16;
 
@@ -108,10 +118,10 @@ pub struct Plan<'a> {
 /// the head's length (the blank line included) and the parsed request.
 pub fn parse_head<'h, 'b>(
     buf: &'b [u8],
-    headers: &'h mut [httparse::Header<'b>],
+    headers: &'h mut [MaybeUninit<httparse::Header<'b>>],
 ) -> Result<Option<(usize, httparse::Request<'h, 'b>)>, Answer> {
-    let mut req = httparse::Request::new(headers);
-    match req.parse(buf) {
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(buf, headers) {
         Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => Err(Answer::HeadersTooLarge),
         Ok(httparse::Status::Complete(n)) => Ok(Some((n, req))),
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => Err(Answer::HeadersTooLarge),

@@ -17,7 +17,7 @@ fn with_plan<R>(
         verify: None,
         claim_headers: &[],
     };
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = header_slots();
     let parsed = parse_head(head, &mut headers);
     match parsed {
         Ok(Some((_, req))) => f(plan(&req, &route)),
@@ -69,7 +69,7 @@ fn refusals() {
 
 #[test]
 fn too_large_or_unparsable_heads() {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = header_slots();
     let big = format!(
         "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
         "a".repeat(MAX_HEAD)
@@ -79,19 +79,19 @@ fn too_large_or_unparsable_heads() {
         Some(Answer::HeadersTooLarge)
     );
     let partial = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(MAX_HEAD));
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = header_slots();
     assert_eq!(
         parse_head(partial.as_bytes(), &mut headers).err(),
         Some(Answer::HeadersTooLarge)
     );
     let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
     let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = header_slots();
     assert_eq!(
         parse_head(many.as_bytes(), &mut headers).err(),
         Some(Answer::HeadersTooLarge)
     );
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = header_slots();
     assert!(matches!(
         parse_head(b"GET / HTTP/1.1\r\nHost", &mut headers),
         Ok(None)
@@ -102,7 +102,7 @@ fn too_large_or_unparsable_heads() {
         b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
         b"GET /a HTTP/1.1\r\nX:\0\r\n\r\n",
     ] {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = header_slots();
         assert_eq!(
             parse_head(bad, &mut headers).err(),
             Some(Answer::BadRequest),

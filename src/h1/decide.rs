@@ -47,7 +47,7 @@ pub(super) struct Refusal {
 /// this path takes it, writes the upstream head into `conn.out` and consumes the head from
 /// `conn.buf` (the body stays).
 pub(super) fn prepare(routes: &RouteTable, conn: &mut Conn, local: Option<SocketAddr>) -> Step {
-    let mut headers = [httparse::EMPTY_HEADER; forward::MAX_HEADERS];
+    let mut headers = forward::header_slots();
     let refuse = |answer, route, method_path| {
         Step::Refuse(Refusal {
             answer,

@@ -4,7 +4,7 @@
 
 use http::HeaderName;
 
-use crate::forward::{parse_decimal, response, Plan, MAX_HEADERS};
+use crate::forward::{header_slots, parse_decimal, response, Plan};
 
 /// Largest request body the lean path takes; it is read whole before anything is sent, so that
 /// it can be sent again. Larger bodies stream through pingora.
@@ -131,16 +131,17 @@ pub fn parse_response(
     buf: &[u8],
     request_was_head: bool,
 ) -> Result<Option<ResponseHead>, WireError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let head_len = match response_parser().parse_response(&mut resp, buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
-            return Err(WireError::LargeHead)
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(WireError::MalformedHead),
-    };
+    let mut headers = header_slots();
+    let mut resp = httparse::Response::new(&mut []);
+    let head_len =
+        match response_parser().parse_response_with_uninit_headers(&mut resp, buf, &mut headers) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
+                return Err(WireError::LargeHead)
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(_) => return Err(WireError::MalformedHead),
+        };
     let status = resp.code.unwrap_or(0);
     // The lean path never forwards a WebSocket handshake, so a 101 is never asked for here.
     if response::check_status(status, false).is_err() {
@@ -237,9 +238,9 @@ fn is_plain_head(head: &[u8]) -> bool {
 /// too (RFC 9112 §6.3), CRLF line ends. For heads that [`ResponseHead::as_is`] says cannot be
 /// relayed byte for byte.
 pub fn write_response_head(head: &[u8], out: &mut Vec<u8>) -> Result<(), WireError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    match response_parser().parse_response(&mut resp, head) {
+    let mut headers = header_slots();
+    let mut resp = httparse::Response::new(&mut []);
+    match response_parser().parse_response_with_uninit_headers(&mut resp, head, &mut headers) {
         Ok(httparse::Status::Complete(_)) => {}
         _ => return Err(WireError::MalformedHead),
     }

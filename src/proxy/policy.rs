@@ -112,7 +112,7 @@ pub(super) fn decide(
         .as_http1()
         .map(pingora::protocols::http::v1::server::HttpSession::get_headers_raw_bytes)
         .ok_or(Refused::Answer(Answer::BadRequest))?;
-    let mut headers = [httparse::EMPTY_HEADER; forward::MAX_HEADERS];
+    let mut headers = forward::header_slots();
     let (_, req) = forward::parse_head(&raw, &mut headers)
         .map_err(Refused::Answer)?
         .ok_or(Refused::Answer(Answer::BadRequest))?;

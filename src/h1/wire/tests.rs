@@ -12,7 +12,7 @@ fn upstream_head(raw: &[u8], rw: &Rewrite<'_>, keep_callers: bool) -> String {
         verify: None,
         claim_headers: &[],
     };
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = forward::header_slots();
     let (_, req) = forward::parse_head(raw, &mut headers).unwrap().unwrap();
     let plan = forward::plan(&req, &view).unwrap();
     let mut out = Vec::new();
