@@ -204,31 +204,27 @@ pub fn parse_response(
 
 /// Whether a head uses CRLF line ends only, with no folded line and no white space in or after a
 /// field name: then its bytes are what a re-rendered head would be, and it is relayed as it came.
+/// `head` is a whole head, up to and including its blank line. Runs once per response, so it
+/// finds the line ends with `memchr` and looks at each field's name only.
 fn is_plain_head(head: &[u8]) -> bool {
-    let mut prev = 0u8;
-    // In a field line's name (from its start to its first colon); the status line has none.
-    let mut in_name = false;
-    let mut line_start = false;
-    for &b in head {
-        if b == b'\n' {
-            if prev != b'\r' {
-                return false;
-            }
-            (in_name, line_start, prev) = (true, true, b);
-            continue;
-        }
-        if line_start && (b == b' ' || b == b'\t') {
+    // Where the current field line starts; `None` in the status line, which has no name.
+    let mut field_start = None;
+    for lf in memchr::memchr_iter(b'\n', head) {
+        if lf == 0 || head[lf - 1] != b'\r' {
             return false;
         }
-        if in_name {
-            match b {
-                b':' => in_name = false,
-                b' ' | b'\t' => return false,
-                _ => {}
+        if let Some(start) = field_start {
+            // The name runs to the first colon (all of a line without one). A folded line
+            // starts with white space, so it fails here too.
+            for &b in &head[start..lf - 1] {
+                match b {
+                    b':' => break,
+                    b' ' | b'\t' => return false,
+                    _ => {}
+                }
             }
         }
-        line_start = false;
-        prev = b;
+        field_start = Some(lf + 1);
     }
     true
 }

@@ -222,3 +222,76 @@ fn a_colon_or_space_in_a_value_or_the_reason_keeps_a_head_plain() {
         String::from_utf8_lossy(&out)
     );
 }
+
+/// The plain-head rule byte by byte (how `is_plain_head` was first written), the oracle for
+/// the line-by-line scan.
+fn plain_byte_by_byte(head: &[u8]) -> bool {
+    let mut prev = 0u8;
+    let mut in_name = false;
+    let mut line_start = false;
+    for &b in head {
+        if b == b'\n' {
+            if prev != b'\r' {
+                return false;
+            }
+            (in_name, line_start, prev) = (true, true, b);
+            continue;
+        }
+        if line_start && (b == b' ' || b == b'\t') {
+            return false;
+        }
+        if in_name {
+            match b {
+                b':' => in_name = false,
+                b' ' | b'\t' => return false,
+                _ => {}
+            }
+        }
+        line_start = false;
+        prev = b;
+    }
+    true
+}
+
+#[test]
+fn the_line_scan_agrees_with_the_byte_scan_on_every_small_edit_of_a_head() {
+    let bases: [&[u8]; 3] = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-A: a : b\r\n\r\n",
+        b"HTTP/1.1 204 No Content :)\r\nDate: x\r\nX-Folded: a\r\n b\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\nA:B\r\nC :D\r\n\r\n",
+    ];
+    let mut heads = 0;
+    let mut plain = 0;
+    for base in bases {
+        for at in 0..=base.len() {
+            let mut edits = Vec::new();
+            for b in [b' ', b'\t', b'\n', b'\r', b':', b'x'] {
+                let mut head = base.to_vec();
+                head.insert(at, b);
+                edits.push(head);
+            }
+            if at < base.len() {
+                let mut head = base.to_vec();
+                head.remove(at);
+                edits.push(head);
+            }
+            // A whole head ends with its blank line; that is all the scan is given.
+            for head in edits.into_iter().filter(|h| h.ends_with(b"\n")) {
+                let expected = plain_byte_by_byte(&head);
+                assert_eq!(
+                    is_plain_head(&head),
+                    expected,
+                    "{:?}",
+                    String::from_utf8_lossy(&head)
+                );
+                heads += 1;
+                plain += usize::from(expected);
+            }
+        }
+    }
+    // Both answers occur often enough for the comparison to mean something.
+    assert!(
+        plain > 100 && heads - plain > 100,
+        "{plain} plain of {heads}"
+    );
+}
